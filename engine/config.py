@@ -1,0 +1,158 @@
+"""Settings: frozen, hashable dataclasses loaded from an optional TOML file.
+
+A ``canopy.toml`` has up to three tables, ``[policy]``, ``[solver]`` and
+``[run]``; any key left out keeps the default documented on the field.
+Because the dataclasses are frozen and hashable, a ``SolverConfig`` can be a
+static argument of a jitted function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """How the firm trades off taxes, risk and costs.
+
+    Attributes
+    ----------
+    stale_price_days
+        A price older than this many calendar days before ``as_of`` is stale;
+        an account holding or targeting the security is rejected.
+    model_weight_tolerance
+        How far a model's or template's weights may sum from 1.
+    harvest_deferral
+        Value of a harvested loss as a fraction of the tax it saves today: a
+        loss lowers the basis of the replacement, so the saving is a deferral,
+        worth less than the full tax.
+    harvest_min_fraction
+        Smallest loss worth harvesting, as a fraction of the lot's value.
+    harvest_min_dollars
+        Smallest loss worth harvesting, in USD.
+    risk_aversion
+        Weight of the tracking-error variance against taxes and costs, per
+        unit of variance (annualized) and per unit of account value.
+    """
+
+    stale_price_days: int = 5
+    model_weight_tolerance: float = 1e-6
+    harvest_deferral: float = 0.5
+    harvest_min_fraction: float = 0.05
+    harvest_min_dollars: float = 100.0
+    risk_aversion: float = 1.0
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Settings of the batched first-order solver.
+
+    Attributes
+    ----------
+    max_iterations
+        Iterations after which a household is reported as ``max_iterations``.
+    eps_abs, eps_rel
+        Absolute and relative tolerances on residuals of the scaled problem
+        (money in units of household value).  Looser is faster; 1e-5 keeps the
+        objective within ~1e-4 of the optimum.
+    dtype
+        ``float64`` (default) or ``float32``.
+    """
+
+    max_iterations: int = 4000
+    eps_abs: float = 1e-6
+    eps_rel: float = 1e-6
+    dtype: str = "float64"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a nightly run is distributed and committed.
+
+    Attributes
+    ----------
+    shard_accounts
+        Target number of accounts per shard (households are never split).
+    max_in_flight
+        Shards in flight per solver actor.
+    max_task_retries
+        Tries of a shard before its households are isolated and retried alone.
+    max_failed_accounts
+        More accounts than this marked ``failed`` stop the run uncommitted.
+    """
+
+    shard_accounts: int = 512
+    max_in_flight: int = 2
+    max_task_retries: int = 3
+    max_failed_accounts: int = 100
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a run."""
+
+    policy: PolicyConfig = PolicyConfig()
+    solver: SolverConfig = SolverConfig()
+    run: RunConfig = RunConfig()
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"policy": PolicyConfig, "solver": SolverConfig, "run": RunConfig}
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
+    kwargs = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        if default is not None and not isinstance(default, bool) and isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+            value = type(default)(value) if isinstance(default, float) else value
+            if isinstance(default, int) and not isinstance(value, int):
+                raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
+        elif default is not None and not isinstance(value, type(default)):
+            raise ConfigError(f"{where}.{key}: expected {type(default).__name__}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any], where: str = "config") -> Config:
+    """A :class:`Config` from a mapping shaped like ``canopy.toml``."""
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; "
+                          f"expected {', '.join(_SECTIONS)}")
+    parts = {}
+    for name, cls in _SECTIONS.items():
+        section = data.get(name, {})
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+        parts[name] = _build(cls, section, f"{where} [{name}]")
+    return Config(**parts)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load ``canopy.toml``; ``None`` gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return config_from_dict(data, where=str(path))
