@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` and `make test`.
+# Each creates .venv when it is missing, installs the project into it, then does its job.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO   := demo
+
+.PHONY: demo test test-slow bench install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Reinstall when the package metadata changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO)/book
+	$(VENV)/bin/canopy generate --accounts 2000 --seed 7 --out $(DEMO)/book
+	$(VENV)/bin/canopy validate --book $(DEMO)/book
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(DEMO) out .pytest_cache .hypothesis
