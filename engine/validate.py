@@ -199,9 +199,9 @@ def _priced(securities: pa.Table, as_of: dt.date, policy: PolicyConfig) -> tuple
 
 def _price_message(security_id: str, missing: set, securities: pa.Table, index: dict) -> tuple[str, str]:
     if security_id in missing:
-        return Reject.missing_price, f"security {security_id} has no usable price"
+        return Reject.missing_price, f"security {security_id}, which has no usable price"
     date = securities.column(Col.price_date)[index[security_id]].as_py()
-    return Reject.stale_price, f"security {security_id} was last priced on {date}"
+    return Reject.stale_price, f"security {security_id}, whose last price is from {date}"
 
 
 def allocation_rejections(templates: pa.Table, allocations: pa.Table, accounts: pa.Table,
@@ -379,7 +379,7 @@ def account_rejections(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> 
                     sid = bad_models[mid]
                     rule, text = _price_message(sid, missing, securities, index)
                     found.add(aid, "securities", sid, rule, f"account {aid} targets product {mid}, "
-                              f"whose {text}; supply a current price or choose another product")
+                              f"which holds {text}; supply a current price or choose another product")
 
     # restrictions
     restrictions = tables["restrictions"]

@@ -1,0 +1,106 @@
+"""The ``canopy`` command.
+
+Each command is a thin layer over a library function: it parses options,
+calls the function, and prints a summary with rich.  Errors Canopy raises on
+purpose (:class:`~engine.errors.CanopyError`) print as one clear line and exit
+with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import time
+from typing import Callable
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine.errors import CanopyError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Canopy: tax-aware overlay portfolio management.")
+bench = typer.Typer(no_args_is_help=True, help="Benchmarks for quants.")
+app.add_typer(bench, name="bench")
+console = Console()
+errors = Console(stderr=True)
+
+
+def _clean_errors(command: Callable) -> Callable:
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CanopyError as exc:
+            errors.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+@app.command()
+@_clean_errors
+def generate(accounts: int = typer.Option(..., "--accounts", min=1, help="Number of accounts."),
+             out: str = typer.Option(..., "--out", help="Folder or fsspec URI to write the book to."),
+             seed: int = typer.Option(0, "--seed", help="Same seed, same book."),
+             as_of: str = typer.Option("2026-11-20", "--as-of", help="The book's business date."),
+             bad_fraction: float = typer.Option(0.002, "--bad-fraction", min=0.0, max=0.05,
+                                                help="Share of accounts given each kind of planted bad row."),
+             overwrite: bool = typer.Option(False, "--overwrite", help="Replace a book already at --out.")):
+    """Write a realistic synthetic book."""
+    from engine import synth
+
+    try:
+        date = dt.date.fromisoformat(as_of)
+    except ValueError:
+        raise typer.BadParameter(f"--as-of must be a date like 2026-11-20, got {as_of!r}") from None
+    start = time.perf_counter()
+    rows = synth.generate(out, accounts, seed, date, bad_fraction=bad_fraction, overwrite=overwrite)
+    console.print(f"book written to {out} in {time.perf_counter() - start:.1f} s")
+    table = Table()
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in rows.items():
+        table.add_row(name, f"{count:,}")
+    console.print(table)
+
+
+@app.command()
+@_clean_errors
+def validate(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of the book."),
+             examples: int = typer.Option(3, "--examples", min=0, help="Example messages per rule.")):
+    """Read and validate a book; print its summary and its rejections."""
+    import pyarrow.compute as pc
+
+    from engine.book import read_book
+    from engine.schema import Col
+
+    start = time.perf_counter()
+    result = read_book(book)
+    elapsed = time.perf_counter() - start
+    console.print(f"book {book} as of {result.as_of}, read and validated in {elapsed:.1f} s")
+    summary = Table()
+    summary.add_column("table")
+    summary.add_column("rows", justify="right")
+    for name, table in result.tables.items():
+        summary.add_row(name, f"{table.num_rows:,}")
+    console.print(summary)
+    accounts = result.accounts.num_rows
+    console.print(f"{accounts - len(result.rejected):,} of {accounts:,} accounts usable; "
+                  f"{len(result.rejected):,} rejected with {result.rejections.num_rows:,} rejection(s)")
+    if result.rejections.num_rows:
+        rules = Table(title="rejections by rule", expand=True)
+        for column in ("rule", "count", "examples"):
+            rules.add_column(column, overflow="fold")
+        counts = result.rejections.group_by(Col.rule).aggregate([([], "count_all")]).sort_by(Col.rule)
+        for rule, count in zip(counts.column(Col.rule).to_pylist(), counts.column("count_all").to_pylist()):
+            same_rule = pc.equal(result.rejections.column(Col.rule), rule)
+            first = result.rejections.filter(same_rule).slice(0, examples)
+            rules.add_row(rule, f"{count:,}", "\n".join(
+                f"{account}: {message}" for account, message in zip(
+                    first.column(Col.account_id).to_pylist(), first.column(Col.message).to_pylist())))
+        console.print(rules)
+
+
+def main() -> None:  # pragma: no cover - the console script
+    app()
