@@ -1,0 +1,149 @@
+"""Slow, obvious pure-Python versions of the kernels, for tests.
+
+Each function here mirrors one kernel of :mod:`engine.kernels` (same
+arguments, same outputs) the way ``osqppurepy`` mirrors OSQP: plain loops,
+``datetime`` for the calendar, ``sorted`` with explicit keys, no Numba.  The
+tests compare the kernels against these on Hypothesis-generated inputs.  They
+are not used in production.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+
+from engine.kernels import lots as L
+
+EPOCH = dt.date(1970, 1, 1)
+
+
+# --- holding period ---------------------------------------------------------
+
+def first_long_day_reference(acquired: int) -> int:
+    """Day after the one-year anniversary of ``acquired`` (29 Feb → 28 Feb)."""
+    bought = EPOCH + dt.timedelta(days=int(acquired))
+    try:
+        anniversary = bought.replace(year=bought.year + 1)
+    except ValueError:  # 29 February, and next year has none
+        anniversary = dt.date(bought.year + 1, 2, 28)
+    return (anniversary + dt.timedelta(days=1) - EPOCH).days
+
+
+def long_term_reference(acquired, as_of) -> np.ndarray:
+    return np.array([as_of >= first_long_day_reference(a) for a in acquired], dtype=bool)
+
+
+# --- tax curves and relief --------------------------------------------------
+
+def _valid(q, basis):
+    return q > 0 and math.isfinite(q) and basis >= 0 and math.isfinite(basis)
+
+
+def _position_lots(p, lot_offsets, quantity, cost_basis, acquired, price, st_rate, lt_rate, as_of):
+    """One dict per lot of position ``p`` with everything the methods sort by."""
+    px = float(price[p])
+    price_ok = px > 0 and math.isfinite(px)
+    lots = []
+    for i in range(int(lot_offsets[p]), int(lot_offsets[p + 1])):
+        q, basis = float(quantity[i]), float(cost_basis[i])
+        valid = _valid(q, basis)
+        is_long = as_of >= first_long_day_reference(int(acquired[i]))
+        gpd = (q * px - basis) / (q * px) if (valid and price_ok) else 0.0
+        rate = float(lt_rate[p]) if is_long else float(st_rate[p])
+        lots.append(dict(index=i, quantity=q, basis=basis, valid=valid, long=is_long,
+                         gpd=gpd, slope=rate * gpd, rate=rate, acquired=int(acquired[i]),
+                         width=q * px if (valid and price_ok) else 0.0))
+    return lots, px, price_ok
+
+
+def _sort_key(method, priority):
+    def key(lot):
+        i = lot["index"]
+        if method == L.CURVE:
+            return (lot["slope"], lot["gpd"], i)
+        if method == L.FIFO:
+            return (lot["acquired"], 0.0, i)
+        if method == L.LIFO:
+            return (-lot["acquired"], 0.0, i)
+        if method == L.HIFO:
+            per_share = lot["basis"] / lot["quantity"] if lot["valid"] else 0.0
+            return (-per_share, lot["acquired"], i)
+        pr = priority[i]
+        return (math.inf if math.isnan(pr) else pr, 0.0, i)
+    return key
+
+
+def tax_curves_reference(lot_offsets, quantity, cost_basis, acquired, price, st_rate, lt_rate,
+                         as_of) -> L.TaxCurves:
+    n = int(lot_offsets[-1])
+    order, slope, width = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
+    gpd, is_long = np.zeros(n), np.zeros(n, bool)
+    status = np.zeros(len(lot_offsets) - 1, np.int64)
+    for p in range(len(lot_offsets) - 1):
+        lots, _, price_ok = _position_lots(p, lot_offsets, quantity, cost_basis, acquired,
+                                           price, st_rate, lt_rate, as_of)
+        status[p] = (0 if price_ok else L.BAD_PRICE) | (0 if all(x["valid"] for x in lots) else L.BAD_LOT)
+        for k, lot in enumerate(sorted(lots, key=_sort_key(L.CURVE, None))):
+            j = int(lot_offsets[p]) + k
+            order[j], slope[j], width[j] = lot["index"], lot["slope"], lot["width"]
+            gpd[j], is_long[j] = lot["gpd"], lot["long"]
+    return L.TaxCurves(order, slope, width, gpd, is_long, status)
+
+
+def curve_tax_reference(lot_offsets, slope, width, sell_dollars) -> np.ndarray:
+    """Tax of selling ``y``: integrate the slope over the first ``y`` dollars."""
+    out = np.zeros(len(lot_offsets) - 1)
+    for p in range(len(out)):
+        y, tax = float(sell_dollars[p]), 0.0
+        for k in range(int(lot_offsets[p]), int(lot_offsets[p + 1])):
+            piece = min(max(y, 0.0), width[k])
+            tax += slope[k] * piece
+            y -= piece
+        out[p] = tax
+    return out
+
+
+def relieve_lots_reference(lot_offsets, quantity, cost_basis, acquired, price, st_rate, lt_rate,
+                           as_of, *, sell_dollars=None, sell_shares=None, method=L.CURVE,
+                           priority=None) -> L.Relief:
+    n = int(lot_offsets[-1])
+    shares, gain, is_long, tax = np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n)
+    status = np.zeros(len(lot_offsets) - 1, np.int64)
+    in_dollars = sell_dollars is not None
+    amounts = sell_dollars if in_dollars else sell_shares
+    for p in range(len(lot_offsets) - 1):
+        lots, px, price_ok = _position_lots(p, lot_offsets, quantity, cost_basis, acquired,
+                                            price, st_rate, lt_rate, as_of)
+        for lot in lots:
+            is_long[lot["index"]] = lot["long"]
+        st = (0 if price_ok else L.BAD_PRICE) | (0 if all(x["valid"] for x in lots) else L.BAD_LOT)
+        if method not in (L.CURVE, L.FIFO, L.LIFO, L.HIFO, L.SPECIFIC):
+            st |= L.BAD_METHOD
+        amount = float(amounts[p])
+        if not amount >= 0:
+            st |= L.BAD_REQUEST
+        if st & (L.BAD_PRICE | L.BAD_REQUEST | L.BAD_METHOD) or amount == 0:
+            status[p] = st
+            continue
+        wanted = amount / px if in_dollars else amount
+        remaining = wanted
+        for lot in sorted(lots, key=_sort_key(method, priority)):
+            if remaining <= 0:
+                break
+            i = lot["index"]
+            if not lot["valid"] or (method == L.SPECIFIC and math.isnan(priority[i])):
+                continue
+            q = lot["quantity"]
+            if remaining >= q * (1 - L.DUST):  # the rest closes the lot whole
+                take, g = q, q * px - lot["basis"]
+            else:
+                take = remaining
+                g = take * px - lot["basis"] * take / q
+            remaining -= take
+            shares[i], gain[i], tax[i] = take, g, g * lot["rate"]
+        if remaining > L.DUST * max(wanted, 1.0):
+            st |= L.OVERSOLD
+        status[p] = st
+    return L.Relief(shares, gain, is_long, tax, status)
