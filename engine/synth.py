@@ -155,7 +155,7 @@ def build_universe(seed: int, as_of: dt.date = AS_OF) -> Universe:
             add(f"{prefix}{n:04d}", f"{prefix[0]}{n:04d}", kind, cls, SECTORS[s], False, None,
                 tags or None, rng.uniform(0.15, 0.35), rng.uniform(2.0, 8.0), 0.05 + 0.03 * expo[0],
                 expo)
-    caps = {cls: rng.lognormal(0.0, 1.2, len(members)) for cls, members in index_members.items()}
+    caps = {cls: rng.lognormal(0.0, 0.9, len(members)) for cls, members in index_members.items()}
     index_expo = {cls: (caps[cls] / caps[cls].sum()) @ np.array([exposures[i] for i in members])
                   for cls, members in index_members.items()}
 
@@ -208,8 +208,10 @@ def build_universe(seed: int, as_of: dt.date = AS_OF) -> Universe:
     specific = rng.standard_normal((len(days), n_sec)) * np.sqrt(spec * dt_year)
     total_var = np.einsum("ij,jk,ik->i", X, F, X) + spec
     log_returns = factor_returns @ X.T + specific + (np.array(rows["drift"]) - total_var / 2) * dt_year
-    start = np.where(np.array(rows["kind"]) == Kind.mutual_fund, rng.uniform(10, 60, n_sec),
-                     rng.uniform(20, 400, n_sec))
+    kinds = np.array(rows["kind"])
+    start = np.where(kinds == Kind.mutual_fund, rng.uniform(10, 60, n_sec),
+                     np.where(kinds == Kind.etf, rng.uniform(30, 300, n_sec),
+                              np.exp(rng.uniform(np.log(5), np.log(150), n_sec))))
     prices = start * np.exp(np.cumsum(log_returns, axis=0) - log_returns[0])
     prices = np.round(prices, 2).clip(0.5)
 
