@@ -147,3 +147,47 @@ def relieve_lots_reference(lot_offsets, quantity, cost_basis, acquired, price, s
             st |= L.OVERSOLD
         status[p] = st
     return L.Relief(shares, gain, is_long, tax, status)
+
+
+# --- wash-sale windows ------------------------------------------------------
+
+def wash_sale_blocks_reference(household, wash_group, account, security, trade_day, side, quantity,
+                               realized_gain, as_of, *, taxable=None, window=30):
+    from engine.kernels import wash as W
+
+    pairs, details = {}, {}
+    for t in range(len(household)):
+        key = (int(household[t]), int(wash_group[t]))
+        pair = pairs.setdefault(key, dict(buy_blocked=False, loss_sale_blocked=False, shares=0.0,
+                                          last_loss=W.NO_DAY, last_buy=W.NO_DAY, status=0))
+        day, q = int(trade_day[t]), float(quantity[t])
+        is_taxable = True if taxable is None else bool(taxable[t])
+        if day > as_of:
+            pair["status"] |= W.FUTURE_TRADE
+        elif not q > 0 or side[t] not in (W.BUY, W.SELL):
+            pair["status"] |= W.BAD_TRADE
+        elif not as_of - window <= day <= as_of:
+            pass
+        elif side[t] == W.BUY:
+            pair["loss_sale_blocked"] = True
+            pair["last_buy"] = max(pair["last_buy"], day)
+            pair["shares"] += q
+            dkey = key + (int(account[t]), int(security[t]))
+            details[dkey] = details.get(dkey, 0.0) + q
+        elif is_taxable:
+            gain = float(realized_gain[t])
+            if math.isnan(gain) or gain < 0:
+                if math.isnan(gain):
+                    pair["status"] |= W.UNKNOWN_GAIN
+                pair["buy_blocked"] = True
+                pair["last_loss"] = max(pair["last_loss"], day)
+    keys = sorted(pairs)
+    index = {k: i for i, k in enumerate(keys)}
+    dkeys = sorted(details, key=lambda d: (index[d[:2]], d[2], d[3]))
+    col = lambda name, dtype: np.array([pairs[k][name] for k in keys], dtype=dtype)  # noqa: E731
+    return W.WashBlocks(
+        np.array([k[0] for k in keys], np.int64), np.array([k[1] for k in keys], np.int64),
+        col("buy_blocked", bool), col("loss_sale_blocked", bool), col("shares", float),
+        col("last_loss", np.int64), col("last_buy", np.int64), col("status", np.int64),
+        np.array([index[d[:2]] for d in dkeys], np.int64), np.array([d[2] for d in dkeys], np.int64),
+        np.array([d[3] for d in dkeys], np.int64), np.array([details[d] for d in dkeys], float))
