@@ -326,12 +326,15 @@ def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocati
     scale = np.divide(products.data, kept, out=np.zeros_like(kept), where=kept > EMPTY_PRODUCT_TOLERANCE)
     scaled = sp.csr_matrix((scale, (products.row, products.col)), shape=products.shape)
     weights = (scaled @ model_weights).tocsr()
-    if excluded.nnz:
-        weights = (weights - weights.multiply(excluded)).tocsr()
-    if bad.any():
-        weights = (sp.diags((~bad).astype(float)) @ weights).tocsr()
-        class_weights[bad] = 0.0
-        bands[bad] = 0.0
+    if excluded.nnz:  # w ∘ (1 − E), on the entries of screened accounts only
+        entry, entry_account = _entries(weights.indptr, np.flatnonzero(np.diff(excluded.indptr) > 0))
+        entry_key = entry_account * n_securities + weights.indices[entry]
+        screen = excluded.tocoo()
+        screen_key = screen.row.astype(np.int64) * n_securities + screen.col
+        weights.data[entry[np.isin(entry_key, screen_key)]] = 0.0
+    weights.data[_entries(weights.indptr, np.flatnonzero(bad))[0]] = 0.0
+    class_weights[bad] = 0.0
+    bands[bad] = 0.0
     weights.eliminate_zeros()
     weights.sort_indices()
 
@@ -345,6 +348,14 @@ def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocati
                    class_models=names, security_classes=_index_in(securities.column(Col.asset_class),
                                                                   asset_classes),
                    usable=~bad, rejections=rejections)
+
+
+def _entries(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in a CSR matrix's ``data`` of every entry of ``rows``, and each one's row."""
+    starts, counts = indptr[rows].astype(np.int64), np.diff(indptr)[rows].astype(np.int64)
+    ends = np.cumsum(counts)
+    positions = np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - counts), counts)
+    return positions, np.repeat(rows.astype(np.int64), counts)
 
 
 def _conflicts(rows: pa.Table, found: Rejections, bad: np.ndarray, account_ids: np.ndarray) -> None:
