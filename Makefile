@@ -21,8 +21,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	rm -rf $(DEMO)/book
-	$(VENV)/bin/canopy generate --accounts 2000 --seed 7 --out $(DEMO)/book
+	$(VENV)/bin/canopy generate --accounts 2000 --seed 7 --out $(DEMO)/book --overwrite
 	$(VENV)/bin/canopy validate --book $(DEMO)/book
 
 test: $(STAMP)

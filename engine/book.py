@@ -93,10 +93,10 @@ def _read_meta(fs, root: str, uri: str) -> dict:
         raise BookError(f"{BOOK_JSON}: schema_version {version!r} is not supported; "
                         f"expected {schema.SCHEMA_VERSION}")
     try:
-        meta["as_of"] = dt.date.fromisoformat(str(meta["as_of"]))
+        meta[Col.as_of] = dt.date.fromisoformat(str(meta[Col.as_of]))
     except (KeyError, ValueError):
         raise BookError(f"{BOOK_JSON}: as_of must be a date like \"2026-11-20\", "
-                        f"got {meta.get('as_of')!r}") from None
+                        f"got {meta.get(Col.as_of)!r}") from None
     currency = meta.get("base_currency", "USD")
     if currency != "USD":
         raise BookError(f"{BOOK_JSON}: base_currency {currency!r} is not supported; expected USD")
@@ -142,9 +142,9 @@ def read_book(uri: str, policy: PolicyConfig | None = None,
     tables, fingerprints = {}, {}
     for name in schema.BOOK_TABLES:
         tables[name], fingerprints[name] = _read_table(fs, root, name, uri)
-    rejections = validate(tables, meta["as_of"], policy)
+    rejections = validate(tables, meta[Col.as_of], policy)
     rejected = frozenset(a for a in rejections.column(Col.account_id).to_pylist() if a is not None)
-    return Book(uri=str(uri), as_of=meta["as_of"], base_currency=meta.get("base_currency", "USD"),
+    return Book(uri=str(uri), as_of=meta[Col.as_of], base_currency=meta.get("base_currency", "USD"),
                 rejections=rejections, rejected=rejected, fingerprints=fingerprints, **tables)
 
 
@@ -189,7 +189,7 @@ class BookWriter:
         for name, parts in self._parts.items():
             if parts == 0:
                 self.write(name, schema.empty(schema.BOOK_TABLES[name]))
-        meta = {"schema_version": schema.SCHEMA_VERSION, "as_of": self.as_of.isoformat(),
+        meta = {"schema_version": schema.SCHEMA_VERSION, Col.as_of: self.as_of.isoformat(),
                 "base_currency": "USD"}
         with self.fs.open(f"{self.root}/{BOOK_JSON}", "wb") as fh:
             fh.write(json.dumps(meta, indent=2).encode())

@@ -58,7 +58,7 @@ def generate(accounts: int = typer.Option(..., "--accounts", min=1, help="Number
     rows = synth.generate(out, accounts, seed, date, bad_fraction=bad_fraction, overwrite=overwrite)
     console.print(f"book written to {out} in {time.perf_counter() - start:.1f} s")
     table = Table()
-    table.add_column("table")
+    table.add_column("book table")
     table.add_column("rows", justify="right")
     for name, count in rows.items():
         table.add_row(name, f"{count:,}")
@@ -80,7 +80,7 @@ def validate(book: str = typer.Option(..., "--book", help="Folder or fsspec URI 
     elapsed = time.perf_counter() - start
     console.print(f"book {book} as of {result.as_of}, read and validated in {elapsed:.1f} s")
     summary = Table()
-    summary.add_column("table")
+    summary.add_column("book table")
     summary.add_column("rows", justify="right")
     for name, table in result.tables.items():
         summary.add_row(name, f"{table.num_rows:,}")

@@ -123,8 +123,9 @@ def build_universe(seed: int, as_of: dt.date = AS_OF) -> Universe:
     rng = np.random.default_rng([seed, 0])
     k = len(FACTORS)
     fidx = {f: i for i, f in enumerate(FACTORS)}
-    rows: dict[str, list] = {c: [] for c in ("id", "symbol", "kind", "class", "sector", "frac",
-                                             "group", "tags", "spec", "spread", "drift")}
+    columns = (Col.security_id, Col.symbol, Col.kind, Col.asset_class, Col.sector, Col.fractional,
+               Col.wash_group, Col.tags, Col.specific_variance, Col.spread_bps)
+    rows: dict[str, list] = {c: [] for c in (*columns, "drift")}
     exposures: list[np.ndarray] = []
 
     def add(sid, symbol, kind, cls, sector, frac, group, tags, spec_vol, spread, drift, expo):
@@ -151,7 +152,7 @@ def build_universe(seed: int, as_of: dt.date = AS_OF) -> Universe:
             if SECTORS[s] == "industrials" and rng.random() < 0.05:
                 tags.append("catholic_values")
             prefix = "US" if region is None else "IN"
-            index_members[cls].append(len(rows["id"]))
+            index_members[cls].append(len(rows[Col.security_id]))
             add(f"{prefix}{n:04d}", f"{prefix[0]}{n:04d}", kind, cls, SECTORS[s], False, None,
                 tags or None, rng.uniform(0.15, 0.35), rng.uniform(2.0, 8.0), 0.05 + 0.03 * expo[0],
                 expo)
@@ -177,7 +178,7 @@ def build_universe(seed: int, as_of: dt.date = AS_OF) -> Universe:
         for sid, group, spec_vol, noise, kind, frac in names:
             expo = base + rng.normal(0.0, noise, k) * (base != 0)
             model = f"M-{sid}"
-            products[model] = [len(rows["id"])]
+            products[model] = [len(rows[Col.security_id])]
             class_products[cls].append(model)
             add(sid, sid, kind, cls, None, frac, group, None, spec_vol,
                 rng.uniform(1.0, 3.0) if kind == Kind.etf else 0.0, drift, expo)
@@ -193,40 +194,37 @@ def build_universe(seed: int, as_of: dt.date = AS_OF) -> Universe:
         s = rng.integers(len(SECTORS))
         expo[fidx[f"sector_{SECTORS[s]}"]] = 1.0
         sid = LEGACY_MISSING_PRICE if n == 0 else LEGACY_STALE_PRICE if n == 1 else f"LEG{n:03d}"
-        legacy.append(len(rows["id"]))
+        legacy.append(len(rows[Col.security_id]))
         add(sid, sid, Kind.equity, "us_large_cap", SECTORS[s], False, None, None,
             rng.uniform(0.25, 0.45), rng.uniform(3.0, 10.0), 0.08, expo)
 
-    n_sec = len(rows["id"])
+    n_sec = len(rows[Col.security_id])
     X = np.array(exposures)
     F = _factor_covariance(rng)
     days = _business_days(as_of, HISTORY_YEARS)
     dt_year = 1.0 / 252.0
     chol = np.linalg.cholesky(F * dt_year)
     factor_returns = rng.standard_normal((len(days), k)) @ chol.T
-    spec = np.array(rows["spec"])
+    spec = np.array(rows[Col.specific_variance])
     specific = rng.standard_normal((len(days), n_sec)) * np.sqrt(spec * dt_year)
     total_var = np.einsum("ij,jk,ik->i", X, F, X) + spec
     log_returns = factor_returns @ X.T + specific + (np.array(rows["drift"]) - total_var / 2) * dt_year
-    kinds = np.array(rows["kind"])
+    kinds = np.array(rows[Col.kind])
     start = np.where(kinds == Kind.mutual_fund, rng.uniform(10, 60, n_sec),
                      np.where(kinds == Kind.etf, rng.uniform(30, 300, n_sec),
                               np.exp(rng.uniform(np.log(5), np.log(150), n_sec))))
     prices = start * np.exp(np.cumsum(log_returns, axis=0) - log_returns[0])
     prices = np.round(prices, 2).clip(0.5)
 
-    ids = np.array(rows["id"], dtype=object)
+    ids = np.array(rows[Col.security_id], dtype=object)
     price_now = prices[-1].copy()
     price_date = np.full(n_sec, days[-1])
     price_now[legacy[0]] = np.nan
     price_date[legacy[1]] = days[-30]
     securities = pa.table({
-        Col.security_id: ids, Col.symbol: rows["symbol"], Col.kind: rows["kind"],
-        Col.asset_class: rows["class"], Col.sector: rows["sector"],
+        **{c: rows[c] for c in columns},
         Col.price: pa.array(price_now, pa.float64(), from_pandas=True),
-        Col.price_date: pa.array(price_date.astype("datetime64[D]"), pa.date32()),
-        Col.fractional: rows["frac"], Col.wash_group: rows["group"], Col.tags: rows["tags"],
-        Col.specific_variance: spec, Col.spread_bps: rows["spread"]})
+        Col.price_date: pa.array(price_date.astype("datetime64[D]"), pa.date32())})
     nz = np.nonzero(np.abs(X) > 1e-12)
     factor_exposures = pa.table({Col.security_id: ids[nz[0]], Col.factor: np.array(FACTORS)[nz[1]],
                                  Col.exposure: X[nz]})
@@ -244,11 +242,11 @@ def build_universe(seed: int, as_of: dt.date = AS_OF) -> Universe:
     tables = {"securities": securities, "factor_exposures": factor_exposures,
               "factor_covariance": factor_covariance, "models": models,
               "templates": _template_table(templates)}
-    groups = np.array([g if g is not None else s for g, s in zip(rows["group"], ids)], dtype=object)
+    groups = np.array([g if g is not None else s for g, s in zip(rows[Col.wash_group], ids)], dtype=object)
     return Universe(as_of=as_of, tables={n: schema.conform(t, schema.BOOK_TABLES[n])
                                          for n, t in tables.items()},
-                    security_ids=ids, fractional=np.array(rows["frac"]), prices=prices, days=days,
-                    wash_group=groups, tags=[t or [] for t in rows["tags"]],
+                    security_ids=ids, fractional=np.array(rows[Col.fractional]), prices=prices, days=days,
+                    wash_group=groups, tags=[t or [] for t in rows[Col.tags]],
                     products={m: np.array(v) for m, v in products.items()},
                     product_weights=weights, templates=templates, legacy=np.array(legacy))
 
@@ -347,7 +345,7 @@ class _Chunk:
         accounts = self._accounts(positions)
         transactions = self._transactions(lots)
         return {"accounts": accounts, "allocations": allocations, "restrictions": restrictions,
-                "lots": lots["table"], "transactions": transactions}
+                "lots": lots["arrow"], "transactions": transactions}
 
     # -- customizations -------------------------------------------------------
     def _allocations(self):
@@ -368,7 +366,8 @@ class _Chunk:
                     custom[cls] = [0.0, None]
             elif draw < 0.12:                            # tilt within the template's bounds
                 row = template[rng.integers(len(template))]
-                custom[row[0]] = [round(float(rng.uniform(max(row[4], 1e-3), row[5])), 4), None]
+                low = max(row[4], 1e-3)
+                custom[row[0]] = [float(np.clip(round(rng.uniform(low, row[5]), 4), low, row[5])), None]
             if self.direct[a]:
                 custom.setdefault("us_large_cap", [None, None])[1] = "DI-US-LARGE"
                 if "intl_developed" in weights and rng.random() < 0.5:
@@ -495,7 +494,7 @@ class _Chunk:
             Col.quantity: quantity, Col.cost_basis: cost_basis,
             Col.acquired: pa.array(acquired.astype("datetime64[D]"), pa.date32())})
         market = np.bincount(lot_account, quantity * np.nan_to_num(price_now[lot_security]), self.n)
-        lots = dict(table=table, account=lot_account, security=lot_security, day=day, quantity=quantity)
+        lots = dict(arrow=table, account=lot_account, security=lot_security, day=day, shares=quantity)
         return lots, market
 
     def _plant_lots(self, account, security_ids, quantity, cost_basis, acquired):
@@ -553,8 +552,8 @@ class _Chunk:
         sell_day = len(u.days) - 1 - rng.integers(1, 28, len(sells))
         sec = np.concatenate([lots["security"][recent], lots["security"][sells]])
         day = np.concatenate([lots["day"][recent], sell_day])
-        quantity = np.concatenate([lots["quantity"][recent],
-                                   np.maximum(1.0, np.round(lots["quantity"][sells] * rng.uniform(0.2, 1.0, len(sells))))])
+        quantity = np.concatenate([lots["shares"][recent],
+                                   np.maximum(1.0, np.round(lots["shares"][sells] * rng.uniform(0.2, 1.0, len(sells))))])
         price = u.prices[day, sec]
         loss = rng.random(len(sells)) < 0.7
         gain = np.round(quantity[len(recent):] * price[len(recent):]

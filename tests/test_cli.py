@@ -1,0 +1,47 @@
+"""The canopy command, run as a user would."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from engine.cli import app
+
+runner = CliRunner()
+
+
+def test_generate_then_validate(tmp_path):
+    out = tmp_path / "book"
+    result = runner.invoke(app, ["generate", "--accounts", "300", "--seed", "2", "--out", str(out),
+                                 "--bad-fraction", "0.01"])
+    assert result.exit_code == 0, result.output
+    assert "300" in result.output and (out / "book.json").exists()
+    result = runner.invoke(app, ["validate", "--book", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "rejected with 30 rejection(s)" in result.output
+    for rule in ("unknown_security", "missing_price", "stale_price", "unknown_template"):
+        assert rule in result.output
+
+
+def test_generate_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "book"
+    assert runner.invoke(app, ["generate", "--accounts", "20", "--out", str(out)]).exit_code == 0
+    result = runner.invoke(app, ["generate", "--accounts", "20", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "a book already exists" in result.output
+    assert runner.invoke(app, ["generate", "--accounts", "20", "--out", str(out), "--overwrite"]).exit_code == 0
+
+
+def test_validate_exits_non_zero_on_book_error(tmp_path):
+    out = tmp_path / "book"
+    assert runner.invoke(app, ["generate", "--accounts", "20", "--out", str(out)]).exit_code == 0
+    (out / "book.json").write_text(json.dumps({"schema_version": 1, "as_of": "not a date"}))
+    result = runner.invoke(app, ["validate", "--book", str(out)])
+    assert result.exit_code == 2
+    assert "as_of must be a date" in result.output
+
+
+def test_validate_missing_book(tmp_path):
+    result = runner.invoke(app, ["validate", "--book", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "no book.json" in result.output
