@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`.
 # Each creates .venv when it is missing, installs the project into it, then does its job.
 
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
