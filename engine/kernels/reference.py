@@ -191,3 +191,68 @@ def wash_sale_blocks_reference(household, wash_group, account, security, trade_d
         col("last_loss", np.int64), col("last_buy", np.int64), col("status", np.int64),
         np.array([index[d[:2]] for d in dkeys], np.int64), np.array([d[2] for d in dkeys], np.int64),
         np.array([d[3] for d in dkeys], np.int64), np.array([details[d] for d in dkeys], float))
+
+
+# --- wash-sale accounting, one share at a time -------------------------------
+
+def wash_sale_accounting_reference(trade_day, account, security, wash_group, side, quantity,
+                                   price, account_taxable, window=30):
+    """Publication 550 replayed share by share (whole-share quantities only).
+
+    Returns per trade ``(shares_filled, realized_gain, disallowed_loss,
+    realized_long)`` and the open shares at the end as a list of dicts.
+    """
+    from engine.kernels import wash as W
+
+    shares = []  # every share ever bought, in purchase order
+    loss_shares = []  # every taxable loss share sold, in sale order
+    n = len(trade_day)
+    filled, gain, disallowed, gain_long = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
+
+    def replace(loss, new):
+        """``new`` replaces ``loss``: disallow, adjust basis and holding period."""
+        loss["pending"] = False
+        new["used"] = True
+        disallowed[loss["trade"]] += loss["loss"]
+        if account_taxable[new["account"]]:
+            new["basis"] += loss["loss"]
+            new["acquired"] -= loss["day"] - loss["acquired"]
+
+    for t in range(n):
+        day, q, px, g = int(trade_day[t]), float(quantity[t]), float(price[t]), int(wash_group[t])
+        if not (q > 0 and px > 0) or side[t] not in (W.BUY, W.SELL):
+            continue
+        if side[t] == W.BUY:
+            for k in range(int(q)):
+                new = dict(account=int(account[t]), security=int(security[t]), group=g,
+                           basis=px, acquired=day, buy_day=day, purchase=t, used=False, open=True)
+                shares.append(new)
+                waiting = [s for s in loss_shares
+                           if s["pending"] and s["group"] == g and s["day"] + window >= day]
+                if waiting:
+                    replace(waiting[0], new)
+            filled[t] = q
+            continue
+        held = [s for s in shares if s["open"] and s["account"] == account[t]
+                and s["security"] == security[t]]
+        sold = held[: int(q)]
+        sold_now = []
+        for s in sold:
+            s["open"] = False
+            g_share = px - s["basis"]
+            filled[t] += 1
+            gain[t] += g_share
+            if day >= first_long_day_reference(s["acquired"]):
+                gain_long[t] += g_share
+            if g_share < 0 and account_taxable[int(account[t])]:
+                loss = dict(trade=t, loss=-g_share, day=day, acquired=s["acquired"], group=s["group"],
+                            purchase=s["purchase"], pending=True)
+                loss_shares.append(loss)
+                sold_now.append(loss)
+        for loss in sold_now:
+            before = [s for s in shares if s["open"] and not s["used"] and s["group"] == loss["group"]
+                      and day - window <= s["buy_day"] <= day and s["purchase"] != loss["purchase"]]
+            if before:
+                replace(loss, before[0])
+    open_shares = [s for s in shares if s["open"]]
+    return filled, gain, disallowed, gain_long, open_shares

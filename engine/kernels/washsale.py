@@ -1,0 +1,374 @@
+"""Wash-sale accounting over time (IRS Publication 550, "Wash Sales").
+
+Where :mod:`engine.kernels.wash` answers "may the household trade this group
+today?", this module replays a household's chronological trades and says what
+the wash-sale rule did to each sale and each lot: for simulations over many
+days and for checking a run after the fact.
+
+Rules applied (Publication 550; Rev. Rul. 2008-5 for IRAs):
+
+* A sale of shares at a loss in a taxable account is a wash sale to the
+  extent that substantially identical shares (same ``wash_group``, any
+  account of the household) are acquired within 30 days before or after it
+  (``sale_day - 30 <= buy_day <= sale_day + 30``).
+* Partial wash sales: the disallowed loss is in proportion to the shares
+  replaced, ``disallowed = replaced_shares · loss_per_share``; so it never
+  exceeds the realized loss.
+* Replacement shares are matched in the order they were acquired (earliest
+  first), loss shares in the order they were sold; each replacement share
+  replaces at most one loss share.  Shares bought before the sale count only
+  while still held, and never when they come from the same purchase as the
+  shares sold (selling part of one purchase is no wash sale).
+* The disallowed loss is added to the basis of the replacement shares, and
+  their holding period includes that of the shares sold:
+  ``acquired_adjusted = acquired - (sale_day - acquired_of_sold)``.
+* A replacement bought in a tax-deferred or tax-exempt account makes the
+  loss permanently disallowed: no basis adjustment (reported in
+  ``disp_permanent``).
+* Sells relieve the account's lots of the security first-in-first-out by
+  purchase (opening lots first, in the order given, then buys in trade order).
+
+Dates are int64 days since 1970-01-01.  One household per call.  Nothing
+raises inside the kernel: each trade gets status bit flags.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+
+from engine.kernels.dates import NO_DAY, first_long_day_scalar
+from engine.kernels.wash import BUY, SELL, WINDOW_DAYS
+
+__all__ = ["OK", "OVERSOLD", "BAD_TRADE", "OVERFLOW", "WashAccounting", "wash_sale_accounting"]
+
+OK = 0
+OVERSOLD = 1
+"""A sell asked for more shares than the account held: what was held was sold."""
+BAD_TRADE = 2
+"""Unknown side, or quantity or price NaN or <= 0: the trade is ignored."""
+OVERFLOW = 4
+"""Internal: the preallocated lot or disposition arrays were too small (the wrapper retries)."""
+
+_DUST = 1e-9
+
+
+@nb.njit(cache=True, nogil=True)
+def _split(lot, keep, n_lots, cap, lot_account, lot_security, lot_group, lot_quantity,
+           lot_basis, lot_acquired, lot_buy_day, lot_seq, lot_used, lot_source):
+    """Keep ``keep`` shares in ``lot``; move the rest to a new lot (same purchase).
+
+    Returns the new lot count, or -1 when out of room.
+    """
+    q = lot_quantity[lot]
+    if keep >= q * (1.0 - _DUST):
+        return n_lots
+    if n_lots >= cap:
+        return -1
+    rest = q - keep
+    moved_basis = lot_basis[lot] * rest / q
+    j = n_lots
+    lot_account[j] = lot_account[lot]
+    lot_security[j] = lot_security[lot]
+    lot_group[j] = lot_group[lot]
+    lot_quantity[j] = rest
+    lot_basis[j] = moved_basis
+    lot_acquired[j] = lot_acquired[lot]
+    lot_buy_day[j] = lot_buy_day[lot]
+    lot_seq[j] = lot_seq[lot]
+    lot_used[j] = lot_used[lot]
+    lot_source[j] = lot_source[lot]
+    lot_quantity[lot] = keep
+    lot_basis[lot] -= moved_basis
+    return n_lots + 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _replace(d, lot, shares, taxable_account, disp_loss_per_share, disp_pending, disp_disallowed,
+             disp_permanent, disp_sale_day, disp_sold_acquired, lot_account, lot_basis,
+             lot_acquired, lot_used):
+    """``shares`` of ``lot`` (already split to that size) replace loss shares of ``d``.
+
+    Returns the USD of loss disallowed.
+    """
+    matched = min(shares, disp_pending[d])
+    amount = matched * disp_loss_per_share[d]
+    disp_pending[d] -= matched
+    disp_disallowed[d] += amount
+    lot_used[lot] = True
+    if taxable_account[lot_account[lot]]:
+        lot_basis[lot] += amount
+        lot_acquired[lot] -= disp_sale_day[d] - disp_sold_acquired[d]
+    else:
+        disp_permanent[d] += amount
+    return amount
+
+
+@nb.njit(cache=True, nogil=True)
+def _account_trades(trade_day, account, security, wash_group, side, quantity, price,
+                    taxable_account, window, n_open,
+                    shares_filled, trade_gain, trade_disallowed, trade_status,
+                    lot_account, lot_security, lot_group, lot_quantity, lot_basis, lot_acquired,
+                    lot_buy_day, lot_seq, lot_used, lot_source,
+                    disp_trade, disp_lot, disp_shares, disp_proceeds, disp_cost_basis,
+                    disp_gain, disp_disallowed, disp_permanent, disp_long,
+                    disp_loss_per_share, disp_pending, disp_sale_day, disp_sold_acquired,
+                    disp_group, disp_seq):
+    """Replay the trades; returns ``(n_lots, n_dispositions, overflow)``."""
+    cap_lots = lot_quantity.shape[0]
+    cap_disp = disp_trade.shape[0]
+    n_lots = n_open
+    n_disp = 0
+    for t in range(trade_day.shape[0]):
+        day = trade_day[t]
+        q = quantity[t]
+        px = price[t]
+        g = wash_group[t]
+        shares_filled[t] = 0.0
+        trade_gain[t] = 0.0
+        trade_disallowed[t] = 0.0
+        trade_status[t] = OK
+        if not (q > 0.0 and np.isfinite(q) and px > 0.0 and np.isfinite(px)) \
+                or (side[t] != BUY and side[t] != SELL):
+            trade_status[t] = BAD_TRADE
+            continue
+        if side[t] == BUY:
+            if n_lots >= cap_lots:
+                return n_lots, n_disp, True
+            lot = n_lots
+            n_lots += 1
+            lot_account[lot] = account[t]
+            lot_security[lot] = security[t]
+            lot_group[lot] = g
+            lot_quantity[lot] = q
+            lot_basis[lot] = q * px
+            lot_acquired[lot] = day
+            lot_buy_day[lot] = day
+            lot_seq[lot] = t
+            lot_used[lot] = False
+            lot_source[lot] = t
+            shares_filled[t] = q
+            # Loss shares still waiting for a replacement, earliest sale first.
+            for d in range(n_disp):
+                if disp_pending[d] <= 0.0 or disp_group[d] != g or disp_sale_day[d] + window < day:
+                    continue
+                m = min(disp_pending[d], lot_quantity[lot])
+                n_new = _split(lot, m, n_lots, cap_lots, lot_account, lot_security, lot_group,
+                               lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq,
+                               lot_used, lot_source)
+                if n_new < 0:
+                    return n_lots, n_disp, True
+                rest = n_new > n_lots
+                n_lots = n_new
+                trade_disallowed[disp_trade[d]] += _replace(
+                    d, lot, lot_quantity[lot], taxable_account, disp_loss_per_share, disp_pending,
+                    disp_disallowed, disp_permanent, disp_sale_day, disp_sold_acquired,
+                    lot_account, lot_basis, lot_acquired, lot_used)
+                if not rest:
+                    break
+                lot = n_lots - 1
+            continue
+        # SELL: relieve the account's lots of the security, first purchase first.
+        remaining = q
+        first_disp = n_disp
+        while remaining > _DUST * q:
+            best = -1
+            for i in range(n_lots):
+                if lot_quantity[i] > 0.0 and lot_account[i] == account[t] \
+                        and lot_security[i] == security[t]:
+                    if best < 0 or lot_seq[i] < lot_seq[best]:
+                        best = i
+            if best < 0:
+                trade_status[t] |= OVERSOLD
+                break
+            if n_disp >= cap_disp:
+                return n_lots, n_disp, True
+            lq = lot_quantity[best]
+            if remaining >= lq * (1.0 - _DUST):
+                take = lq
+                basis = lot_basis[best]
+            else:
+                take = remaining
+                basis = lot_basis[best] * take / lq
+            remaining -= take
+            gain = take * px - basis
+            d = n_disp
+            n_disp += 1
+            disp_trade[d] = t
+            disp_lot[d] = best
+            disp_shares[d] = take
+            disp_proceeds[d] = take * px
+            disp_cost_basis[d] = basis
+            disp_gain[d] = gain
+            disp_disallowed[d] = 0.0
+            disp_permanent[d] = 0.0
+            disp_long[d] = day >= first_long_day_scalar(lot_acquired[best])
+            disp_sale_day[d] = day
+            disp_sold_acquired[d] = lot_acquired[best]
+            disp_group[d] = lot_group[best]
+            disp_seq[d] = lot_seq[best]
+            is_loss = gain < 0.0 and taxable_account[account[t]]
+            disp_loss_per_share[d] = -gain / take if is_loss else 0.0
+            disp_pending[d] = take if is_loss else 0.0
+            shares_filled[t] += take
+            trade_gain[t] += gain
+            if take == lq:
+                lot_quantity[best] = 0.0
+                lot_basis[best] = 0.0
+            else:
+                lot_quantity[best] = lq - take
+                lot_basis[best] -= basis
+        # Replacement shares bought in the 30 days before (and still held).
+        for d in range(first_disp, n_disp):
+            while disp_pending[d] > 0.0:
+                best = -1
+                for i in range(n_lots):
+                    if lot_quantity[i] > 0.0 and not lot_used[i] and lot_group[i] == disp_group[d] \
+                            and lot_buy_day[i] >= day - window and lot_buy_day[i] <= day \
+                            and lot_seq[i] != disp_seq[d]:
+                        if best < 0 or lot_seq[i] < lot_seq[best] \
+                                or (lot_seq[i] == lot_seq[best] and i < best):
+                            best = i
+                if best < 0:
+                    break
+                m = min(disp_pending[d], lot_quantity[best])
+                n_new = _split(best, m, n_lots, cap_lots, lot_account, lot_security, lot_group,
+                               lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq,
+                               lot_used, lot_source)
+                if n_new < 0:
+                    return n_lots, n_disp, True
+                n_lots = n_new
+                trade_disallowed[t] += _replace(
+                    d, best, lot_quantity[best], taxable_account, disp_loss_per_share,
+                    disp_pending, disp_disallowed, disp_permanent, disp_sale_day,
+                    disp_sold_acquired, lot_account, lot_basis, lot_acquired, lot_used)
+    return n_lots, n_disp, False
+
+
+class WashAccounting(NamedTuple):
+    """What the wash-sale rule did to a household's trades.
+
+    Attributes
+    ----------
+    shares_filled, realized_gain, disallowed_loss : float64, per trade
+        Shares bought or sold; for sells the USD gain before the rule
+        (proceeds - relieved basis, negative for a loss) and the USD of loss
+        disallowed (>= 0, <= the loss; includes losses disallowed later by
+        purchases in the 30 days after).
+    status : int64, per trade
+        Bit flags ``OVERSOLD``, ``BAD_TRADE``.
+    disp_trade, disp_lot : int64, per disposition (one per sell and lot relieved)
+        Indices of the sell trade and of the lot (in the ``lot_*`` arrays).
+    disp_shares, disp_proceeds, disp_cost_basis, disp_realized_gain : float64
+        Shares, USD.
+    disp_disallowed_loss : float64
+        USD of the disposition's loss disallowed; ``disp_permanent`` of it
+        went to replacements in tax-deferred or exempt accounts (no basis
+        adjustment anywhere).
+    disp_long_term : bool
+        Long-term on the sale day, by the lot's adjusted ``acquired``.
+    lot_account, lot_security, lot_group : int64, per lot
+    lot_quantity, lot_cost_basis : float64
+        Shares still open at the end and their adjusted basis (USD).
+    lot_acquired : int64
+        Adjusted acquisition day (holding period start).
+    lot_source : int64
+        The buy trade that created the lot, or ``-1 - i`` for opening lot ``i``.
+    lot_replacement : bool
+        The lot's shares replaced loss shares of a wash sale.
+    """
+
+    shares_filled: np.ndarray
+    realized_gain: np.ndarray
+    disallowed_loss: np.ndarray
+    status: np.ndarray
+    disp_trade: np.ndarray
+    disp_lot: np.ndarray
+    disp_shares: np.ndarray
+    disp_proceeds: np.ndarray
+    disp_cost_basis: np.ndarray
+    disp_realized_gain: np.ndarray
+    disp_disallowed_loss: np.ndarray
+    disp_permanent: np.ndarray
+    disp_long_term: np.ndarray
+    lot_account: np.ndarray
+    lot_security: np.ndarray
+    lot_group: np.ndarray
+    lot_quantity: np.ndarray
+    lot_cost_basis: np.ndarray
+    lot_acquired: np.ndarray
+    lot_source: np.ndarray
+    lot_replacement: np.ndarray
+
+
+def wash_sale_accounting(trade_day, account, security, wash_group, side, quantity, price,
+                         account_taxable, *, open_account=None, open_security=None,
+                         open_group=None, open_quantity=None, open_cost_basis=None,
+                         open_acquired=None, window: int = WINDOW_DAYS) -> WashAccounting:
+    """Replay one household's trades under the wash-sale rule.
+
+    Parameters
+    ----------
+    trade_day : int64, per trade
+        Days since 1970-01-01, non-decreasing (chronological; same-day trades
+        in the order they happened).
+    account, security, wash_group : int64, per trade
+        Codes; ``account`` indexes ``account_taxable``.  A security with no
+        wash group is its own group (the caller gives it its own code).
+    side : int8, per trade
+        ``BUY`` or ``SELL`` (:mod:`engine.kernels.wash`).
+    quantity, price : float64, per trade
+        Shares (> 0) and USD per share.
+    account_taxable : bool, per account code
+        False for tax-deferred and tax-exempt accounts.
+    open_account, open_security, open_group, open_quantity, open_cost_basis, open_acquired
+        Optional lots held before the first trade (in purchase order).  They
+        are relieved like any lot but never count as replacement shares; pass
+        recent purchases as buy trades instead.
+    window : int
+        Days either side of a sale (30).
+
+    Returns
+    -------
+    WashAccounting
+    """
+    i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+    trade_day = i64(trade_day)
+    n = trade_day.size
+    args = (trade_day, i64(account), i64(security), i64(wash_group),
+            np.ascontiguousarray(side, dtype=np.int8), f64(quantity), f64(price),
+            np.ascontiguousarray(account_taxable, dtype=np.bool_), np.int64(window))
+    n_open = 0 if open_quantity is None else len(open_quantity)
+    cap = 2 * (n + n_open) + 8
+    while True:
+        trade_out = [np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int64)]
+        lots = [np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64),
+                np.empty(cap), np.empty(cap), np.empty(cap, np.int64), np.empty(cap, np.int64),
+                np.empty(cap, np.int64), np.empty(cap, np.bool_), np.empty(cap, np.int64)]
+        if n_open:
+            lots[0][:n_open] = i64(open_account)
+            lots[1][:n_open] = i64(open_security)
+            lots[2][:n_open] = i64(open_group)
+            lots[3][:n_open] = f64(open_quantity)
+            lots[4][:n_open] = f64(open_cost_basis)
+            lots[5][:n_open] = i64(open_acquired)
+            lots[6][:n_open] = NO_DAY
+            lots[7][:n_open] = np.arange(n_open) - n_open
+            lots[8][:n_open] = False
+            lots[9][:n_open] = -1 - np.arange(n_open)
+        disp = [np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap), np.empty(cap),
+                np.empty(cap), np.empty(cap), np.empty(cap), np.empty(cap), np.empty(cap, np.bool_),
+                np.empty(cap), np.empty(cap), np.empty(cap, np.int64), np.empty(cap, np.int64),
+                np.empty(cap, np.int64), np.empty(cap, np.int64)]
+        n_lots, n_disp, overflow = _account_trades(*args, np.int64(n_open), *trade_out, *lots, *disp)
+        if not overflow:
+            break
+        cap *= 2
+    lot_account, lot_security, lot_group, lot_quantity, lot_basis, lot_acquired, _, _, \
+        lot_used, lot_source = (a[:n_lots] for a in lots)
+    return WashAccounting(*trade_out, *(a[:n_disp] for a in disp[:9]),
+                          lot_account, lot_security, lot_group, lot_quantity, lot_basis,
+                          lot_acquired, lot_source, lot_used)
