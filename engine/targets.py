@@ -38,7 +38,9 @@ security of a product the account holds a positive weight of
 silently moving the weight to other asset classes: the advisor chooses
 another product, removes the asset class, or lifts the screen), and two
 allocation rows of one asset class that disagree
-(:data:`REJECT_CONFLICTING_ALLOCATION`).  A rejected account's rows are empty.
+(:data:`REJECT_CONFLICTING_ALLOCATION`); on tables not validated, also a
+chosen product missing from the models table (:data:`REJECT_UNKNOWN_PRODUCT`).
+A rejected account's rows are empty.
 
 Pure: Arrow tables in, NumPy/SciPy arrays out; no storage, no ray.
 """
@@ -199,11 +201,12 @@ def build_targets(source: Any, *, rejected: Iterable[str] | None = None) -> Targ
         empty rows) or a mapping of table name to Arrow table (at least
         securities, models, templates, accounts, restrictions, allocations).
     rejected
-        Only with a mapping: the ids of accounts validation rejected.  Given,
-        the tables are taken as validated and those accounts get empty rows.
-        Left out, the tables are taken as not validated: the custom
-        allocations are checked here (:func:`engine.validate.allocation_rejections`)
-        and what it finds is part of ``Targets.rejections``.
+        Ids of accounts validation rejected; they get empty rows.  With a
+        Book, added to ``Book.rejected``.  With a mapping, giving it says the
+        tables were validated; leaving it out says they were not, and the
+        custom allocations are then checked here
+        (:func:`engine.validate.allocation_rejections`), what it finds being
+        part of ``Targets.rejections``.
 
     Returns
     -------
@@ -211,7 +214,8 @@ def build_targets(source: Any, *, rejected: Iterable[str] | None = None) -> Targ
         See the module docstring for the formulas.
     """
     if _is_book(source):
-        return _build(_conform(source.tables), rejected=set(source.rejected), check_allocations=False)
+        return _build(_conform(source.tables), rejected=set(source.rejected) | set(rejected or ()),
+                      check_allocations=False)
     tables = _conform(source)
     if rejected is None:
         return _build(tables, rejected=set(), check_allocations=True)

@@ -454,3 +454,14 @@ def test_build_matches_a_slow_reference_on_a_synthetic_book():
                                    rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(np.asarray(targets.weights.sum(axis=1)).ravel(),
                                targets.usable.astype(float), rtol=0, atol=1e-13)
+
+
+def test_chosen_product_missing_from_models_is_rejected_on_unvalidated_tables():
+    growth = {**TEMPLATES["growth"], "intl": (0.2, "m_intl", ["m_ghost"], 0.1, 0.3, 0.03)}
+    tables = book({"A": "growth", "B": "growth"}, templates={"growth": growth},
+                  allocations=[("A", "intl", None, "m_ghost")])
+    targets = build_targets(tables)
+    assert rejections_of(targets, "A") == [(
+        "unknown_product", "asset class intl of account A has no product in the models table; "
+                           "choose a product the template allows")]
+    np.testing.assert_array_equal(targets.usable, [False, True])
