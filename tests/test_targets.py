@@ -109,10 +109,6 @@ def book(accounts: dict[str, str], *, households: dict[str, str] | None = None,
     }
 
 
-def dense(targets, account_id: str) -> dict[str, float]:
-    return targets.target_of(account_id)
-
-
 def assert_target(got: dict[str, float], expected: dict[str, float]) -> None:
     assert sorted(got) == sorted(expected)
     np.testing.assert_allclose([got[s] for s in sorted(got)], [expected[s] for s in sorted(got)], **TIGHT)
