@@ -194,6 +194,9 @@ class Reject:
     allocation_sum = "allocation_sum"
     unknown_restriction_security = "unknown_restriction_security"
     bad_account = "bad_account"
+    screen_empties_product = "screen_empties_product"
+    conflicting_allocation = "conflicting_allocation"
+    unknown_product = "unknown_product"
 
 
 # --------------------------------------------------------------------------

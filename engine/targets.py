@@ -62,9 +62,9 @@ from engine.validate import Rejections, allocation_rejections
 
 # Rule names of rejections found here.  They belong in ``schema.Reject``; until
 # they are added there, they are spelled once, here.
-REJECT_SCREEN_EMPTIES_PRODUCT = "screen_empties_product"
-REJECT_CONFLICTING_ALLOCATION = "conflicting_allocation"
-REJECT_UNKNOWN_PRODUCT = "unknown_product"
+REJECT_SCREEN_EMPTIES_PRODUCT = Reject.screen_empties_product
+REJECT_CONFLICTING_ALLOCATION = Reject.conflicting_allocation
+REJECT_UNKNOWN_PRODUCT = Reject.unknown_product
 
 #: A product whose kept share ``1 − L[a,m]`` is at most this is empty.
 EMPTY_PRODUCT_TOLERANCE = 1e-9
