@@ -256,3 +256,77 @@ def wash_sale_accounting_reference(trade_day, account, security, wash_group, sid
                 replace(loss, before[0])
     open_shares = [s for s in shares if s["open"]]
     return filled, gain, disallowed, gain_long, open_shares
+
+
+# --- rounding -----------------------------------------------------------------
+
+def round_trades_reference(account_offsets, side, price, fractional, dollars, lot_quantity, cash,
+                           cash_floor, min_trade):
+    from engine.kernels import rounding as R
+    from engine.kernels.wash import BUY, SELL
+
+    def ok(i):
+        px, want, lot = float(price[i]), float(dollars[i]), float(lot_quantity[i])
+        if not (px > 0 and math.isfinite(px) and want >= 0 and math.isfinite(want)):
+            return False
+        return (lot > 0 and math.isfinite(lot)) if side[i] == SELL else side[i] == BUY
+
+    def whole_up(x):
+        return math.ceil(x - 1e-9)
+
+    shares = np.zeros(int(account_offsets[-1]))
+    cash_after = np.zeros(len(account_offsets) - 1)
+    status = np.zeros(len(account_offsets) - 1, np.int64)
+    for a in range(len(account_offsets) - 1):
+        lines = range(int(account_offsets[a]), int(account_offsets[a + 1]))
+        smallest, floor, st = float(min_trade[a]), float(cash_floor[a]), 0
+        for i in lines:
+            if not ok(i):
+                st |= R.BAD_LINE
+                continue
+            s = dollars[i] / price[i]
+            if not fractional[i]:
+                nearest = math.floor(s + 0.5)
+            if side[i] == SELL:
+                lot = lot_quantity[i]
+                if s >= lot * (1 - 1e-9):
+                    s = lot
+                else:
+                    s = s if fractional[i] else nearest
+                    s = lot if s >= lot else (0.0 if s * price[i] < smallest else s)
+            else:
+                s = s if fractional[i] else nearest
+                s = 0.0 if s * price[i] < smallest else s
+            shares[i] = s
+
+        def balance():
+            sign = {BUY: -1.0, SELL: 1.0}
+            return float(cash[a]) + sum(sign[side[i]] * shares[i] * price[i] for i in lines if ok(i))
+
+        short = lambda: balance() < floor - R.CASH_TOLERANCE  # noqa: E731
+        buys = sorted((i for i in lines if ok(i) and side[i] == BUY),
+                      key=lambda i: (-shares[i] * price[i], i))
+        for i in buys:
+            if not short():
+                break
+            if shares[i] <= 0:
+                continue
+            cut = (floor - balance()) / price[i]
+            cut = cut if fractional[i] else whole_up(cut)
+            left = shares[i] - cut
+            shares[i] = 0.0 if (left <= 0 or left * price[i] < smallest) else left
+        for i in lines:
+            if not short():
+                break
+            if side[i] != SELL or not ok(i) or shares[i] >= lot_quantity[i]:
+                continue
+            new = shares[i] + (floor - balance()) / price[i]
+            new = new if fractional[i] else whole_up(new)
+            if new * price[i] < smallest:
+                new = smallest / price[i] if fractional[i] else whole_up(smallest / price[i])
+            shares[i] = lot_quantity[i] if new >= lot_quantity[i] * (1 - 1e-9) else new
+        b = balance()
+        st |= R.FLOOR_UNMET if b < floor - R.CASH_TOLERANCE else 0
+        st |= R.NEGATIVE_CASH if b < -R.CASH_TOLERANCE else 0
+        cash_after[a], status[a] = b, st
+    return R.Rounded(shares, cash_after, status)
