@@ -1,0 +1,327 @@
+"""One household's ADMM in ``jax.numpy``: the pure functions that ``solve`` vmaps and jits.
+
+The problem of :mod:`engine.solver.types` is written as OSQP's QP
+
+    minimize ½ xᵀ P x + qᵀ x   subject to   A x = ζ,  ζ ∈ 𝒵 (bounds; soft rows via their prox)
+
+with ``x = (b, z)`` (N = m·n + m·n·L variables), ``P = 2λ Mᵀ Σ M`` where
+``M x = Σ_a (b[a] − Σ_l z[a,:,l])`` is the household trade per security,
+``q = 2λ Mᵀ Σ r0 + c + lot_cost`` with ``r0 = Σ_a h0[a] − w*``, and ``A``
+stacking the identity (bounds of b and z), the account rows ``G`` (net
+proceeds, tax, turnover; 3 per account) and the class rows ``Cᵀ M``.
+
+ADMM iteration (Stellato et al. 2020, "OSQP", Algorithm 1; line numbers below):
+
+    (3)  x̃ = (P + σI + Aᵀ R A)⁻¹ (σ x − q + Aᵀ (R ζ − y))
+    (4)  ζ̃ = A x̃
+    (5)  x ← α x̃ + (1 − α) x
+    (6)  ζ ← prox_{h/R}(α ζ̃ + (1 − α) ζ + R⁻¹ y)
+    (7)  y ← y + R (α ζ̃ + (1 − α) ζ − ζ_new)
+
+The x-update matrix ``K = P + σI + AᵀRA`` is, with ``Δ = σI + R_bounds``,
+
+    K = Δ + Mᵀ diag(2λ d) M + W Wᵀ,   W = [Mᵀ E, √ρ Gᵀ],
+    E = [√(2λ) X L_F, √ρ C]           (L_F L_Fᵀ = F; C the (n, C) class one-hot)
+
+``B = Δ + Mᵀ diag(β) M`` (β = 2λd) is block diagonal by security with rank-one
+blocks, so Sherman–Morrison inverts it in O(N):
+
+    B⁻¹ v = A v − A Mᵀ (γ ⊙ M A v),  A = Δ⁻¹,  τ = M A Mᵀ (diagonal),  γ = β / (1 + β τ)
+
+and Woodbury removes the rest with one r×r Cholesky per household
+(r = k + C + 3m):  ``K⁻¹ = B⁻¹ − B⁻¹ W (I + Wᵀ B⁻¹ W)⁻¹ Wᵀ B⁻¹``.  No n×n matrix
+is ever formed; an iteration costs O(m·n·L + n·k), its big products being the
+(batch × n) @ (n × k) products with the shared X.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+
+from engine.config import SolverConfig
+from engine.solver.types import (MAX_ITERATIONS, NON_FINITE, PENALTY_BAND, PENALTY_CASH_CAP,
+                                 PENALTY_TAX, PENALTY_TURNOVER, SOLVED, ProblemBatch,
+                                 SolverState)
+
+#: ``status`` of a household still iterating.
+RUNNING = -1
+#: Coefficients of ``b`` in the account rows (net proceeds, tax, turnover).
+_BUY_ROW = (-1.0, 0.0, 1.0)
+
+
+# --- linear maps of one household ------------------------------------------------------
+
+def trade(buy, sell):
+    """``M x``: household net purchase per security, (n,)."""
+    return buy.sum(0) - sell.sum((0, 2))
+
+
+def trade_adjoint(q, buy_shape, sell_shape):
+    """``Mᵀ q``: +q on every buy of security i, −q on every lot of i."""
+    return (jnp.broadcast_to(q[None, :], buy_shape),
+            jnp.broadcast_to(-q[None, :, None], sell_shape))
+
+
+def account_rows(p: ProblemBatch, buy, sell):
+    """``G x`` per account: (net proceeds, tax, turnover), (m, 3)."""
+    bought = buy.sum(1)
+    sold = sell.sum((1, 2))
+    tax = (p.lot_tax * sell).sum((1, 2))
+    return jnp.stack([sold - bought, tax, sold + bought], axis=1)
+
+
+def account_rows_adjoint(p: ProblemBatch, s):
+    """``Gᵀ s`` for s of shape (m, 3)."""
+    buy = (_BUY_ROW[0] * s[:, 0] + _BUY_ROW[2] * s[:, 2])[:, None]
+    sell = (s[:, 0] + s[:, 2])[:, None, None] + s[:, 1][:, None, None] * p.lot_tax
+    m, n = p.holdings.shape
+    return jnp.broadcast_to(buy, (m, n)), sell
+
+
+def covariance_apply(p: ProblemBatch, w):
+    """``Σ w = d ⊙ w + X (F (Xᵀ w))``."""
+    return p.specific_variance * w + p.exposures @ (p.factor_covariance @ (p.exposures.T @ w))
+
+
+def class_onehot(p: ProblemBatch):
+    n_classes = p.class_target.shape[-1]
+    return (p.asset_class[:, None] == jnp.arange(n_classes)[None, :]).astype(p.holdings.dtype)
+
+
+# --- bounds and row limits ---------------------------------------------------------------
+
+class Limits(NamedTuple):
+    """Bounds of ζ: lower/upper and the exact penalties beyond them (``inf`` = hard)."""
+
+    rows_lower: jnp.ndarray
+    rows_upper: jnp.ndarray
+    rows_pen_lower: jnp.ndarray
+    rows_pen_upper: jnp.ndarray
+    class_lower: jnp.ndarray
+    class_upper: jnp.ndarray
+    class_pen: jnp.ndarray
+
+
+def limits(p: ProblemBatch) -> Limits:
+    """Row limits of a prepared household (see :func:`engine.solver.evaluate.prepare`)."""
+    inf = jnp.inf
+    m = p.cash.shape[0]
+    lower = jnp.stack([p.cash_floor - p.cash, jnp.full(m, -inf), jnp.full(m, -inf)], axis=1)
+    upper = jnp.stack([p.cash_cap - p.cash, p.tax_budget, p.turnover_limit], axis=1)
+    pen_lower = jnp.broadcast_to(jnp.asarray([inf, 0.0, 0.0], p.cash.dtype), (m, 3))
+    pen_upper = jnp.broadcast_to(jnp.stack([p.penalties[PENALTY_CASH_CAP], p.penalties[PENALTY_TAX],
+                                            p.penalties[PENALTY_TURNOVER]]), (m, 3))
+    held = p.holdings.sum(0) @ class_onehot(p)
+    class_lower = p.class_target - p.class_band - held
+    class_upper = p.class_target + p.class_band - held
+    return Limits(lower, upper, pen_lower, pen_upper, class_lower, class_upper,
+                  jnp.broadcast_to(p.penalties[PENALTY_BAND], class_lower.shape))
+
+
+def prox_interval(v, lower, upper, pen_lower, pen_upper, rho):
+    """Prox of ``π_u·pos(ζ − u) + π_l·pos(l − ζ)`` with step 1/ρ (π = inf: a hard bound).
+
+    ``argmin_ζ π_u pos(ζ − u) + π_l pos(l − ζ) + ρ/2 (ζ − v)²``: v itself inside
+    [l, u]; beyond u it is held at u until v passes u + π_u/ρ, then v − π_u/ρ.
+    """
+    above = jnp.maximum(v - pen_upper / rho, upper)
+    below = jnp.minimum(v + pen_lower / rho, lower)
+    return jnp.where(v > upper, above, jnp.where(v < lower, below, v))
+
+
+def linear_cost(p: ProblemBatch):
+    """``q = 2λ Mᵀ Σ r0 + spread + lot_cost`` as (buy, sell) arrays."""
+    r0 = p.holdings.sum(0) - p.target
+    g = 2.0 * p.risk_aversion * covariance_apply(p, r0)
+    qb, qz = trade_adjoint(g, p.holdings.shape, p.lot_width.shape)
+    return qb + p.spread[None, :], qz + p.spread[None, :, None] + p.lot_cost
+
+
+def bound_rho(p: ProblemBatch, rho, config: SolverConfig):
+    """ρ of each bound row: ``fixed_rho_scale`` × ρ where lower = upper (OSQP's equality rows)."""
+    rb = jnp.where(p.buy_upper <= 0.0, config.fixed_rho_scale * rho, rho)
+    rz = jnp.where(p.sell_upper <= p.sell_lower, config.fixed_rho_scale * rho, rho)
+    return rb, rz
+
+
+# --- the x-update system -------------------------------------------------------------------
+
+class Factor(NamedTuple):
+    """What the x-update needs for one ρ: Δ⁻¹, γ, the Woodbury core's Cholesky factor."""
+
+    inv_buy: jnp.ndarray      # A on buys, (m, n)
+    inv_sell: jnp.ndarray     # A on lots, (m, n, L)
+    gamma: jnp.ndarray        # (n,)
+    chol: jnp.ndarray         # (r, r)
+    factor_scale: jnp.ndarray  # √(2λ) L_F, (k, k)
+    root_rho: jnp.ndarray
+
+
+def factorize(p: ProblemBatch, rho, config: SolverConfig) -> Factor:
+    """Sherman–Morrison pieces of B and the Cholesky factor of ``I + Wᵀ B⁻¹ W``."""
+    rb, rz = bound_rho(p, rho, config)
+    inv_buy = 1.0 / (config.sigma + rb)
+    inv_sell = 1.0 / (config.sigma + rz)
+    beta = 2.0 * p.risk_aversion * p.specific_variance
+    tau = inv_buy.sum(0) + inv_sell.sum((0, 2))           # diag(M A Mᵀ)
+    psi = 1.0 / (1.0 + beta * tau)
+    gamma = beta * psi
+    omega = tau * psi                                      # diag(M B⁻¹ Mᵀ)
+    root_rho = jnp.sqrt(rho)
+    factor_scale = jnp.sqrt(2.0 * p.risk_aversion) * jnp.linalg.cholesky(p.factor_covariance)
+    E = jnp.concatenate([p.exposures @ factor_scale, root_rho * class_onehot(p)], axis=1)   # (n, rE)
+    # P = M A Gᵀ (n, m, 3), √ρ folded in: column (a, r) = Σ over a's variables of security i of s·a·g_r
+    gz = jnp.stack([jnp.ones_like(p.lot_tax), p.lot_tax, jnp.ones_like(p.lot_tax)])    # (3, m, n, L)
+    gb = jnp.asarray(_BUY_ROW, p.holdings.dtype)
+    Pm = root_rho * (gb[:, None, None] * inv_buy[None] - (inv_sell[None] * gz).sum(-1))  # (3, m, n)
+    m, n = inv_buy.shape
+    Pm = jnp.transpose(Pm, (2, 1, 0)).reshape(n, 3 * m)
+    # G A Gᵀ, block diagonal by account
+    gag = rho * (jnp.einsum("r,s,an->ars", gb, gb, inv_buy)
+                 + jnp.einsum("ranl,sanl,anl->ars", gz, gz, inv_sell))                  # (m, 3, 3)
+    gag_full = jax.scipy.linalg.block_diag(*[gag[a] for a in range(m)])
+    s_ee = E.T @ (omega[:, None] * E)
+    s_eg = E.T @ (psi[:, None] * Pm)
+    s_gg = gag_full - Pm.T @ (gamma[:, None] * Pm)
+    core = jnp.block([[s_ee, s_eg], [s_eg.T, s_gg]])
+    core = core + jnp.eye(core.shape[0], dtype=core.dtype)
+    return Factor(inv_buy, inv_sell, gamma, jnp.linalg.cholesky(core), factor_scale, root_rho)
+
+
+def _b_inverse(fac: Factor, vb, vz):
+    """``B⁻¹ v = A v − A Mᵀ(γ ⊙ M A v)`` (Sherman–Morrison per security)."""
+    ab = fac.inv_buy * vb
+    az = fac.inv_sell * vz
+    q = fac.gamma * trade(ab, az)
+    return ab - fac.inv_buy * q[None, :], az + fac.inv_sell * q[None, :, None]
+
+
+def solve_kkt(p: ProblemBatch, fac: Factor, vb, vz):
+    """``K⁻¹ v`` by Woodbury: ``u = B⁻¹v;  x = u − B⁻¹ W (I + WᵀB⁻¹W)⁻¹ Wᵀ u``."""
+    ub, uz = _b_inverse(fac, vb, vz)
+    mu = trade(ub, uz)
+    t = jnp.concatenate([fac.factor_scale.T @ (p.exposures.T @ mu),
+                         fac.root_rho * (mu @ class_onehot(p)),
+                         fac.root_rho * account_rows(p, ub, uz).reshape(-1)])
+    s = jsl.cho_solve((fac.chol, True), t)
+    k = fac.factor_scale.shape[0]
+    n_classes = p.class_target.shape[-1]
+    en = p.exposures @ (fac.factor_scale @ s[:k]) + fac.root_rho * (class_onehot(p) @ s[k:k + n_classes])
+    wb, wz = trade_adjoint(en, ub.shape, uz.shape)
+    gb, gz = account_rows_adjoint(p, fac.root_rho * s[k + n_classes:].reshape(-1, 3))
+    cb, cz = _b_inverse(fac, wb + gb, wz + gz)
+    return ub - cb, uz - cz
+
+
+# --- ADMM ------------------------------------------------------------------------------------
+
+def init(p: ProblemBatch, config: SolverConfig, warm: SolverState | None = None) -> SolverState:
+    """Cold start at "no trade" (x = 0, y = 0), or a warm start from ``warm``."""
+    dtype = p.holdings.dtype
+    if warm is not None:
+        return warm._replace(status=jnp.asarray(RUNNING, jnp.int32))
+    zb = jnp.zeros_like(p.holdings)
+    zz = jnp.zeros_like(p.lot_width)
+    lim = limits(p)
+    rows0 = jnp.clip(jnp.zeros_like(lim.rows_lower), lim.rows_lower, lim.rows_upper)
+    class0 = jnp.clip(jnp.zeros_like(lim.class_lower), lim.class_lower, lim.class_upper)
+    zero = jnp.asarray(0.0, dtype)
+    return SolverState(zb, zz, jnp.clip(zb, 0.0, p.buy_upper), jnp.clip(zz, p.sell_lower, p.sell_upper),
+                       rows0, class0, zb, zz, jnp.zeros_like(rows0), jnp.zeros_like(class0),
+                       jnp.asarray(config.rho, dtype), jnp.asarray(0, jnp.int32), zero, zero,
+                       jnp.asarray(RUNNING, jnp.int32))
+
+
+def step(p: ProblemBatch, s: SolverState, fac: Factor, q, lim: Limits, rho_bounds,
+         config: SolverConfig) -> SolverState:
+    """One ADMM iteration (OSQP Algorithm 1, lines 3–7)."""
+    rho = s.rho
+    rb, rz = rho_bounds
+    onehot = class_onehot(p)
+    # line 3: right-hand side σx − q + Aᵀ(Rζ − y), then x̃ = K⁻¹(...)
+    vr = rho * s.z_rows - s.y_rows
+    vc = rho * s.z_class - s.y_class
+    gb, gz = account_rows_adjoint(p, vr)
+    cb, cz = trade_adjoint(onehot @ vc, p.holdings.shape, p.lot_width.shape)
+    vb = config.sigma * s.buy - q[0] + rb * s.z_buy - s.y_buy + gb + cb
+    vz = config.sigma * s.sell - q[1] + rz * s.z_sell - s.y_sell + gz + cz
+    xb, xz = solve_kkt(p, fac, vb, vz)
+    # line 4: ζ̃ = A x̃
+    zr_t = account_rows(p, xb, xz)
+    zc_t = trade(xb, xz) @ onehot
+    a = config.alpha
+    # line 5: relaxed x
+    buy = a * xb + (1 - a) * s.buy
+    sell = a * xz + (1 - a) * s.sell
+    # lines 6-7 per block of rows: relaxed ζ, its prox (projection / exact penalty), dual ascent
+    hb = a * xb + (1 - a) * s.z_buy
+    hz = a * xz + (1 - a) * s.z_sell
+    hr = a * zr_t + (1 - a) * s.z_rows
+    hc = a * zc_t + (1 - a) * s.z_class
+    z_buy = jnp.clip(hb + s.y_buy / rb, 0.0, p.buy_upper)
+    z_sell = jnp.clip(hz + s.y_sell / rz, p.sell_lower, p.sell_upper)
+    z_rows = prox_interval(hr + s.y_rows / rho, lim.rows_lower, lim.rows_upper,
+                           lim.rows_pen_lower, lim.rows_pen_upper, rho)
+    z_class = prox_interval(hc + s.y_class / rho, lim.class_lower, lim.class_upper,
+                            lim.class_pen, lim.class_pen, rho)
+    return s._replace(buy=buy, sell=sell, z_buy=z_buy, z_sell=z_sell, z_rows=z_rows, z_class=z_class,
+                      y_buy=s.y_buy + rb * (hb - z_buy), y_sell=s.y_sell + rz * (hz - z_sell),
+                      y_rows=s.y_rows + rho * (hr - z_rows), y_class=s.y_class + rho * (hc - z_class),
+                      iteration=s.iteration + 1)
+
+
+def _amax(*arrays):
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(a)) for a in arrays]))
+
+
+def residuals(p: ProblemBatch, s: SolverState, q):
+    """OSQP's residuals and their normalizers (∞-norms).
+
+    ``r_prim = ‖Ax − ζ‖``, normalized by ``max(‖Ax‖, ‖ζ‖)``;
+    ``r_dual = ‖Px + q + Aᵀy‖``, normalized by ``max(‖Px‖, ‖Aᵀy‖, ‖q‖)``.
+    """
+    onehot = class_onehot(p)
+    ax_rows = account_rows(p, s.buy, s.sell)
+    ax_class = trade(s.buy, s.sell) @ onehot
+    prim = _amax(s.buy - s.z_buy, s.sell - s.z_sell, ax_rows - s.z_rows, ax_class - s.z_class)
+    prim_norm = jnp.maximum(_amax(s.buy, s.sell, ax_rows, ax_class),
+                            _amax(s.z_buy, s.z_sell, s.z_rows, s.z_class))
+    px = 2.0 * p.risk_aversion * covariance_apply(p, trade(s.buy, s.sell))
+    pxb, pxz = trade_adjoint(px, s.buy.shape, s.sell.shape)
+    gb, gz = account_rows_adjoint(p, s.y_rows)
+    cb, cz = trade_adjoint(onehot @ s.y_class, s.buy.shape, s.sell.shape)
+    ayb = s.y_buy + gb + cb
+    ayz = s.y_sell + gz + cz
+    dual = _amax(pxb + q[0] + ayb, pxz + q[1] + ayz)
+    dual_norm = jnp.maximum(jnp.maximum(_amax(pxb, pxz), _amax(ayb, ayz)), _amax(q[0], q[1]))
+    return prim, prim_norm, dual, dual_norm
+
+
+def chunk(p: ProblemBatch, s: SolverState, config: SolverConfig) -> SolverState:
+    """``check_interval`` iterations, then the convergence check and the ρ update."""
+    q = linear_cost(p)
+    lim = limits(p)
+    fac = factorize(p, s.rho, config)
+    rho_bounds = bound_rho(p, s.rho, config)
+    s = jax.lax.fori_loop(0, config.check_interval,
+                          lambda _, st: step(p, st, fac, q, lim, rho_bounds, config), s)
+    prim, prim_norm, dual, dual_norm = residuals(p, s, q)
+    tiny = jnp.asarray(1e-30, prim.dtype)
+    converged = ((prim <= config.eps_abs + config.eps_rel * prim_norm)
+                 & (dual <= config.eps_abs + config.eps_rel * dual_norm))
+    finite = jnp.isfinite(prim) & jnp.isfinite(dual)
+    status = jnp.where(~finite, NON_FINITE,
+                       jnp.where(converged, SOLVED,
+                                 jnp.where(s.iteration >= config.max_iterations, MAX_ITERATIONS, RUNNING)))
+    rho = s.rho
+    if config.adaptive_rho:
+        # OSQP §5.2: ρ ← ρ √((r_prim/‖·‖) / (r_dual/‖·‖))
+        ratio = jnp.sqrt((prim / (prim_norm + tiny) + tiny) / (dual / (dual_norm + tiny) + tiny))
+        change = (ratio > config.adaptive_rho_tolerance) | (ratio < 1.0 / config.adaptive_rho_tolerance)
+        rho = jnp.where(change & finite, jnp.clip(rho * ratio, config.rho_min, config.rho_max), rho)
+    return s._replace(rho=rho.astype(s.rho.dtype), primal_residual=prim, dual_residual=dual,
+                      status=status.astype(jnp.int32))

@@ -1,0 +1,144 @@
+"""NumPy functions of a solution: preparation of a batch, objective, constraint checks, wash sales.
+
+These define the problem of :mod:`engine.solver.types` once, outside jit; the
+solver, its cvxpy oracle, the tests and the benchmark all measure with them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.solver.types import (PENALTY_BAND, PENALTY_CASH_CAP, PENALTY_TAX, PENALTY_TURNOVER,
+                                 ProblemBatch)
+
+
+def max_cash(problem: ProblemBatch) -> np.ndarray:
+    """Most cash each account can reach: ``cash + Σ_{i,l} sell_upper`` (no buys), (B, m), units of V."""
+    return np.asarray(problem.cash) + np.asarray(problem.sell_upper).sum(axis=(2, 3))
+
+
+def prepare(problem: ProblemBatch) -> tuple[ProblemBatch, np.ndarray]:
+    """Make every household feasible; return it and the missing cash.
+
+    * The cash floor is lowered to :func:`max_cash` where it is out of reach
+      (CONTRACT §3 rule 4: the household is then ``infeasible``, and the
+      solution sells what it may to come as close as it can).  The amount
+      missing, ``max(0, cash_floor − max_cash)``, is returned, (B, m), units of V.
+    * The cash cap is dropped (``inf``) for accounts that may buy nothing
+      (rule 5) and raised to at least the floor.
+
+    Returns
+    -------
+    problem : ProblemBatch
+        With ``cash_floor`` and ``cash_cap`` replaced.
+    missing_cash : (B, m) ndarray
+    """
+    reach = max_cash(problem)
+    floor = np.asarray(problem.cash_floor, dtype=float)
+    missing = np.maximum(floor - reach, 0.0)
+    floor = np.minimum(floor, reach)
+    can_buy = (np.asarray(problem.buy_upper) > 0).any(axis=2)
+    cap = np.where(can_buy, np.asarray(problem.cash_cap, dtype=float), np.inf)
+    cap = np.maximum(cap, floor)
+    return problem._replace(cash_floor=floor, cash_cap=cap), missing
+
+
+def class_matrix(problem: ProblemBatch) -> np.ndarray:
+    """One-hot (n, C) matrix of asset classes, C = ``class_target.shape[1]``."""
+    n_classes = np.shape(problem.class_target)[1]
+    return (np.asarray(problem.asset_class)[:, None] == np.arange(n_classes)[None, :]).astype(float)
+
+
+def rows(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray):
+    """Constraint rows of a solution.
+
+    Returns
+    -------
+    cash_after : (B, m)
+        ``cash + Σ sell − Σ buy``, units of V.
+    tax : (B, m)
+        ``Σ lot_tax · sell``, units of V.
+    turnover : (B, m)
+        ``Σ buy + Σ sell``, units of V.
+    class_weight : (B, C)
+        ``Σ_{i∈c} w_i`` after trading.
+    """
+    sold = sell.sum(axis=3)
+    cash_after = np.asarray(problem.cash) + sold.sum(axis=2) - buy.sum(axis=2)
+    tax = (np.asarray(problem.lot_tax) * sell).sum(axis=(2, 3))
+    turnover = buy.sum(axis=2) + sold.sum(axis=2)
+    weights = (np.asarray(problem.holdings) + buy - sold).sum(axis=1)
+    return cash_after, tax, turnover, weights @ class_matrix(problem)
+
+
+def objective(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray) -> np.ndarray:
+    """Objective of :mod:`engine.solver.types` per household, (B,), units of V.
+
+    ``λ (w − w*)ᵀ(X F Xᵀ + diag d)(w − w*) + Σ c (b + z) + Σ lot_cost z + exact penalties``.
+    """
+    buy = np.asarray(buy, dtype=float)
+    sell = np.asarray(sell, dtype=float)
+    X = np.asarray(problem.exposures, dtype=float)
+    F = np.asarray(problem.factor_covariance, dtype=float)
+    d = np.asarray(problem.specific_variance, dtype=float)
+    c = np.asarray(problem.spread, dtype=float)
+    pen = np.asarray(problem.penalties, dtype=float)
+    sold = sell.sum(axis=3)
+    r = (np.asarray(problem.holdings) + buy - sold).sum(axis=1) - np.asarray(problem.target)
+    f = r @ X
+    tracking = np.asarray(problem.risk_aversion) * (np.einsum("bk,kl,bl->b", f, F, f) + (d * r * r).sum(axis=1))
+    spread = ((buy + sold) * c).sum(axis=(1, 2))
+    tax = (np.asarray(problem.lot_cost) * sell).sum(axis=(1, 2, 3))
+    cash_after, tax_real, turnover, class_weight = rows(problem, buy, sell)
+
+    def excess(value, limit):
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(limit), np.maximum(value - limit, 0.0), 0.0)
+
+    band = np.asarray(problem.class_band, dtype=float)
+    target = np.asarray(problem.class_target, dtype=float)
+    penalties = (pen[PENALTY_CASH_CAP] * excess(cash_after, np.asarray(problem.cash_cap)).sum(axis=1)
+                 + pen[PENALTY_TAX] * excess(tax_real, np.asarray(problem.tax_budget)).sum(axis=1)
+                 + pen[PENALTY_TURNOVER] * excess(turnover, np.asarray(problem.turnover_limit)).sum(axis=1)
+                 + pen[PENALTY_BAND] * (excess(class_weight, target + band)
+                                        + excess(-class_weight, band - target)).sum(axis=1))
+    return tracking + spread + tax + penalties
+
+
+def violations(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray) -> np.ndarray:
+    """Largest violation of a hard constraint per household, (B,), units of account value.
+
+    Hard constraints: ``0 ≤ b ≤ buy_upper``, ``sell_lower ≤ z ≤ sell_upper``,
+    ``cash_after ≥ cash_floor`` (of the prepared problem) and ``cash_after ≥ 0``
+    where the account's cash can reach 0.  Bounds are measured in units of V
+    divided by the account's share of V.
+    """
+    value = np.maximum(np.asarray(problem.account_value, dtype=float), 1e-12)
+    buy = np.asarray(buy, dtype=float)
+    sell = np.asarray(sell, dtype=float)
+    over_b = np.maximum(np.maximum(-buy, buy - np.asarray(problem.buy_upper)), 0.0).max(axis=2)
+    over_z = np.maximum(np.maximum(np.asarray(problem.sell_lower) - sell,
+                                   sell - np.asarray(problem.sell_upper)), 0.0).max(axis=(2, 3))
+    cash_after = rows(problem, buy, sell)[0]
+    floor = np.maximum(np.asarray(problem.cash_floor), np.minimum(0.0, max_cash(problem)))
+    short = np.maximum(floor - cash_after, 0.0)
+    return (np.maximum(np.maximum(over_b, over_z), short) / value).max(axis=1)
+
+
+def wash_two_sided(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray,
+                   tolerance: float = 1e-7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Wash groups bought and sold at a loss in the same household.
+
+    Returns
+    -------
+    two_sided : (B, G) bool
+        Group ``g`` of household ``b`` has buys and loss sales above ``tolerance``.
+    bought, loss_sold : (B, G)
+        Value bought and value of loss lots sold per group, units of V.
+    """
+    groups = np.asarray(problem.wash_group)
+    n_groups = int(groups.max()) + 1 if groups.size else 0
+    onehot = (groups[:, None] == np.arange(n_groups)[None, :]).astype(float)
+    bought = np.asarray(buy).sum(axis=1) @ onehot
+    loss_sold = (np.asarray(sell) * np.asarray(problem.lot_loss)).sum(axis=(1, 3)) @ onehot
+    return (bought > tolerance) & (loss_sold > tolerance), bought, loss_sold

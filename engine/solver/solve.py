@@ -1,0 +1,219 @@
+"""``solve``: the batched solve of a ``ProblemBatch`` on the host.
+
+1. :func:`engine.solver.evaluate.prepare` lowers unreachable cash floors (the
+   households are reported ``infeasible`` with the missing cash).
+2. ADMM runs in jitted chunks of ``check_interval`` iterations, vmapped over
+   the households; between chunks the households that converged leave the
+   batch (the rest are compacted into a batch padded to a power of two, so a
+   night compiles a handful of times).
+3. Wash sales inside the proposal: a wash group bought and sold at a loss in
+   one household is fixed to one direction (the larger side is kept, unless
+   dropping the loss sales would put the cash floor out of reach) and the
+   batch is solved again from the warm start (DESIGN.md; Moehle et al. 2021).
+4. The solution is the projection of the iterate onto the bounds, with any
+   remaining shortfall of a cash floor (at most the primal residual) repaired
+   by trimming buys, then selling more.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from engine.config import SolverConfig
+from engine.solver import admm, evaluate
+from engine.solver.types import (BATCH_AXES, INFEASIBLE, MAX_ITERATIONS, NON_FINITE, SHARED_FIELDS,
+                                 SOLVED, ProblemBatch, SolverResult, SolverState)
+
+jax.config.update("jax_enable_x64", True)
+if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+#: A floor missed by more than this (units of V) makes the household infeasible.
+INFEASIBLE_TOLERANCE = 1e-9
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _chunk(problem: ProblemBatch, state: SolverState, config: SolverConfig) -> SolverState:
+    return jax.vmap(admm.chunk, in_axes=(BATCH_AXES, 0, None))(problem, state, config)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _init(problem: ProblemBatch, config: SolverConfig) -> SolverState:
+    return jax.vmap(lambda p: admm.init(p, config), in_axes=(BATCH_AXES,))(problem)
+
+
+def _device_problem(problem: ProblemBatch, dtype) -> ProblemBatch:
+    out = []
+    for field, value in zip(ProblemBatch._fields, problem):
+        value = np.asarray(value)
+        if value.dtype.kind == "f":
+            value = value.astype(dtype)
+        out.append(jnp.asarray(value))
+    return ProblemBatch(*out)
+
+
+def _take(tree, index):
+    return type(tree)(*[v[index] for v in tree])
+
+
+def _take_problem(problem: ProblemBatch, index) -> ProblemBatch:
+    return ProblemBatch(*[v if f in SHARED_FIELDS else v[index]
+                          for f, v in zip(ProblemBatch._fields, problem)])
+
+
+def _bucket(count: int, total: int) -> int:
+    size = 1
+    while size < count:
+        size *= 2
+    return min(size, total)
+
+
+def _iterate(problem: ProblemBatch, state: SolverState, config: SolverConfig,
+             active: np.ndarray) -> tuple[SolverState, np.ndarray]:
+    """Run chunks until every household in ``active`` has a final status.
+
+    Returns the state and the iterations each household ran here.
+    """
+    total = active.size
+    running = active.copy()
+    iterations = np.zeros(total, np.int64)
+    state = state._replace(iteration=jnp.zeros_like(state.iteration))
+    index = None
+    while running.any():
+        live = np.flatnonzero(running)
+        size = _bucket(live.size, total)
+        if index is None or size < index.size:
+            index = np.concatenate([live, np.full(size - live.size, live[0])])
+            whole = size == total and (index == np.arange(total)).all()
+            sub_problem = problem if whole else _take_problem(problem, jnp.asarray(index))
+            sub_state = state if whole else _take(state, jnp.asarray(index))
+        sub_state = _chunk(sub_problem, sub_state, config)
+        status = np.asarray(sub_state.status)
+        was_running = running[index]
+        state = _scatter(state, sub_state, index, was_running)
+        running[index[was_running & (status != admm.RUNNING)]] = False
+    iterations[active] = np.asarray(state.iteration)[active]
+    return state, iterations
+
+
+def _scatter(state: SolverState, sub: SolverState, index: np.ndarray, mask: np.ndarray) -> SolverState:
+    if not mask.any():
+        return state
+    rows = index[mask]
+    rows, first = np.unique(rows, return_index=True)
+    pos = np.flatnonzero(mask)[first]
+    rows_j, pos_j = jnp.asarray(rows), jnp.asarray(pos)
+    return SolverState(*[full.at[rows_j].set(part[pos_j]) for full, part in zip(state, sub)])
+
+
+def _repair(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project onto the bounds, then close any cash-floor shortfall: fewer buys, then more sells."""
+    buy = np.clip(buy, 0.0, np.asarray(problem.buy_upper))
+    sell = np.clip(sell, np.asarray(problem.sell_lower), np.asarray(problem.sell_upper))
+    cash_after = evaluate.rows(problem, buy, sell)[0]
+    short = np.maximum(np.asarray(problem.cash_floor) - cash_after, 0.0)
+    if (short > 0).any():
+        bought = buy.sum(axis=2)
+        cut = np.where(bought > 0, np.minimum(short / np.where(bought > 0, bought, 1.0), 1.0), 0.0)
+        buy = buy * (1.0 - cut)[:, :, None]
+        short = np.maximum(short - cut * bought, 0.0)
+        room = np.asarray(problem.sell_upper) - sell
+        total = room.sum(axis=(2, 3))
+        more = np.where(total > 0, np.minimum(short / np.where(total > 0, total, 1.0), 1.0), 0.0)
+        sell = sell + room * more[:, :, None, None]
+    return buy, sell
+
+
+def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig):
+    """Fix one direction of each two-sided wash group; return the new problem and which households changed."""
+    two_sided, bought, loss_sold = evaluate.wash_two_sided(problem, buy, sell, config.wash_tolerance)
+    changed = two_sided.any(axis=1)
+    if not changed.any():
+        return problem, changed
+    groups = np.asarray(problem.wash_group)
+    buy_upper = np.array(problem.buy_upper, copy=True)
+    sell_upper = np.array(problem.sell_upper, copy=True)
+    loss = np.asarray(problem.lot_loss) & (np.asarray(problem.sell_lower) <= 0)
+    forced_loss = np.asarray(problem.lot_loss) & (np.asarray(problem.sell_lower) > 0)
+    reach = evaluate.max_cash(problem)
+    for h, g in zip(*np.nonzero(two_sided)):
+        in_group = groups == g
+        lots = loss[h] & in_group[None, :, None]
+        lost_reach = (sell_upper[h] * lots).sum(axis=(1, 2))
+        keep_sales = (bought[h, g] < loss_sold[h, g]
+                      or forced_loss[h][:, in_group].any()
+                      or (reach[h] - lost_reach < np.asarray(problem.cash_floor)[h] - INFEASIBLE_TOLERANCE).any())
+        if keep_sales:
+            buy_upper[h][:, in_group] = 0.0
+        else:
+            sell_upper[h][lots] = 0.0
+    return problem._replace(buy_upper=buy_upper, sell_upper=sell_upper), changed
+
+
+def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
+          warm: SolverState | None = None) -> SolverResult:
+    """Solve every household of a batch.
+
+    Parameters
+    ----------
+    problem
+        The batch (see :class:`engine.solver.types.ProblemBatch`), NumPy or JAX arrays.
+    config
+        Solver settings; ``config.dtype`` selects float64 or float32.
+    warm
+        A previous result's ``state`` for the same shapes (e.g. yesterday's
+        solution), or None for a cold start at "no trade".
+
+    Returns
+    -------
+    SolverResult
+        Trades in units of V, objective, status, iterations, residuals,
+        missing cash, and the final state for the next warm start.
+    """
+    dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
+    prepared, missing = evaluate.prepare(problem)
+    device_problem = _device_problem(prepared, dtype)
+    total = np.shape(prepared.target)[0]
+    if warm is None:
+        state = _init(device_problem, config)
+    else:
+        state = SolverState(*[jnp.asarray(v).astype(dtype) if jnp.asarray(v).dtype.kind == "f"
+                              else jnp.asarray(v) for v in warm])
+        state = state._replace(status=jnp.full(total, admm.RUNNING, jnp.int32))
+    state, iterations = _iterate(device_problem, state, config, np.ones(total, bool))
+    buy, sell = _repair(prepared, np.asarray(state.z_buy, float), np.asarray(state.z_sell, float))
+    for round_ in range(config.wash_rounds + 1 if config.wash_rounds > 0 else 0):
+        if round_:
+            buy, sell = _repair(prepared, np.asarray(state.z_buy, float), np.asarray(state.z_sell, float))
+        prepared_new, changed = _wash_fix(prepared, buy, sell, config)
+        if not changed.any():
+            break
+        prepared = prepared_new
+        if round_ == config.wash_rounds:
+            buy, sell = _repair(prepared, buy, sell)
+            break
+        device_problem = _device_problem(prepared, dtype)
+        state, more = _iterate(device_problem, state, config, changed)
+        iterations += more
+    status = np.asarray(state.status).copy()
+    finite = np.isfinite(buy).all(axis=(1, 2)) & np.isfinite(sell).all(axis=(1, 2, 3))
+    status[~finite] = NON_FINITE
+    status[(missing > INFEASIBLE_TOLERANCE).any(axis=1) & (status != NON_FINITE)] = INFEASIBLE
+    buy = np.nan_to_num(buy)
+    sell = np.nan_to_num(sell)
+    cash_after = evaluate.rows(prepared, buy, sell)[0]
+    return SolverResult(buy=buy, sell=sell, cash_after=cash_after,
+                        objective=evaluate.objective(prepared, buy, sell),
+                        status=status.astype(np.int32), iterations=iterations.astype(np.int32),
+                        primal_residual=np.asarray(state.primal_residual, float),
+                        dual_residual=np.asarray(state.dual_residual, float),
+                        missing_cash=missing, state=state, problem=prepared)
+
+
+__all__ = ["solve", "SOLVED", "MAX_ITERATIONS", "INFEASIBLE", "NON_FINITE"]
