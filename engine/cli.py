@@ -104,3 +104,26 @@ def validate(book: str = typer.Option(..., "--book", help="Folder or fsspec URI 
 
 def main() -> None:  # pragma: no cover - the console script
     app()
+
+
+@app.command()
+@_clean_errors
+def check(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of the book."),
+          run: str = typer.Option(..., "--run", help="Folder or URI the run was written under (OUT)."),
+          show: int = typer.Option(50, "--show", min=0, help="Violations to print.")):
+    """Check a committed run against its book, rule by rule (CONTRACT §3); exit 1 on a violation."""
+    from engine.book import read_book
+    from engine.check import check_run, violations_by_rule
+    from engine.store import read_run
+
+    source = read_book(book)
+    tables, manifest = read_run(run, source.as_of)
+    violations = check_run(source.tables, source.as_of, tables, source.rejected)
+    console.print(f"run {manifest['run_id']} for {source.as_of}: {tables['trades'].num_rows:,} trades, "
+                  f"{tables['accounts'].num_rows:,} accounts, {violations.num_rows:,} violation(s)")
+    for row in violations.slice(0, show).to_pylist():
+        console.print(f"rule {row['rule']}: account {row['account_id']} {row['key'] or ''}: {row['message']}",
+                      highlight=False)
+    if violations.num_rows:
+        console.print(f"violations by rule: {violations_by_rule(violations)}")
+        raise typer.Exit(1)

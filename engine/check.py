@@ -1,0 +1,272 @@
+"""An independent check of a finished run against its book (CONTRACT §3).
+
+:func:`check_run` reads nothing but the book's tables and the run's tables,
+and shares no code with the engine that made the proposals (not the kernels,
+not the solver), so a bug there cannot hide itself here.  Each violation is
+one row: the rule's number in CONTRACT §3, the account, a key (lot, security
+or wash group) and a message in words.
+
+Tolerances: money to a cent plus 1e-9 of the amount; shares to 1e-9.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from engine.schema import Col, Rule, Side, Status, TaxStatus, Term
+
+VIOLATIONS = pa.schema([pa.field("rule", pa.int32(), nullable=False), pa.field(Col.account_id, pa.string()),
+                        pa.field(Col.key, pa.string()), pa.field(Col.message, pa.string(), nullable=False)])
+WASH_DAYS = 30
+_NO_TRADES = (Status.suspended, Status.rejected, Status.failed)
+
+
+def _cents(amount: float) -> float:
+    return 0.01 + 1e-9 * abs(amount)
+
+
+def first_long_day(acquired: dt.date) -> dt.date:
+    """The first day a lot acquired on ``acquired`` is long-term: the day after its anniversary.
+
+    The anniversary of 29 February is 28 February, so such a lot is long from 1 March.
+    """
+    try:
+        anniversary = acquired.replace(year=acquired.year + 1)
+    except ValueError:                                       # 29 February
+        anniversary = acquired.replace(year=acquired.year + 1, day=28)
+    return anniversary + dt.timedelta(days=1)
+
+
+def _rows(table: pa.Table) -> list[dict]:
+    return table.to_pylist()
+
+
+class _Found:
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(self, rule: int, account_id: str | None, key: str | None, message: str) -> None:
+        self.rows.append({"rule": rule, Col.account_id: account_id, Col.key: key, Col.message: message})
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.rows, schema=VIOLATIONS)
+
+
+def check_run(book: Mapping[str, pa.Table], as_of: dt.date, run: Mapping[str, pa.Table],
+              rejected: frozenset[str] = frozenset()) -> pa.Table:
+    """Every violation of CONTRACT §3 in ``run`` (trades and accounts) for ``book``.
+
+    Parameters
+    ----------
+    book
+        The book's tables by name, as :func:`engine.book.read_book` conforms them.
+    as_of
+        The book's business date.
+    run
+        The run's ``trades`` and ``accounts`` tables.
+    rejected
+        Accounts the book's validation rejected.
+
+    Returns
+    -------
+    pa.Table
+        One row per violation (:data:`VIOLATIONS`); empty when the run obeys every rule.
+    """
+    found = _Found()
+    securities = {r[Col.security_id]: r for r in _rows(book["securities"])}
+    accounts = {r[Col.account_id]: r for r in _rows(book["accounts"])}
+    lots = {(r[Col.account_id], r[Col.lot_id]): r for r in _rows(book["lots"])}
+    trades = _rows(run["trades"])
+    statuses = {r[Col.account_id]: r for r in _rows(run["accounts"])}
+    household = {a: r[Col.household_id] or a for a, r in accounts.items()}
+    group = {s: r[Col.wash_group] or s for s, r in securities.items()}
+
+    missing = sorted(set(accounts) - set(statuses))
+    for account_id in missing[:20]:
+        found.add(0, account_id, None, "the book's account has no row in the run's accounts table")
+
+    restricted: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    tagged: dict[str, set[str]] = defaultdict(set)
+    for s, r in securities.items():
+        for tag in r[Col.tags] or ():
+            tagged[tag].add(s)
+    for r in _rows(book["restrictions"]):
+        names = {r[Col.security_id]} if r[Col.security_id] is not None else tagged.get(r[Col.tag], set())
+        restricted[r[Col.account_id]][r[Col.rule]] |= names
+
+    sold = defaultdict(float)            # (account, lot) -> shares sold
+    by_account: dict[str, list[dict]] = defaultdict(list)
+    for t in trades:
+        by_account[t[Col.account_id]].append(t)
+    for account_id, rows in by_account.items():
+        account = accounts.get(account_id)
+        if account is None:
+            found.add(0, account_id, None, "trades for an account that is not in the book")
+            continue
+        status = statuses.get(account_id, {}).get(Col.status)
+        if account_id in rejected or account[Col.suspended] or status in _NO_TRADES:
+            found.add(13, account_id, None, f"{len(rows)} trade(s) for an account that is "
+                      f"{'rejected' if account_id in rejected else 'suspended' if account[Col.suspended] else status}")
+        _check_trades(found, account, rows, securities, lots, restricted[account_id], as_of, sold)
+
+    for (account_id, lot_id), shares in sold.items():
+        lot = lots.get((account_id, lot_id))
+        if lot is not None and shares > lot[Col.quantity] + 1e-9:
+            found.add(1, account_id, lot_id, f"sells {shares:g} shares of a lot of {lot[Col.quantity]:g}")
+
+    held = defaultdict(float)
+    for (account_id, _), lot in lots.items():
+        held[(account_id, lot[Col.security_id])] += lot[Col.quantity]
+    for account_id, account in accounts.items():
+        row = statuses.get(account_id)
+        if row is None or account_id in rejected:
+            continue
+        _check_account(found, account, row, by_account.get(account_id, []), held, securities,
+                       restricted[account_id])
+    _check_wash(found, book, as_of, trades, household, group)
+    return found.table()
+
+
+def _check_trades(found, account, rows, securities, lots, restricted, as_of, sold) -> None:
+    account_id = account[Col.account_id]
+    taxable = account[Col.tax_status] == TaxStatus.taxable
+    for t in rows:
+        s, side, quantity = t[Col.security_id], t[Col.side], t[Col.quantity]
+        security = securities.get(s)
+        if security is None:
+            found.add(0, account_id, s, f"trade in security {s!r}, which is not in the book")
+            continue
+        if not quantity > 0:
+            found.add(0, account_id, s, f"trade quantity {quantity} is not positive")
+        if abs(t[Col.value] - quantity * t[Col.price]) > _cents(t[Col.value]):
+            found.add(0, account_id, s, f"value {t[Col.value]} is not quantity x price")
+        if security[Col.price] is not None and abs(t[Col.price] - security[Col.price]) > 1e-9 * security[Col.price]:
+            found.add(0, account_id, s, f"price {t[Col.price]} is not the book's {security[Col.price]}")
+        if not security[Col.fractional] and abs(quantity - round(quantity)) > 1e-9:
+            found.add(11, account_id, s, f"{quantity:g} shares of a security that trades whole shares only")
+        if side == Side.buy:
+            for rule in (Rule.never_buy, Rule.exclude):
+                if s in restricted.get(rule, ()):
+                    found.add(2, account_id, s, f"buys {s}, which is {rule} for this account")
+            if t[Col.value] < account[Col.min_trade] - _cents(t[Col.value]):
+                found.add(10, account_id, s, f"buy of {t[Col.value]:.2f} is below min_trade {account[Col.min_trade]}")
+            continue
+        if side != Side.sell:
+            found.add(0, account_id, s, f"side {side!r} is neither buy nor sell")
+            continue
+        if s in restricted.get(Rule.never_sell, ()):
+            found.add(2, account_id, s, f"sells {s}, which is never_sell for this account")
+        lot = lots.get((account_id, t[Col.lot_id]))
+        if lot is None or lot[Col.security_id] != s:
+            found.add(1, account_id, t[Col.lot_id], f"sell of {s} relieves lot {t[Col.lot_id]!r}, "
+                      f"which the account does not hold in {s}")
+            continue
+        sold[(account_id, t[Col.lot_id])] += quantity
+        closes = abs(quantity - lot[Col.quantity]) <= 1e-9
+        if t[Col.value] < account[Col.min_trade] - _cents(t[Col.value]) and not closes:
+            found.add(10, account_id, t[Col.lot_id], f"sell of {t[Col.value]:.2f} is below min_trade "
+                      f"{account[Col.min_trade]} and does not close the lot")
+        gain = quantity * t[Col.price] - lot[Col.cost_basis] * quantity / lot[Col.quantity]
+        if t[Col.realized_gain] is None or abs(t[Col.realized_gain] - gain) > _cents(gain):
+            found.add(8, account_id, t[Col.lot_id], f"realized_gain {t[Col.realized_gain]} should be {gain:.2f}")
+        term = Term.long if as_of >= first_long_day(lot[Col.acquired]) else Term.short
+        if t[Col.term] != term:
+            found.add(7, account_id, t[Col.lot_id], f"term {t[Col.term]!r} should be {term!r} "
+                      f"(acquired {lot[Col.acquired]}, sold {as_of})")
+        rate = (account[Col.lt_rate] if term == Term.long else account[Col.st_rate]) if taxable else 0.0
+        if abs(t[Col.est_tax] - gain * rate) > _cents(gain * rate):
+            found.add(8, account_id, t[Col.lot_id], f"est_tax {t[Col.est_tax]} should be {gain * rate:.2f}")
+
+
+def _check_account(found, account, row, trades, held, securities, restricted) -> None:
+    account_id = account[Col.account_id]
+    status = row[Col.status]
+    buys = sum(t[Col.value] for t in trades if t[Col.side] == Side.buy)
+    sells = sum(t[Col.value] for t in trades if t[Col.side] == Side.sell)
+    cash_after = account[Col.cash] + sells - buys
+    if abs(row[Col.cash_after] - cash_after) > _cents(cash_after) and status not in _NO_TRADES:
+        found.add(0, account_id, None, f"cash_after {row[Col.cash_after]:.2f} is not cash + sells - buys "
+                  f"= {cash_after:.2f}")
+    if status in (Status.suspended, Status.rejected):
+        return
+    if cash_after < -_cents(cash_after) and status != Status.infeasible:
+        found.add(4, account_id, None, f"cash after trading is {cash_after:.2f}, below zero")
+    floor = account[Col.min_cash] + account[Col.reserve_cash] + account[Col.withdrawal]
+    if cash_after < floor - _cents(floor) and status not in (Status.infeasible, Status.failed):
+        found.add(4, account_id, None, f"cash after trading {cash_after:.2f} is below the floor {floor:.2f} "
+                  f"and the account is {status}, not infeasible")
+    if status == Status.infeasible and not row[Col.detail]:
+        found.add(4, account_id, None, "an infeasible account must say why and by how much")
+    # rule 3: exclude holdings sold in full unless never_sell
+    for s in restricted.get(Rule.exclude, ()):
+        if s in restricted.get(Rule.never_sell, ()) or status in (Status.infeasible, Status.failed):
+            continue
+        quantity = held.get((account_id, s), 0.0)
+        sold_now = sum(t[Col.quantity] for t in trades if t[Col.side] == Side.sell and t[Col.security_id] == s)
+        if quantity > 1e-9 and sold_now < quantity - 1e-9:
+            found.add(3, account_id, s, f"holds {quantity:g} shares of excluded {s}; sells only {sold_now:g}")
+    value = row[Col.value]
+    mandated = row[Col.mandated]
+    limit = account[Col.turnover_limit]
+    if limit is not None and not mandated and value > 0 and (buys + sells) > limit * value + _cents(value):
+        found.add(12, account_id, None, f"turnover {(buys + sells) / value:.4f} exceeds the limit {limit}")
+    budget = account[Col.tax_budget]
+    if budget is not None and not mandated and account[Col.tax_status] == TaxStatus.taxable:
+        ytd = account[Col.realized_st_ytd] * account[Col.st_rate] + account[Col.realized_lt_ytd] * account[Col.lt_rate]
+        tax = sum(t[Col.est_tax] for t in trades if t[Col.side] == Side.sell)
+        if tax > 0 and ytd + tax > budget + _cents(budget):
+            found.add(9, account_id, None, f"tax of the year {ytd + tax:.2f} (proposal {tax:.2f}) exceeds "
+                      f"the budget {budget:.2f}")
+    cap = account[Col.max_cash]
+    if cap is not None and limit is None and status in (Status.proposed, Status.no_trade):
+        cap += account[Col.withdrawal] + account[Col.reserve_cash]
+        # whole shares and min_trade may leave up to a share's price or a min_trade uninvested
+        slack = max(account[Col.min_trade], max((s[Col.price] or 0.0) for s in securities.values()))
+        if cash_after > cap + slack:
+            found.add(5, account_id, None, f"cash after trading {cash_after:.2f} is above the cap {cap:.2f}")
+
+
+def _check_wash(found, book, as_of, trades, household, group) -> None:
+    window_start = as_of - dt.timedelta(days=WASH_DAYS)
+    loss_sold, bought = set(), defaultdict(float)
+    for r in _rows(book["transactions"]):
+        if not (window_start <= r[Col.trade_date] < as_of) or r[Col.account_id] not in household:
+            continue
+        key = (household[r[Col.account_id]], group.get(r[Col.security_id], r[Col.security_id]))
+        if r[Col.side] == Side.sell and (r[Col.realized_gain] or 0.0) < 0:
+            loss_sold.add(key)
+        elif r[Col.side] == Side.buy:
+            bought[key] += r[Col.quantity]
+    buys_today, loss_sales_today = set(), set()
+    for t in trades:
+        if t[Col.account_id] not in household or t[Col.security_id] not in group:
+            continue
+        key = (household[t[Col.account_id]], group[t[Col.security_id]])
+        if t[Col.side] == Side.buy:
+            buys_today.add(key)
+            if key in loss_sold:
+                found.add(6, t[Col.account_id], key[1], f"buys wash group {key[1]}, which household "
+                          f"{key[0]} sold at a loss in the {WASH_DAYS} days before {as_of}")
+        elif (t[Col.realized_gain] or 0.0) < 0:
+            loss_sales_today.add(key)
+    sold_shares = defaultdict(float)
+    for t in trades:
+        if t[Col.side] == Side.sell and t[Col.account_id] in household and t[Col.security_id] in group:
+            sold_shares[(household[t[Col.account_id]], group[t[Col.security_id]])] += t[Col.quantity]
+    for key in loss_sales_today:
+        if key in buys_today:
+            found.add(6, None, key[1], f"household {key[0]} sells wash group {key[1]} at a loss and buys it today")
+        if bought.get(key, 0.0) > 0 and sold_shares[key] < bought[key] - 1e-9:
+            found.add(6, None, key[1], f"household {key[0]} sells wash group {key[1]} at a loss after buying "
+                      f"{bought[key]:g} shares in the last {WASH_DAYS} days, and sells only {sold_shares[key]:g}")
+
+
+def violations_by_rule(violations: pa.Table) -> dict[int, int]:
+    """Counts of violations per rule number."""
+    counts = np.bincount(violations.column("rule").to_numpy(), minlength=14) if violations.num_rows else []
+    return {rule: int(n) for rule, n in enumerate(counts) if n}

@@ -1,0 +1,185 @@
+"""The independent run checker finds each kind of rule violation, and nothing in a clean run."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from engine import schema
+from engine.check import check_run, first_long_day, violations_by_rule
+from engine.schema import Col
+
+AS_OF = dt.date(2026, 11, 20)
+
+
+def table(schema_, rows):
+    full = [{f.name: row.get(f.name) for f in schema_} for row in rows]
+    return pa.Table.from_pylist(full, schema=schema_)
+
+
+def account(**changes):
+    row = {Col.account_id: "A1", Col.household_id: "H1", Col.template_id: "T", Col.tax_status: "taxable",
+           Col.st_rate: 0.4, Col.lt_rate: 0.2, Col.cash: 1000.0, Col.min_cash: 100.0, Col.max_cash: None,
+           Col.reserve_cash: 0.0, Col.withdrawal: 0.0, Col.min_trade: 50.0, Col.tax_budget: None,
+           Col.realized_st_ytd: 0.0, Col.realized_lt_ytd: 0.0, Col.harvest: True, Col.tax_sensitivity: 1.0,
+           Col.turnover_limit: None, Col.suspended: False}
+    return {**row, **changes}
+
+
+def book(accounts=None, restrictions=(), transactions=(), fractional=False):
+    securities = [{Col.security_id: s, Col.kind: "etf", Col.asset_class: "x", Col.price: 100.0,
+                   Col.price_date: AS_OF, Col.fractional: fractional, Col.wash_group: g,
+                   Col.tags: tags, Col.specific_variance: 0.01, Col.spread_bps: 1.0}
+                  for s, g, tags in (("S1", "G", None), ("S2", "G", None), ("S3", None, ["tobacco"]))]
+    lots = [{Col.account_id: "A1", Col.lot_id: "L1", Col.security_id: "S1", Col.quantity: 10.0,
+             Col.cost_basis: 1200.0, Col.acquired: dt.date(2025, 11, 20)},
+            {Col.account_id: "A1", Col.lot_id: "L2", Col.security_id: "S3", Col.quantity: 5.0,
+             Col.cost_basis: 400.0, Col.acquired: dt.date(2024, 2, 29)}]
+    return {"securities": table(schema.SECURITIES, securities),
+            "accounts": table(schema.ACCOUNTS, accounts or [account()]),
+            "lots": table(schema.LOTS, lots),
+            "restrictions": table(schema.RESTRICTIONS, list(restrictions)),
+            "transactions": table(schema.TRANSACTIONS, list(transactions))}
+
+
+def sell(lot="L1", security="S1", quantity=10.0, term="short", rate=0.4, basis_per_share=120.0):
+    gain = quantity * (100.0 - basis_per_share)
+    return {Col.as_of: AS_OF, Col.account_id: "A1", Col.household_id: "H1", Col.security_id: security,
+            Col.side: "sell", Col.lot_id: lot, Col.quantity: quantity, Col.price: 100.0,
+            Col.value: quantity * 100.0, Col.realized_gain: gain, Col.term: term, Col.est_tax: gain * rate,
+            Col.reason: "rebalance"}
+
+
+def buy(security="S2", quantity=5.0):
+    return {Col.as_of: AS_OF, Col.account_id: "A1", Col.household_id: "H1", Col.security_id: security,
+            Col.side: "buy", Col.quantity: quantity, Col.price: 100.0, Col.value: quantity * 100.0,
+            Col.est_tax: 0.0, Col.reason: "rebalance"}
+
+
+def run(trades, status="proposed", others=(), **row):
+    cash = 1000.0 + sum(t[Col.value] * (1 if t[Col.side] == "sell" else -1) for t in trades)
+    numbers = {f.name: 0.0 for f in schema.RUN_ACCOUNTS if f.type == pa.float64()}
+    account_row = {**numbers, Col.as_of: AS_OF, Col.account_id: "A1", Col.household_id: "H1", Col.status: status,
+                   Col.mandated: False, Col.value: 2500.0, Col.cash_before: 1000.0, Col.cash_after: cash,
+                   Col.trade_count: len(trades), Col.iterations: 0, **row}
+    other_rows = [{**account_row, Col.account_id: other, Col.status: "no_trade", Col.cash_after: 1000.0,
+                   Col.trade_count: 0} for other in others]
+    return {"trades": table(schema.TRADES, trades),
+            "accounts": table(schema.RUN_ACCOUNTS, [account_row, *other_rows])}
+
+
+def rules(book_, run_, rejected=frozenset()):
+    return violations_by_rule(check_run(book_, AS_OF, run_, rejected))
+
+
+def test_a_clean_run_has_no_violations():
+    # sells the whole loss lot (short term: acquired exactly one year ago is not yet long)
+    assert rules(book(), run([sell()])) == {}
+    assert rules(book(), run([])) == {}
+
+
+def test_term_edges():
+    assert first_long_day(dt.date(2025, 3, 14)) == dt.date(2026, 3, 15)
+    assert first_long_day(dt.date(2024, 2, 29)) == dt.date(2025, 3, 1)
+    assert rules(book(), run([sell(term="long")])) == {7: 1}
+
+
+def test_oversell_and_unknown_lot():
+    assert rules(book(), run([sell(quantity=11.0)])) == {1: 1}
+    assert rules(book(), run([sell(lot="L9")])) == {1: 1}
+
+
+def test_restrictions():
+    never_sell = [{Col.account_id: "A1", Col.rule: "never_sell", Col.security_id: "S1"}]
+    assert rules(book(restrictions=never_sell), run([sell()])) == {2: 1}
+    never_buy = [{Col.account_id: "A1", Col.rule: "never_buy", Col.security_id: "S2"}]
+    assert rules(book(restrictions=never_buy), run([buy()])) == {2: 1}
+
+
+def test_excluded_by_tag_must_be_sold_in_full():
+    screen = [{Col.account_id: "A1", Col.rule: "exclude", Col.tag: "tobacco"}]
+    assert rules(book(restrictions=screen), run([])) == {3: 1}
+    full = sell(lot="L2", security="S3", quantity=5.0, term="long", rate=0.2, basis_per_share=80.0)
+    assert rules(book(restrictions=screen), run([full])) == {}
+    both = screen + [{Col.account_id: "A1", Col.rule: "never_sell", Col.security_id: "S3"}]
+    assert rules(book(restrictions=both), run([])) == {}
+
+
+def test_cash_below_zero_and_below_floor():
+    assert rules(book(), run([buy(quantity=10.5)])) == {4: 2, 11: 1}      # -50 cash; half a share
+    assert rules(book(), run([buy(quantity=9.0)])) == {}                  # 100 left: exactly min_cash
+    assert rules(book(), run([buy(quantity=10.0)])) == {4: 1}             # 0 left: below min_cash
+    assert rules(book(), run([buy(quantity=9.5)], status="infeasible", detail="short 50")) == {11: 1}
+
+
+def test_cash_cap():
+    capped = book([account(max_cash=100.0)])
+    assert rules(capped, run([sell()])) == {5: 1}
+    assert rules(capped, run([sell()], status="infeasible", detail="x")) == {}
+
+
+def test_tax_and_gain_arithmetic():
+    wrong = sell()
+    wrong[Col.est_tax] = 0.0
+    assert rules(book(), run([wrong])) == {8: 1}
+
+
+def test_tax_budget_turnover_and_mandates():
+    budget = book([account(tax_budget=10.0)])
+    gain = sell(lot="L2", security="S3", quantity=5.0, term="long", rate=0.2, basis_per_share=80.0)
+    assert rules(budget, run([gain])) == {9: 1}                          # 100 gain x 0.2 = 20 > 10
+    assert rules(budget, run([gain], mandated=True)) == {}
+    limited = book([account(turnover_limit=0.1)])
+    assert rules(limited, run([sell()])) == {12: 1}
+    assert rules(limited, run([sell()], mandated=True)) == {}
+
+
+def test_min_trade_except_closing_a_lot():
+    assert rules(book(), run([sell(quantity=0.4)], ), ) == {10: 1, 11: 1}
+    assert rules(book([account(min_trade=2000.0)]), run([sell()])) == {}   # closes the lot
+
+
+def test_wash_sales():
+    recent_loss = [{Col.account_id: "A2", Col.security_id: "S1", Col.trade_date: AS_OF - dt.timedelta(days=30),
+                    Col.side: "sell", Col.quantity: 1.0, Col.price: 90.0, Col.realized_gain: -10.0}]
+    household = [account(), account(account_id="A2", tax_status="tax_exempt", st_rate=0.0, lt_rate=0.0)]
+    assert rules(book(household, transactions=recent_loss), run([buy()], others=["A2"])) == {6: 1}
+    day_31 = [{**recent_loss[0], Col.trade_date: AS_OF - dt.timedelta(days=31)}]
+    assert rules(book(household, transactions=day_31), run([buy()], others=["A2"])) == {}
+    recent_buy = [{**recent_loss[0], Col.side: "buy", Col.realized_gain: None, Col.quantity: 3.0}]
+    assert rules(book(household, transactions=recent_buy), run([sell(quantity=2.0)], others=["A2"])) == {6: 1}
+    assert rules(book(household, transactions=recent_buy), run([sell()], others=["A2"])) == {}     # 10 >= 3 bought
+    assert rules(book(household), run([sell(), buy()], others=["A2"])) == {6: 1}   # same day
+
+
+def test_suspended_and_rejected_get_no_trades():
+    assert rules(book([account(suspended=True)]), run([sell()], status="suspended")) == {13: 1}
+    assert rules(book(), run([sell()], status="rejected"), rejected=frozenset({"A1"})) == {13: 1}
+
+
+@pytest.mark.parametrize("missing", ["A1"])
+def test_every_account_has_a_row(missing):
+    result = check_run(book(), AS_OF, {"trades": table(schema.TRADES, []),
+                                       "accounts": table(schema.RUN_ACCOUNTS, [])})
+    assert result.column(Col.account_id).to_pylist() == [missing]
+
+
+def test_canopy_check_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from engine.book import write_book
+    from engine.cli import app
+    from engine.store import RunWriter
+
+    tables = book()
+    full = {name: tables.get(name, schema.empty(schema_)) for name, schema_ in schema.BOOK_TABLES.items()}
+    write_book(str(tmp_path / "book"), AS_OF, full)
+    writer = RunWriter(str(tmp_path / "runs"), AS_OF)
+    for name, part in run([sell(quantity=11.0)]).items():
+        writer.write(name, part)
+    writer.commit({})
+    result = CliRunner().invoke(app, ["check", "--book", str(tmp_path / "book"), "--run", str(tmp_path / "runs")])
+    assert result.exit_code == 1, result.output
+    assert "rule 1: account A1 L1: sells 11 shares of a lot of 10" in result.output
