@@ -175,6 +175,14 @@ def test_canopy_check_command(tmp_path):
 
     tables = book()
     full = {name: tables.get(name, schema.empty(schema_)) for name, schema_ in schema.BOOK_TABLES.items()}
+    full["factor_exposures"] = table(schema.FACTOR_EXPOSURES, [
+        {Col.security_id: "S1", Col.factor: "market", Col.exposure: 1.0}])
+    full["factor_covariance"] = table(schema.FACTOR_COVARIANCE, [
+        {Col.factor_1: "market", Col.factor_2: "market", Col.covariance: 0.0256}])
+    full["models"] = table(schema.MODELS, [{Col.model_id: "M", Col.security_id: "S1", Col.weight: 1.0}])
+    full["templates"] = table(schema.TEMPLATES, [
+        {Col.template_id: "T", Col.asset_class: "x", Col.weight: 1.0, Col.model_id: "M",
+         Col.min_weight: 0.0, Col.max_weight: 1.0, Col.band: 0.05}])
     write_book(str(tmp_path / "book"), AS_OF, full)
     writer = RunWriter(str(tmp_path / "runs"), AS_OF)
     for name, part in run([sell(quantity=11.0)]).items():
