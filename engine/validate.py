@@ -42,14 +42,16 @@ class Rejections:
             self.rows[name].append(value)
 
     def table(self) -> pa.Table:
-        result = pa.table(self.rows, schema=schema.REJECTIONS)
-        if result.num_rows:
-            order = pc.sort_indices(result, sort_keys=[(Col.account_id, "ascending"),
-                                                       (Col.table, "ascending"),
-                                                       (Col.rule, "ascending"),
-                                                       (Col.key, "ascending")])
-            result = result.take(order)
-        return result
+        return sort_rejections(pa.table(self.rows, schema=schema.REJECTIONS))
+
+
+def sort_rejections(rejections: pa.Table) -> pa.Table:
+    """Rejections in their one order: by account, table, rule, key."""
+    if not rejections.num_rows:
+        return rejections
+    order = pc.sort_indices(rejections, sort_keys=[(Col.account_id, "ascending"), (Col.table, "ascending"),
+                                                   (Col.rule, "ascending"), (Col.key, "ascending")])
+    return rejections.take(order)
 
 
 def _np(table: pa.Table, column: str) -> np.ndarray:
@@ -431,11 +433,4 @@ def validate(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> pa.Table:
     check_risk_model(tables)
     check_models(tables, policy)
     check_templates(tables, policy)
-    rejections = account_rejections(tables, as_of, policy)
-    if rejections.num_rows:
-        order = pc.sort_indices(rejections, sort_keys=[(Col.account_id, "ascending"),
-                                                       (Col.table, "ascending"),
-                                                       (Col.rule, "ascending"),
-                                                       (Col.key, "ascending")])
-        rejections = rejections.take(order)
-    return rejections
+    return sort_rejections(account_rejections(tables, as_of, policy))
