@@ -232,3 +232,10 @@ def test_bad_inputs_give_status_not_exceptions():
     assert np.all(relief.shares_sold == 0)
     bad = lots.relieve_lots(*args, sell_shares=np.ones(3), method=99)
     assert np.all(bad.status & lots.BAD_METHOD)
+
+
+@SETTINGS
+@given(st.integers(-30000, 40000))
+def test_last_long_acquired_is_the_long_term_cutoff(as_of):
+    cutoff = dates.last_long_acquired(as_of)
+    assert ref.first_long_day_reference(cutoff) <= as_of < ref.first_long_day_reference(cutoff + 1)

@@ -97,6 +97,20 @@ def first_long_day(acquired):
     return out
 
 
+@nb.njit(cache=True, nogil=True)
+def last_long_acquired(as_of):
+    """Latest acquisition day whose lot is long-term on ``as_of``.
+
+    :func:`first_long_day_scalar` never decreases with ``acquired``, so a lot
+    is long-term on ``as_of`` exactly when ``acquired <= last_long_acquired(as_of)``:
+    one comparison per lot instead of a calendar conversion.
+    """
+    a = as_of - 364
+    while first_long_day_scalar(a) > as_of:
+        a -= 1
+    return a
+
+
 def to_days(values, *, null=None) -> np.ndarray:
     """Dates to int64 days since 1970-01-01.
 

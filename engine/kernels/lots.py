@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
-from engine.kernels.dates import first_long_day, first_long_day_scalar
+from engine.kernels.dates import first_long_day, last_long_acquired
 
 __all__ = [
     "CURVE", "TAX_ORDER", "FIFO", "LIFO", "HIFO", "SPECIFIC", "METHODS",
@@ -139,9 +139,10 @@ def _sort_segment(key1, key2, n, idx):
 
 @nb.njit(cache=True, nogil=True)
 def _position_keys(lot_offsets, p, quantity, cost_basis, acquired, price, st_rate, lt_rate,
-                   as_of, method, priority, key1, key2, lot_long, lot_gpd):
+                   long_cutoff, method, priority, key1, key2, lot_long, lot_gpd):
     """Sort keys of position ``p``'s lots for ``method``; returns its status bits.
 
+    A lot is long-term when ``acquired <= long_cutoff`` (:func:`last_long_acquired`).
     Also fills ``lot_long`` (long-term flag) and ``lot_gpd`` (gain per dollar)
     in lot order, 0-based within the segment.
     """
@@ -159,7 +160,7 @@ def _position_keys(lot_offsets, p, quantity, cost_basis, acquired, price, st_rat
         valid = _lot_valid(q, basis)
         if not valid:
             status |= BAD_LOT
-        is_long = as_of >= first_long_day_scalar(acquired[i])
+        is_long = acquired[i] <= long_cutoff
         lot_long[k] = is_long
         gpd = 0.0
         if valid and price_ok:
@@ -195,6 +196,7 @@ def _position_keys(lot_offsets, p, quantity, cost_basis, acquired, price, st_rat
 def _tax_curves_into(lot_offsets, quantity, cost_basis, acquired, price, st_rate, lt_rate, as_of,
                      order, slope, width, gain_per_dollar, is_long, status):
     n_pos = lot_offsets.shape[0] - 1
+    long_cutoff = last_long_acquired(as_of)
     longest = 0
     for p in range(n_pos):
         longest = max(longest, lot_offsets[p + 1] - lot_offsets[p])
@@ -208,7 +210,7 @@ def _tax_curves_into(lot_offsets, quantity, cost_basis, acquired, price, st_rate
         start = lot_offsets[p]
         n = lot_offsets[p + 1] - start
         st = _position_keys(lot_offsets, p, quantity, cost_basis, acquired, price, st_rate,
-                            lt_rate, as_of, CURVE, dummy, key1, key2, lot_long, lot_gpd)
+                            lt_rate, long_cutoff, CURVE, dummy, key1, key2, lot_long, lot_gpd)
         status[p] = st
         _sort_segment(key1, key2, n, idx)
         px = price[p]
@@ -342,6 +344,7 @@ def _relieve_lots_into(lot_offsets, quantity, cost_basis, acquired, price, st_ra
                        sell_amount, in_dollars, method, priority,
                        shares_sold, realized_gain, is_long, est_tax, status):
     n_pos = lot_offsets.shape[0] - 1
+    long_cutoff = last_long_acquired(as_of)
     longest = 0
     for p in range(n_pos):
         longest = max(longest, lot_offsets[p + 1] - lot_offsets[p])
@@ -354,7 +357,7 @@ def _relieve_lots_into(lot_offsets, quantity, cost_basis, acquired, price, st_ra
         start = lot_offsets[p]
         n = lot_offsets[p + 1] - start
         st = _position_keys(lot_offsets, p, quantity, cost_basis, acquired, price, st_rate,
-                            lt_rate, as_of, method, priority, key1, key2, lot_long, lot_gpd)
+                            lt_rate, long_cutoff, method, priority, key1, key2, lot_long, lot_gpd)
         for k in range(n):
             i = start + k
             shares_sold[i] = 0.0
