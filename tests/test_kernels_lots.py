@@ -239,3 +239,21 @@ def test_bad_inputs_give_status_not_exceptions():
 def test_last_long_acquired_is_the_long_term_cutoff(as_of):
     cutoff = dates.last_long_acquired(as_of)
     assert ref.first_long_day_reference(cutoff) <= as_of < ref.first_long_day_reference(cutoff + 1)
+
+
+def test_long_positions_sort_like_short_ones():
+    """Segments past the insertion-sort size take the merge-sort path: same order, ties included."""
+    rng = np.random.default_rng(3)
+    n = 200
+    offsets = np.array([0, n])
+    quantity = rng.choice([10.0, 20.0], n)
+    cost_basis = rng.choice([50.0, 100.0, 300.0], n) * quantity / 10
+    acquired = AS_OF - rng.choice([10, 400], n)
+    args = (offsets, quantity, cost_basis, acquired, np.array([10.0]), np.array([0.37]),
+            np.array([0.2]), AS_OF)
+    got, want = lots.tax_curves(*args), ref.tax_curves_reference(*args)
+    np.testing.assert_array_equal(got.order, want.order)
+    for method in (lots.FIFO, lots.LIFO, lots.HIFO):
+        sell = dict(sell_shares=np.array([quantity.sum() / 3]), method=method)
+        np.testing.assert_array_equal(lots.relieve_lots(*args, **sell).shares_sold,
+                                      ref.relieve_lots_reference(*args, **sell).shares_sold)
