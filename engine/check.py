@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from engine.schema import Col, Rule, Side, Status, TaxStatus, Term
 
-VIOLATIONS = pa.schema([pa.field("rule", pa.int32(), nullable=False), pa.field(Col.account_id, pa.string()),
+VIOLATIONS = pa.schema([pa.field(Col.rule, pa.int32(), nullable=False), pa.field(Col.account_id, pa.string()),
                         pa.field(Col.key, pa.string()), pa.field(Col.message, pa.string(), nullable=False)])
 WASH_DAYS = 30
 _NO_TRADES = (Status.suspended, Status.rejected, Status.failed)
@@ -51,7 +51,7 @@ class _Found:
         self.rows: list[dict] = []
 
     def add(self, rule: int, account_id: str | None, key: str | None, message: str) -> None:
-        self.rows.append({"rule": rule, Col.account_id: account_id, Col.key: key, Col.message: message})
+        self.rows.append({Col.rule: rule, Col.account_id: account_id, Col.key: key, Col.message: message})
 
     def table(self) -> pa.Table:
         return pa.Table.from_pylist(self.rows, schema=VIOLATIONS)
@@ -268,5 +268,5 @@ def _check_wash(found, book, as_of, trades, household, group) -> None:
 
 def violations_by_rule(violations: pa.Table) -> dict[int, int]:
     """Counts of violations per rule number."""
-    counts = np.bincount(violations.column("rule").to_numpy(), minlength=14) if violations.num_rows else []
+    counts = np.bincount(violations.column(Col.rule).to_numpy(), minlength=14) if violations.num_rows else []
     return {rule: int(n) for rule, n in enumerate(counts) if n}

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.errors import CanopyError
+from engine.schema import Col
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Canopy: tax-aware overlay portfolio management.")
@@ -73,7 +74,6 @@ def validate(book: str = typer.Option(..., "--book", help="Folder or fsspec URI 
     import pyarrow.compute as pc
 
     from engine.book import read_book
-    from engine.schema import Col
 
     start = time.perf_counter()
     result = read_book(book)
@@ -90,7 +90,7 @@ def validate(book: str = typer.Option(..., "--book", help="Folder or fsspec URI 
                   f"{len(result.rejected):,} rejected with {result.rejections.num_rows:,} rejection(s)")
     if result.rejections.num_rows:
         rules = Table(title="rejections by rule", expand=True)
-        for column in ("rule", "count", "examples"):
+        for column in (Col.rule, "count", "examples"):
             rules.add_column(column, overflow="fold")
         counts = result.rejections.group_by(Col.rule).aggregate([([], "count_all")]).sort_by(Col.rule)
         for rule, count in zip(counts.column(Col.rule).to_pylist(), counts.column("count_all").to_pylist()):
@@ -122,7 +122,7 @@ def check(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of 
     console.print(f"run {manifest['run_id']} for {source.as_of}: {tables['trades'].num_rows:,} trades, "
                   f"{tables['accounts'].num_rows:,} accounts, {violations.num_rows:,} violation(s)")
     for row in violations.slice(0, show).to_pylist():
-        console.print(f"rule {row['rule']}: account {row['account_id']} {row['key'] or ''}: {row['message']}",
+        console.print(f"rule {row[Col.rule]}: account {row[Col.account_id]} {row[Col.key] or ''}: {row[Col.message]}",
                       highlight=False)
     if violations.num_rows:
         console.print(f"violations by rule: {violations_by_rule(violations)}")
