@@ -314,7 +314,8 @@ def round_trades_reference(account_offsets, side, price, fractional, dollars, lo
             cut = (floor - balance()) / price[i]
             cut = cut if fractional[i] else whole_up(cut)
             left = shares[i] - cut
-            shares[i] = 0.0 if (left <= 0 or left * price[i] < smallest) else left
+            # A cut within float noise of the whole buy drops it (no dust trades).
+            shares[i] = 0.0 if (left <= shares[i] * 1e-9 or left * price[i] < smallest) else left
         for i in lines:
             if not short():
                 break

@@ -125,7 +125,7 @@ def _round_trades_into(account_offsets, side, price, fractional, dollars, lot_qu
                 if not fractional[i]:
                     cut = _whole_up(cut)
                 left = shares[i] - cut
-                if left <= 0.0 or left * px < smallest:
+                if left <= shares[i] * _DUST or left * px < smallest:
                     left = 0.0
                 balance += (shares[i] - left) * px
                 shares[i] = left
