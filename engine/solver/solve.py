@@ -43,6 +43,16 @@ def _chunk(problem: ProblemBatch, state: SolverState, config: SolverConfig) -> S
     return jax.vmap(admm.chunk, in_axes=(BATCH_AXES, 0, None))(problem, state, config)
 
 
+@jax.jit
+def _polish(problem: ProblemBatch, state: SolverState):
+    return jax.vmap(admm.polish, in_axes=(BATCH_AXES, 0))(problem, state)
+
+
+def _solution(prepared, device_problem, state):
+    buy, sell = _polish(device_problem, state)
+    return _repair(prepared, np.asarray(buy, float), np.asarray(sell, float))
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
 def _init(problem: ProblemBatch, config: SolverConfig) -> SolverState:
     return jax.vmap(lambda p: admm.init(p, config), in_axes=(BATCH_AXES,))(problem)
@@ -67,8 +77,12 @@ def _take_problem(problem: ProblemBatch, index) -> ProblemBatch:
                           for f, v in zip(ProblemBatch._fields, problem)])
 
 
+#: Smallest batch the unconverged households are compacted into (fewer compiles).
+MIN_BUCKET = 16
+
+
 def _bucket(count: int, total: int) -> int:
-    size = 1
+    size = MIN_BUCKET
     while size < count:
         size *= 2
     return min(size, total)
@@ -187,10 +201,10 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
                               else jnp.asarray(v) for v in warm])
         state = state._replace(status=jnp.full(total, admm.RUNNING, jnp.int32))
     state, iterations = _iterate(device_problem, state, config, np.ones(total, bool))
-    buy, sell = _repair(prepared, np.asarray(state.z_buy, float), np.asarray(state.z_sell, float))
+    buy, sell = _solution(prepared, device_problem, state)
     for round_ in range(config.wash_rounds + 1 if config.wash_rounds > 0 else 0):
         if round_:
-            buy, sell = _repair(prepared, np.asarray(state.z_buy, float), np.asarray(state.z_sell, float))
+            buy, sell = _solution(prepared, device_problem, state)
         prepared_new, changed = _wash_fix(prepared, buy, sell, config)
         if not changed.any():
             break

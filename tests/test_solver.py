@@ -1,0 +1,158 @@
+"""The batched solver against its cvxpy/Clarabel oracle, and its own invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+
+from engine.config import SolverConfig  # noqa: E402
+from engine.solver import INFEASIBLE, SOLVED, MAX_ITERATIONS, solve  # noqa: E402
+from engine.solver import admm, evaluate, oracle  # noqa: E402
+from engine.solver.instances import MIXES, random_batch  # noqa: E402
+from engine.solver.types import SHARED_FIELDS, ProblemBatch, take  # noqa: E402
+
+pytest.importorskip("cvxpy")
+
+SHAPE = dict(n=20, lots=3, factors=3, classes=3)
+CONFIG = SolverConfig()
+
+
+def _one(problem: ProblemBatch, h: int) -> ProblemBatch:
+    return ProblemBatch(*[jnp.asarray(v) if f in SHARED_FIELDS else jnp.asarray(np.asarray(v)[h])
+                          for f, v in zip(ProblemBatch._fields, problem)])
+
+
+def _within(ours: float, best: float) -> bool:
+    return abs(ours - best) <= max(1e-4 * abs(best), 1e-7)
+
+
+def check_against_oracle(problem: ProblemBatch, config: SolverConfig = CONFIG):
+    """Solve a batch; compare each household with Clarabel on the problem finally solved."""
+    result = solve(problem, config)
+    final = result.problem
+    report = []
+    for h in range(problem.target.shape[0]):
+        buy, sell, status = oracle.solve_household(final, h)
+        assert status == "optimal", status
+        best = evaluate.objective(final, np.broadcast_to(buy, result.buy.shape),
+                                  np.broadcast_to(sell, result.sell.shape))[h]
+        report.append((h, result.objective[h], best, result.status[h]))
+    violation = evaluate.violations(final, result.buy, result.sell)
+    return result, report, violation
+
+
+@pytest.mark.parametrize("accounts", [1, 2, 3])
+def test_objective_matches_clarabel(accounts):
+    problem = random_batch(8, accounts=accounts, seed=10 + accounts, **SHAPE)
+    result, report, violation = check_against_oracle(problem)
+    bad = [r for r in report if not _within(r[1], r[2])]
+    assert not bad, f"objective off Clarabel's (household, ours, Clarabel, status): {bad}"
+    assert (violation <= 1e-6).all(), violation
+    assert np.isin(result.status, [SOLVED, INFEASIBLE]).all(), result.status
+
+
+def test_convex_relaxation_matches_clarabel():
+    """Without the wash-sale separation the solve is the convex problem itself."""
+    problem = random_batch(8, accounts=2, seed=5, mix="all", **SHAPE)
+    _, report, violation = check_against_oracle(problem, SolverConfig(wash_rounds=0))
+    assert all(_within(r[1], r[2]) for r in report), report
+    assert (violation <= 1e-6).all()
+
+
+def test_infeasible_floor_reported_with_missing_cash():
+    problem = random_batch(4, accounts=2, seed=3, mix="infeasible_floor", **SHAPE)
+    result = solve(problem, CONFIG)
+    assert (result.status == INFEASIBLE).all()
+    missing = result.missing_cash.max(axis=1)
+    assert (missing > 0).all()
+    # everything that may be sold is sold in the account that is short
+    short = result.missing_cash.argmax(axis=1)
+    for h, a in enumerate(short):
+        np.testing.assert_allclose(result.sell[h, a], np.asarray(problem.sell_upper)[h, a], atol=1e-6)
+        assert result.buy[h, a].sum() <= 1e-6
+
+
+def test_wash_groups_never_bought_and_loss_sold():
+    problem = random_batch(8, accounts=3, seed=21, **SHAPE)
+    result = solve(problem, CONFIG)
+    two_sided, _, _ = evaluate.wash_two_sided(problem, result.buy, result.sell, tolerance=0.0)
+    assert not two_sided.any()
+
+
+def test_vmapped_solve_equals_loop_of_single_solves():
+    problem = random_batch(3, accounts=2, seed=8, **SHAPE)
+    batched = solve(problem, CONFIG)
+    for h in range(3):
+        single = solve(take(problem, [h]), CONFIG)
+        np.testing.assert_allclose(single.objective[0], batched.objective[h], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(single.buy[0], batched.buy[h], atol=1e-9)
+        np.testing.assert_allclose(single.sell[0], batched.sell[h], atol=1e-9)
+
+
+def test_warm_start_needs_fewer_iterations():
+    problem = random_batch(4, accounts=1, seed=4, mix="plain", **SHAPE)
+    cold = solve(problem, CONFIG)
+    warm = solve(problem, CONFIG, warm=cold.state)
+    assert warm.iterations.sum() < cold.iterations.sum()
+    np.testing.assert_allclose(warm.objective, cold.objective, rtol=1e-4, atol=1e-7)
+
+
+def test_float32_and_max_iterations():
+    problem = random_batch(2, accounts=1, seed=6, mix="plain", **SHAPE)
+    result = solve(problem, SolverConfig(dtype="float32", eps_abs=1e-4, eps_rel=1e-4))
+    assert np.isfinite(result.objective).all()
+    capped = solve(problem, SolverConfig(max_iterations=25, eps_abs=1e-12, eps_rel=1e-12, wash_rounds=0))
+    assert (capped.status == MAX_ITERATIONS).all() and (capped.iterations == 25).all()
+
+
+def test_kkt_solve_matches_dense_matrix():
+    problem, _ = evaluate.prepare(random_batch(1, n=6, accounts=2, lots=2, factors=2, classes=2, seed=3))
+    p = _one(problem, 0)
+    m, n = p.holdings.shape
+    L = p.lot_width.shape[-1]
+    N = m * n * (L + 1)
+    eye = np.eye(N)
+
+    def unflat(x):
+        return jnp.asarray(x[:m * n].reshape(m, n)), jnp.asarray(x[m * n:].reshape(m, n, L))
+
+    M = np.stack([np.asarray(admm.trade(*unflat(e))) for e in eye], 1)
+    G = np.stack([np.asarray(admm.account_rows(p, *unflat(e))).ravel() for e in eye], 1)
+    C = np.asarray(admm.class_onehot(p)).T @ M
+    X, F, d = (np.asarray(p.exposures), np.asarray(p.factor_covariance), np.asarray(p.specific_variance))
+    P = 2 * float(p.risk_aversion) * M.T @ (X @ F @ X.T + np.diag(d)) @ M
+    rho = 0.37
+    rb, rz = admm.bound_rho(p, rho, CONFIG)
+    K = P + np.diag(CONFIG.sigma + np.concatenate([np.ravel(rb), np.ravel(rz)])) + rho * (G.T @ G + C.T @ C)
+    v = np.random.default_rng(0).standard_normal(N)
+    xb, xz = admm.solve_kkt(p, admm.factorize(p, jnp.asarray(rho), CONFIG), *unflat(v))
+    np.testing.assert_allclose(np.concatenate([np.ravel(xb), np.ravel(xz)]), np.linalg.solve(K, v),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_prox_of_exact_penalty():
+    v = jnp.asarray([-3.0, -1.5, 0.5, 1.2, 5.0])
+    out = admm.prox_interval(v, 0.0, 1.0, jnp.inf, 2.0, 1.0)
+    np.testing.assert_allclose(out, [0.0, 0.0, 0.5, 1.0, 3.0])
+
+
+@pytest.mark.slow
+def test_two_hundred_instances_match_clarabel():
+    """≥ 200 households of varied sizes and every constraint mix against Clarabel."""
+    bad, count = [], 0
+    shapes = [dict(n=20, accounts=1, lots=3), dict(n=40, accounts=2, lots=4), dict(n=30, accounts=4, lots=3),
+              dict(n=60, accounts=1, lots=6)]
+    for s, shape in enumerate(shapes):
+        for mix in MIXES:
+            problem = random_batch(6, factors=4, classes=4, seed=100 * s + MIXES.index(mix), mix=mix, **shape)
+            result, report, violation = check_against_oracle(problem)
+            count += len(report)
+            bad += [(shape, mix) + r for r in report if not _within(r[1], r[2])]
+            assert (violation <= 1e-6).all(), (shape, mix, violation)
+            if mix == "infeasible_floor":
+                assert (result.status == INFEASIBLE).all()
+    assert count >= 200
+    assert not bad, bad
