@@ -164,3 +164,15 @@ def test_wash_sale_accounting_matches_share_by_share_reference(raw, taxable):
     assert dict(have) == dict(want)
     for key in want:
         assert abs(have_basis[key] - basis[key]) < 1e-6
+
+
+def test_pub550_purchases_before_the_sale_replace_part_of_the_shares():
+    # Publication 550: 100 M bought 2024-09-24 for $5,000; 50 bought 2024-12-21 for $2,750;
+    # 25 bought 2024-12-28 for $1,125; the September 100 sold 2025-01-04 for $4,000.
+    # The $1,000 loss is disallowed on 75 shares ($750) and allowed on 25 ($250); the
+    # 50 shares' basis becomes $3,250 (+ 2/3 of $750), the 25 shares' $1,375 (+ 1/3).
+    r = replay([(day(2024, 9, 24), 0, 0, 0, BUY, 100, 50.0), (day(2024, 12, 21), 0, 0, 0, BUY, 50, 55.0),
+                (day(2024, 12, 28), 0, 0, 0, BUY, 25, 45.0), (day(2025, 1, 4), 0, 0, 0, SELL, 100, 40.0)])
+    assert r.realized_gain[3] == -1000.0
+    assert r.disallowed_loss[3] == 750.0
+    assert [(s, q, b) for s, q, b, _ in open_lots(r)] == [(1, 50.0, 3250.0), (2, 25.0, 1375.0)]
