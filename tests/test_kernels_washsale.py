@@ -151,7 +151,7 @@ def test_wash_sale_accounting_matches_share_by_share_reference(raw, taxable):
     want = collections.Counter()
     basis = collections.defaultdict(float)
     for s in open_shares:
-        key = (s["account"], s["security"], s["acquired"])
+        key = (s["account"], s["security"], s["start"])
         want[key] += 1
         basis[key] += s["basis"]
     have = collections.Counter()

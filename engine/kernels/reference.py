@@ -52,8 +52,8 @@ def _position_lots(p, lot_offsets, quantity, cost_basis, acquired, price, st_rat
         is_long = as_of >= first_long_day_reference(int(acquired[i]))
         gpd = (q * px - basis) / (q * px) if (valid and price_ok) else 0.0
         rate = float(lt_rate[p]) if is_long else float(st_rate[p])
-        lots.append(dict(index=i, quantity=q, basis=basis, valid=valid, long=is_long,
-                         gpd=gpd, slope=rate * gpd, rate=rate, acquired=int(acquired[i]),
+        lots.append(dict(index=i, shares=q, basis=basis, valid=valid, long=is_long,
+                         gpd=gpd, slope=rate * gpd, rate=rate, start=int(acquired[i]),
                          width=q * px if (valid and price_ok) else 0.0))
     return lots, px, price_ok
 
@@ -64,12 +64,12 @@ def _sort_key(method, priority):
         if method == L.CURVE:
             return (lot["slope"], lot["gpd"], i)
         if method == L.FIFO:
-            return (lot["acquired"], 0.0, i)
+            return (lot["start"], 0.0, i)
         if method == L.LIFO:
-            return (-lot["acquired"], 0.0, i)
+            return (-lot["start"], 0.0, i)
         if method == L.HIFO:
-            per_share = lot["basis"] / lot["quantity"] if lot["valid"] else 0.0
-            return (-per_share, lot["acquired"], i)
+            per_share = lot["basis"] / lot["shares"] if lot["valid"] else 0.0
+            return (-per_share, lot["start"], i)
         pr = priority[i]
         return (math.inf if math.isnan(pr) else pr, 0.0, i)
     return key
@@ -135,7 +135,7 @@ def relieve_lots_reference(lot_offsets, quantity, cost_basis, acquired, price, s
             i = lot["index"]
             if not lot["valid"] or (method == L.SPECIFIC and math.isnan(priority[i])):
                 continue
-            q = lot["quantity"]
+            q = lot["shares"]
             if remaining >= q * (1 - L.DUST):  # the rest closes the lot whole
                 take, g = q, q * px - lot["basis"]
             else:
@@ -159,13 +159,13 @@ def wash_sale_blocks_reference(household, wash_group, account, security, trade_d
     for t in range(len(household)):
         key = (int(household[t]), int(wash_group[t]))
         pair = pairs.setdefault(key, dict(buy_blocked=False, loss_sale_blocked=False, shares=0.0,
-                                          last_loss=W.NO_DAY, last_buy=W.NO_DAY, status=0))
+                                          last_loss=W.NO_DAY, last_buy=W.NO_DAY, flags=0))
         day, q = int(trade_day[t]), float(quantity[t])
         is_taxable = True if taxable is None else bool(taxable[t])
         if day > as_of:
-            pair["status"] |= W.FUTURE_TRADE
+            pair["flags"] |= W.FUTURE_TRADE
         elif not q > 0 or side[t] not in (W.BUY, W.SELL):
-            pair["status"] |= W.BAD_TRADE
+            pair["flags"] |= W.BAD_TRADE
         elif not as_of - window <= day <= as_of:
             pass
         elif side[t] == W.BUY:
@@ -178,7 +178,7 @@ def wash_sale_blocks_reference(household, wash_group, account, security, trade_d
             gain = float(realized_gain[t])
             if math.isnan(gain) or gain < 0:
                 if math.isnan(gain):
-                    pair["status"] |= W.UNKNOWN_GAIN
+                    pair["flags"] |= W.UNKNOWN_GAIN
                 pair["buy_blocked"] = True
                 pair["last_loss"] = max(pair["last_loss"], day)
     keys = sorted(pairs)
@@ -188,7 +188,7 @@ def wash_sale_blocks_reference(household, wash_group, account, security, trade_d
     return W.WashBlocks(
         np.array([k[0] for k in keys], np.int64), np.array([k[1] for k in keys], np.int64),
         col("buy_blocked", bool), col("loss_sale_blocked", bool), col("shares", float),
-        col("last_loss", np.int64), col("last_buy", np.int64), col("status", np.int64),
+        col("last_loss", np.int64), col("last_buy", np.int64), col("flags", np.int64),
         np.array([index[d[:2]] for d in dkeys], np.int64), np.array([d[2] for d in dkeys], np.int64),
         np.array([d[3] for d in dkeys], np.int64), np.array([details[d] for d in dkeys], float))
 
@@ -216,7 +216,7 @@ def wash_sale_accounting_reference(trade_day, account, security, wash_group, sid
         disallowed[loss["trade"]] += loss["loss"]
         if account_taxable[new["account"]]:
             new["basis"] += loss["loss"]
-            new["acquired"] -= loss["day"] - loss["acquired"]
+            new["start"] -= loss["day"] - loss["start"]
 
     for t in range(n):
         day, q, px, g = int(trade_day[t]), float(quantity[t]), float(price[t]), int(wash_group[t])
@@ -225,7 +225,7 @@ def wash_sale_accounting_reference(trade_day, account, security, wash_group, sid
         if side[t] == W.BUY:
             for k in range(int(q)):
                 new = dict(account=int(account[t]), security=int(security[t]), group=g,
-                           basis=px, acquired=day, buy_day=day, purchase=t, used=False, open=True)
+                           basis=px, start=day, buy_day=day, purchase=t, used=False, open=True)
                 shares.append(new)
                 waiting = [s for s in loss_shares
                            if s["pending"] and s["group"] == g and s["day"] + window >= day]
@@ -242,10 +242,10 @@ def wash_sale_accounting_reference(trade_day, account, security, wash_group, sid
             g_share = px - s["basis"]
             filled[t] += 1
             gain[t] += g_share
-            if day >= first_long_day_reference(s["acquired"]):
+            if day >= first_long_day_reference(s["start"]):
                 gain_long[t] += g_share
             if g_share < 0 and account_taxable[int(account[t])]:
-                loss = dict(trade=t, loss=-g_share, day=day, acquired=s["acquired"], group=s["group"],
+                loss = dict(trade=t, loss=-g_share, day=day, start=s["start"], group=s["group"],
                             purchase=s["purchase"], pending=True)
                 loss_shares.append(loss)
                 sold_now.append(loss)
