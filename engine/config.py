@@ -92,6 +92,9 @@ class SolverConfig:
     fixed_rho_scale
         ρ of a bound row whose lower and upper bound are equal (fixed
         variables: blocks, padding) is ρ times this, as in OSQP.
+    bound_scaling
+        Exponent e of the per-lot scaling of ρ, ``ρ (w̄ / width)^e``: lots of
+        very different sizes converge at one pace (0 = one ρ for all).
     check_interval
         Iterations per jitted chunk between convergence checks.  Longer chunks
         cost fewer host round trips and ρ updates, but overshoot convergence
@@ -109,7 +112,7 @@ class SolverConfig:
     eps_abs: float = 1e-6
     eps_rel: float = 1e-6
     dtype: str = "float64"
-    rho: float = 0.1
+    rho: float = 1.0
     sigma: float = 1e-6
     alpha: float = 1.6
     adaptive_rho: bool = True
@@ -117,6 +120,9 @@ class SolverConfig:
     rho_min: float = 1e-6
     rho_max: float = 1e6
     fixed_rho_scale: float = 1e3
+    bound_scaling: float = 0.5
+    buy_scaling: bool = False
+    row_rho_scale: float = 0.01
     check_interval: int = 25
     wash_rounds: int = 3
     wash_tolerance: float = 1e-7

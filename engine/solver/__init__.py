@@ -4,7 +4,7 @@ Public API: :func:`solve`, the types :class:`ProblemBatch`, :class:`SolverState`
 :class:`SolverResult`, and the status codes.
 """
 
-from engine.solver.solve import solve
+from engine.solver.driver import solve
 from engine.solver.types import (INFEASIBLE, MAX_ITERATIONS, NON_FINITE, SOLVED, STATUS_NAMES,
                                  ProblemBatch, SolverResult, SolverState)
 

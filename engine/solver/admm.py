@@ -142,9 +142,25 @@ def linear_cost(p: ProblemBatch):
 
 
 def bound_rho(p: ProblemBatch, rho, config: SolverConfig):
-    """ρ of each bound row: ``fixed_rho_scale`` × ρ where lower = upper (OSQP's equality rows)."""
-    rb = jnp.where(p.buy_upper <= 0.0, config.fixed_rho_scale * rho, rho)
-    rz = jnp.where(p.sell_upper <= p.sell_lower, config.fixed_rho_scale * rho, rho)
+    """ρ of each bound row.
+
+    A lot's row gets ``ρ (w̄ / width)^e`` (e = ``config.bound_scaling``, w̄ the
+    household's mean lot width): the same as scaling each lot to [0, 1] the
+    way OSQP's equilibration scales variables, so that small and large lots
+    converge alike.  Rows whose lower and upper bound are equal (fixed
+    variables) get ``fixed_rho_scale`` × that, OSQP's rule for equality rows.
+    """
+    width = p.lot_width
+    count = jnp.maximum(jnp.sum(width > 0), 1)
+    mean = jnp.sum(width) / count
+    scale = jnp.where(width > 0, (mean / jnp.maximum(width, 1e-12 * mean + 1e-300)) ** config.bound_scaling, 1.0)
+    scale = jnp.clip(scale, 1e-3, 1e3)
+    size = jnp.maximum(p.holdings.sum(0), p.target)
+    size_mean = jnp.sum(size) / jnp.maximum(jnp.sum(size > 0), 1)
+    buy_scale = jnp.clip(jnp.where(size > 0, (mean / jnp.maximum(size, 1e-12 * size_mean + 1e-300)) ** config.bound_scaling, 1.0), 1e-3, 1e3)
+    buy_scale = jnp.where(config.buy_scaling, buy_scale, 1.0)
+    rb = jnp.where(p.buy_upper <= 0.0, config.fixed_rho_scale * rho, rho * buy_scale[None, :])
+    rz = jnp.where(p.sell_upper <= p.sell_lower, config.fixed_rho_scale * rho, rho * scale)
     return rb, rz
 
 
@@ -171,7 +187,8 @@ def factorize(p: ProblemBatch, rho, config: SolverConfig) -> Factor:
     psi = 1.0 / (1.0 + beta * tau)
     gamma = beta * psi
     omega = tau * psi                                      # diag(M B⁻¹ Mᵀ)
-    root_rho = jnp.sqrt(rho)
+    rho_rows = rho * config.row_rho_scale
+    root_rho = jnp.sqrt(rho_rows)
     factor_scale = jnp.sqrt(2.0 * p.risk_aversion) * jnp.linalg.cholesky(p.factor_covariance)
     E = jnp.concatenate([p.exposures @ factor_scale, root_rho * class_onehot(p)], axis=1)   # (n, rE)
     # P = M A Gᵀ (n, m, 3), √ρ folded in: column (a, r) = Σ over a's variables of security i of s·a·g_r
@@ -181,7 +198,7 @@ def factorize(p: ProblemBatch, rho, config: SolverConfig) -> Factor:
     m, n = inv_buy.shape
     Pm = jnp.transpose(Pm, (2, 1, 0)).reshape(n, 3 * m)
     # G A Gᵀ, block diagonal by account
-    gag = rho * (jnp.einsum("r,s,an->ars", gb, gb, inv_buy)
+    gag = rho_rows * (jnp.einsum("r,s,an->ars", gb, gb, inv_buy)
                  + jnp.einsum("ranl,sanl,anl->ars", gz, gz, inv_sell))                  # (m, 3, 3)
     gag_full = jax.scipy.linalg.block_diag(*[gag[a] for a in range(m)])
     s_ee = E.T @ (omega[:, None] * E)
@@ -239,7 +256,7 @@ def init(p: ProblemBatch, config: SolverConfig, warm: SolverState | None = None)
 def step(p: ProblemBatch, s: SolverState, fac: Factor, q, lim: Limits, rho_bounds,
          config: SolverConfig) -> SolverState:
     """One ADMM iteration (OSQP Algorithm 1, lines 3–7)."""
-    rho = s.rho
+    rho = s.rho * config.row_rho_scale
     rb, rz = rho_bounds
     onehot = class_onehot(p)
     # line 3: right-hand side σx − q + Aᵀ(Rζ − y), then x̃ = K⁻¹(...)
@@ -338,16 +355,17 @@ def _all_rows_adjoint(p: ProblemBatch, s):
     return gb + cb, gz + cz
 
 
-def polish(p: ProblemBatch, s: SolverState, tolerance: float = 1e-9):
+def polish(p: ProblemBatch, s: SolverState, tolerance: float = 1e-9, rounds: int = 3):
     """Put the rows that ADMM holds at a kink exactly on it.
 
     ADMM's iterate meets a row only to the primal residual summed over the
     row's variables; beyond a soft limit that costs π × the excess, so a tiny
     excess on a binding row with a large exact penalty is a visible error of
     the objective.  The rows whose ζ sits on a limit (hard or soft) are made
-    to hold exactly by the least-norm change of the variables strictly inside
-    their bounds:  ``δ = D Aₖᵀ (Aₖ D Aₖᵀ)⁻¹ (ζₖ − Aₖ x)``, D the free mask.
-    Returns the polished ``(buy, sell)`` projected onto the bounds.
+    to hold exactly by a weighted least-norm change of the variables inside
+    their bounds, ``δ = D Aₖᵀ (Aₖ D Aₖᵀ)⁻¹ (ζₖ − Aₖ x)``, with D the distance of
+    each variable to its nearest bound (so that a variable near a bound moves
+    little), repeated ``rounds`` times.  Returns ``(buy, sell)`` within the bounds.
     """
     buy = jnp.clip(s.z_buy, 0.0, p.buy_upper)
     sell = jnp.clip(s.z_sell, p.sell_lower, p.sell_upper)
@@ -356,22 +374,28 @@ def polish(p: ProblemBatch, s: SolverState, tolerance: float = 1e-9):
     upper = jnp.concatenate([lim.rows_upper.reshape(-1), lim.class_upper])
     zeta = jnp.concatenate([s.z_rows.reshape(-1), s.z_class])
     kink = (jnp.abs(zeta - lower) <= tolerance) | (jnp.abs(zeta - upper) <= tolerance)
-    free_b = ((buy > tolerance) & (buy < p.buy_upper - tolerance)).astype(buy.dtype)
-    free_z = ((sell > p.sell_lower + tolerance) & (sell < p.sell_upper - tolerance)).astype(sell.dtype)
-    count = zeta.shape[0]
-
-    def column(e):
-        vb, vz = _all_rows_adjoint(p, e)
-        return _all_rows(p, free_b * vb, free_z * vz)
-
-    gram = jax.vmap(column)(jnp.eye(count, dtype=buy.dtype))
     keep = kink.astype(buy.dtype)
-    gram = gram * keep[:, None] * keep[None, :] + jnp.diag(1.0 - keep)
-    gram = gram + 1e-14 * jnp.trace(gram) * jnp.eye(count, dtype=buy.dtype)
-    gap = keep * (zeta - _all_rows(p, buy, sell))
-    step_ = jnp.linalg.solve(gram, gap) * keep
-    db, dz = _all_rows_adjoint(p, step_)
-    polished_b = jnp.clip(buy + free_b * db, 0.0, p.buy_upper)
-    polished_z = jnp.clip(sell + free_z * dz, p.sell_lower, p.sell_upper)
-    ok = jnp.all(jnp.isfinite(step_))
-    return jnp.where(ok, polished_b, buy), jnp.where(ok, polished_z, sell)
+    count = zeta.shape[0]
+    eye = jnp.eye(count, dtype=buy.dtype)
+
+    def one_round(_, x):
+        buy, sell = x
+        room_b = jnp.minimum(jnp.minimum(buy, p.buy_upper - buy), 1.0)
+        room_z = jnp.minimum(jnp.minimum(sell - p.sell_lower, p.sell_upper - sell), 1.0)
+
+        def column(e):
+            vb, vz = _all_rows_adjoint(p, e)
+            return _all_rows(p, room_b * vb, room_z * vz)
+
+        gram = jax.vmap(column)(eye)
+        gram = gram * keep[:, None] * keep[None, :] + jnp.diag(1.0 - keep)
+        gram = gram + 1e-12 * (jnp.max(jnp.abs(gram)) + 1.0) * eye
+        gap = keep * (zeta - _all_rows(p, buy, sell))
+        step_ = jnp.linalg.solve(gram, gap) * keep
+        db, dz = _all_rows_adjoint(p, step_)
+        ok = jnp.all(jnp.isfinite(step_))
+        new_b = jnp.clip(buy + jnp.where(ok, room_b * db, 0.0), 0.0, p.buy_upper)
+        new_z = jnp.clip(sell + jnp.where(ok, room_z * dz, 0.0), p.sell_lower, p.sell_upper)
+        return new_b, new_z
+
+    return jax.lax.fori_loop(0, rounds, one_round, (buy, sell))

@@ -1,0 +1,157 @@
+"""Throughput of Canopy's batched solver against cvxpy + Clarabel, one household at a time.
+
+Both solve the same random instances (:func:`engine.solver.instances.random_batch`:
+``k`` = 20 factors, ~5 lots per security per account) in the same process.
+For each size (securities) and household size (accounts) it prints accounts
+per second for each, the ratio, Canopy's iterations and the worst objective
+gap to Clarabel (relative, on the households both solved), and writes the
+figures as JSON.
+
+Canopy's time is a warm-cache solve of the whole batch (the one-off jit compile
+is reported apart); Clarabel's is cvxpy's problem construction plus solve per
+household, what a user would write today.
+
+    python benchmarks/solver.py --sizes 50 200 500 --households 1 2 4 --batch 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_OUT = Path(__file__).parent / "results" / "solver.json"
+
+
+def _profile(problem, config, result):
+    """Time of one chunk vs the rest, for the 'where the time goes' line."""
+    import jax
+
+    from engine.solver import driver as solve_module, evaluate
+
+    prepared, _ = evaluate.prepare(problem)
+    dtype = jax.numpy.float64 if config.dtype == "float64" else jax.numpy.float32
+    device_problem = solve_module._device_problem(prepared, dtype)
+    state = solve_module._init(device_problem, config)
+    solve_module._chunk(device_problem, state, config).rho.block_until_ready()
+    start = time.perf_counter()
+    state = solve_module._chunk(device_problem, state, config)
+    state.rho.block_until_ready()
+    chunk = time.perf_counter() - start
+    start = time.perf_counter()
+    solve_module._solution(prepared, device_problem, state)
+    finish = time.perf_counter() - start
+    per_iteration = chunk / config.check_interval / np.shape(problem.target)[0]
+    return {"seconds_per_iteration_per_household": per_iteration,
+            "seconds_polish_repair_per_household": finish / np.shape(problem.target)[0],
+            "mean_iterations": float(np.mean(result.iterations))}
+
+
+def run_case(size: int, accounts: int, batch: int, config, oracle_households: int, seed: int = 0,
+             factors: int = 20, lots: int = 9):
+    """One (securities, accounts) case: Canopy on ``batch`` households, Clarabel on the first few."""
+    from engine.solver import evaluate, oracle, solve
+    from engine.solver.instances import random_batch
+
+    problem = random_batch(batch, n=size, accounts=accounts, lots=lots, factors=factors, classes=8,
+                           seed=seed, lots_per_account=5 * size)
+    start = time.perf_counter()
+    solve(problem, config)                          # compiles (or reads the persistent cache)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    result = solve(problem, config)
+    canopy = time.perf_counter() - start
+    final = result.problem
+    gaps, seconds = [], []
+    for h in range(min(oracle_households, batch)):
+        start = time.perf_counter()
+        buy, sell, status = oracle.solve_household(final, h)
+        seconds.append(time.perf_counter() - start)
+        best = evaluate.objective(final, np.broadcast_to(buy, result.buy.shape),
+                                  np.broadcast_to(sell, result.sell.shape))[h]
+        gaps.append(abs(result.objective[h] - best) / max(abs(best), 1e-3))
+    lots_held = float((np.asarray(problem.lot_width) > 0).sum(axis=(2, 3)).mean())
+    canopy_rate = batch * accounts / canopy
+    clarabel_rate = accounts / float(np.mean(seconds))
+    return {
+        "securities": size, "accounts_per_household": accounts, "households": batch,
+        "factors": factors, "lots_per_account": lots_held,
+        "canopy_accounts_per_s": canopy_rate, "clarabel_accounts_per_s": clarabel_rate,
+        "ratio": canopy_rate / clarabel_rate,
+        "clarabel_ms_per_account": 1e3 * float(np.mean(seconds)) / accounts,
+        "canopy_ms_per_account": 1e3 * canopy / (batch * accounts),
+        "canopy_first_call_s": first,
+        "worst_objective_gap": float(max(gaps)),
+        "iterations_mean": float(result.iterations.mean()), "iterations_max": int(result.iterations.max()),
+        "status_counts": {int(s): int((result.status == s).sum()) for s in np.unique(result.status)},
+        "profile": _profile(problem, config, result),
+    }
+
+
+def main(sizes: Sequence[int] = (50, 100, 200, 500, 600), batch: int = 64, iterations: int = 4000,
+         tolerance: float = 1e-6, dtype: str = "float64", device: str = "cpu",
+         households: Sequence[int] = (1, 2, 4), oracle_households: int = 4,
+         out: str | Path | None = DEFAULT_OUT, seed: int = 0) -> list[dict]:
+    """Run the benchmark, print a table and write JSON.
+
+    Parameters
+    ----------
+    sizes
+        Numbers of securities per instance.
+    batch
+        Households solved at once by Canopy.
+    iterations, tolerance, dtype
+        ``SolverConfig.max_iterations``, ``eps_abs = eps_rel`` and ``dtype``.
+    device
+        ``cpu`` or ``gpu`` (JAX platform).
+    households
+        Accounts per household to run (1 to 4).
+    oracle_households
+        Households solved one at a time by cvxpy + Clarabel per case.
+    out
+        JSON file to write (None: do not write).
+    """
+    import jax
+
+    from engine.config import SolverConfig
+
+    config = SolverConfig(max_iterations=iterations, eps_abs=tolerance, eps_rel=tolerance, dtype=dtype)
+    rows = []
+    with jax.default_device(jax.devices(device)[0]):
+        print(f"{'n':>5} {'m':>2} {'canopy acc/s':>13} {'clarabel acc/s':>15} {'ratio':>7} "
+              f"{'iters':>7} {'worst gap':>10} {'ms/it/hh':>9}")
+        for size in sizes:
+            for accounts in households:
+                row = run_case(size, accounts, batch, config, oracle_households, seed=seed)
+                rows.append(row)
+                print(f"{size:>5} {accounts:>2} {row['canopy_accounts_per_s']:>13.1f} "
+                      f"{row['clarabel_accounts_per_s']:>15.2f} {row['ratio']:>7.1f} "
+                      f"{row['iterations_mean']:>7.0f} {row['worst_objective_gap']:>10.2e} "
+                      f"{1e3 * row['profile']['seconds_per_iteration_per_household']:>9.4f}", flush=True)
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"config": config.__dict__, "device": device, "cases": rows}, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 500, 600])
+    parser.add_argument("--households", type=int, nargs="+", default=[1, 2, 4],
+                        help="accounts per household")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--iterations", type=int, default=4000)
+    parser.add_argument("--tolerance", type=float, default=1e-6)
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--oracle-households", type=int, default=4)
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    args = parser.parse_args()
+    main(sizes=args.sizes, batch=args.batch, iterations=args.iterations, tolerance=args.tolerance,
+         dtype=args.dtype, device=args.device, households=args.households,
+         oracle_households=args.oracle_households, out=args.out)
