@@ -127,3 +127,39 @@ def check(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of 
     if violations.num_rows:
         console.print(f"violations by rule: {violations_by_rule(violations)}")
         raise typer.Exit(1)
+
+
+def _benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` of this source tree (benchmarks are not installed)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    if not path.exists():
+        raise typer.BadParameter(f"benchmarks/{name}.py is not beside this installation ({path}); "
+                                 f"run canopy bench from a source checkout")
+    spec = importlib.util.spec_from_file_location(f"canopy_benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@bench.command("solver")
+def bench_solver(sizes: list[int] = typer.Option([50, 100, 200, 500, 600], "--size",
+                                                help="Securities per instance; repeat for several."),
+                 households: list[int] = typer.Option([1, 2, 4], "--accounts",
+                                                      help="Accounts per household (1-4); repeat for several."),
+                 batch: int = typer.Option(64, "--batch", min=1, help="Households solved at once."),
+                 iterations: int = typer.Option(4000, "--iterations", min=1, help="SolverConfig.max_iterations."),
+                 tolerance: float = typer.Option(1e-6, "--tolerance", min=0.0, help="eps_abs = eps_rel."),
+                 dtype: str = typer.Option("float64", "--dtype", help="float64 or float32."),
+                 device: str = typer.Option("cpu", "--device", help="JAX platform: cpu or gpu."),
+                 oracle: int = typer.Option(4, "--oracle-households", min=1,
+                                            help="Households cvxpy+Clarabel solves one at a time per case."),
+                 out: str = typer.Option("benchmarks/results/solver.json", "--out", help="JSON written here.")):
+    """Canopy's batched solver against cvxpy+Clarabel on the same instances: throughput and accuracy."""
+    if dtype not in ("float64", "float32"):
+        raise typer.BadParameter(f"--dtype must be float64 or float32, got {dtype!r}")
+    _benchmark("solver").main(sizes=sizes, batch=batch, iterations=iterations, tolerance=tolerance,
+                              dtype=dtype, device=device, households=households,
+                              oracle_households=oracle, out=out)

@@ -45,3 +45,18 @@ def test_validate_exits_non_zero_on_book_error(tmp_path):
 def test_validate_missing_book(tmp_path):
     result = runner.invoke(app, ["validate", "--book", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "no book.json" in result.output
+
+
+def test_bench_solver_smallest_case(tmp_path):
+    out = tmp_path / "solver.json"
+    result = runner.invoke(app, ["bench", "solver", "--size", "30", "--accounts", "1", "--batch", "2",
+                                 "--oracle-households", "1", "--iterations", "500", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    cases = json.loads(out.read_text())["cases"]
+    assert [(c["securities"], c["accounts_per_household"]) for c in cases] == [(30, 1)]
+    assert cases[0]["worst_objective_gap"] < 1e-4
+
+
+def test_bench_solver_rejects_unknown_dtype():
+    result = runner.invoke(app, ["bench", "solver", "--dtype", "float16"])
+    assert result.exit_code == 2 and "float64 or float32" in result.output
