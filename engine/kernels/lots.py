@@ -193,18 +193,21 @@ def _position_keys(lot_offsets, p, quantity, cost_basis, acquired, price, st_rat
 
 
 @nb.njit(cache=True, nogil=True)
+def _position_scratch(lot_offsets):
+    """Work arrays as long as the longest position: sort keys, order, term, gain per dollar."""
+    longest = 0
+    for p in range(lot_offsets.shape[0] - 1):
+        longest = max(longest, lot_offsets[p + 1] - lot_offsets[p])
+    return (np.empty(longest), np.empty(longest), np.empty(longest, dtype=np.int64),
+            np.empty(longest, dtype=np.bool_), np.empty(longest))
+
+
+@nb.njit(cache=True, nogil=True)
 def _tax_curves_into(lot_offsets, quantity, cost_basis, acquired, price, st_rate, lt_rate, as_of,
                      order, slope, width, gain_per_dollar, is_long, status):
     n_pos = lot_offsets.shape[0] - 1
     long_cutoff = last_long_acquired(as_of)
-    longest = 0
-    for p in range(n_pos):
-        longest = max(longest, lot_offsets[p + 1] - lot_offsets[p])
-    key1 = np.empty(longest)
-    key2 = np.empty(longest)
-    idx = np.empty(longest, dtype=np.int64)
-    lot_long = np.empty(longest, dtype=np.bool_)
-    lot_gpd = np.empty(longest)
+    key1, key2, idx, lot_long, lot_gpd = _position_scratch(lot_offsets)
     dummy = np.empty(0)
     for p in range(n_pos):
         start = lot_offsets[p]
@@ -345,14 +348,7 @@ def _relieve_lots_into(lot_offsets, quantity, cost_basis, acquired, price, st_ra
                        shares_sold, realized_gain, is_long, est_tax, status):
     n_pos = lot_offsets.shape[0] - 1
     long_cutoff = last_long_acquired(as_of)
-    longest = 0
-    for p in range(n_pos):
-        longest = max(longest, lot_offsets[p + 1] - lot_offsets[p])
-    key1 = np.empty(longest)
-    key2 = np.empty(longest)
-    idx = np.empty(longest, dtype=np.int64)
-    lot_long = np.empty(longest, dtype=np.bool_)
-    lot_gpd = np.empty(longest)
+    key1, key2, idx, lot_long, lot_gpd = _position_scratch(lot_offsets)
     for p in range(n_pos):
         start = lot_offsets[p]
         n = lot_offsets[p + 1] - start
