@@ -130,7 +130,8 @@ def test_kkt_solve_matches_dense_matrix():
     K = (P + np.diag(CONFIG.sigma + np.concatenate([np.ravel(rb), np.ravel(rz)]))
          + rho * CONFIG.row_rho_scale * (G.T @ G + C.T @ C))
     v = np.random.default_rng(0).standard_normal(N)
-    xb, xz = admm.solve_kkt(p, admm.factorize(p, jnp.asarray(rho), CONFIG), *unflat(v))
+    xb, xz = admm.solve_kkt(p, admm.factorize(p, jnp.asarray(rho), jnp.full((m, 3), CONFIG.row_rho_scale),
+                                                 jnp.full(C.shape[0], CONFIG.row_rho_scale), CONFIG), *unflat(v))
     np.testing.assert_allclose(np.concatenate([np.ravel(xb), np.ravel(xz)]), np.linalg.solve(K, v),
                                rtol=1e-9, atol=1e-12)
 

@@ -174,10 +174,11 @@ class Factor(NamedTuple):
     gamma: jnp.ndarray        # (n,)
     chol: jnp.ndarray         # (r, r)
     factor_scale: jnp.ndarray  # √(2λ) L_F, (k, k)
-    root_rho: jnp.ndarray
+    root_rows: jnp.ndarray    # √ρ of the account rows, (m, 3)
+    root_class: jnp.ndarray   # √ρ of the class rows, (C,)
 
 
-def factorize(p: ProblemBatch, rho, config: SolverConfig) -> Factor:
+def factorize(p: ProblemBatch, rho, row_scale, class_scale, config: SolverConfig) -> Factor:
     """Sherman–Morrison pieces of B and the Cholesky factor of ``I + Wᵀ B⁻¹ W``."""
     rb, rz = bound_rho(p, rho, config)
     inv_buy = 1.0 / (config.sigma + rb)
@@ -187,26 +188,26 @@ def factorize(p: ProblemBatch, rho, config: SolverConfig) -> Factor:
     psi = 1.0 / (1.0 + beta * tau)
     gamma = beta * psi
     omega = tau * psi                                      # diag(M B⁻¹ Mᵀ)
-    rho_rows = rho * config.row_rho_scale
-    root_rho = jnp.sqrt(rho_rows)
+    root_rows = jnp.sqrt(rho * row_scale)
+    root_class = jnp.sqrt(rho * class_scale)
     factor_scale = jnp.sqrt(2.0 * p.risk_aversion) * jnp.linalg.cholesky(p.factor_covariance)
-    E = jnp.concatenate([p.exposures @ factor_scale, root_rho * class_onehot(p)], axis=1)   # (n, rE)
+    E = jnp.concatenate([p.exposures @ factor_scale, root_class[None, :] * class_onehot(p)], axis=1)   # (n, rE)
     # P = M A Gᵀ (n, m, 3), √ρ folded in: column (a, r) = Σ over a's variables of security i of s·a·g_r
     gz = jnp.stack([jnp.ones_like(p.lot_tax), p.lot_tax, jnp.ones_like(p.lot_tax)])    # (3, m, n, L)
     gb = jnp.asarray(_BUY_ROW, p.holdings.dtype)
-    Pm = root_rho * (gb[:, None, None] * inv_buy[None] - (inv_sell[None] * gz).sum(-1))  # (3, m, n)
+    Pm = root_rows.T[:, :, None] * (gb[:, None, None] * inv_buy[None] - (inv_sell[None] * gz).sum(-1))  # (3, m, n)
     m, n = inv_buy.shape
     Pm = jnp.transpose(Pm, (2, 1, 0)).reshape(n, 3 * m)
     # G A Gᵀ, block diagonal by account
-    gag = rho_rows * (jnp.einsum("r,s,an->ars", gb, gb, inv_buy)
-                 + jnp.einsum("ranl,sanl,anl->ars", gz, gz, inv_sell))                  # (m, 3, 3)
+    gag = root_rows[:, :, None] * root_rows[:, None, :] * (
+        jnp.einsum("r,s,an->ars", gb, gb, inv_buy) + jnp.einsum("ranl,sanl,anl->ars", gz, gz, inv_sell))                  # (m, 3, 3)
     gag_full = jax.scipy.linalg.block_diag(*[gag[a] for a in range(m)])
     s_ee = E.T @ (omega[:, None] * E)
     s_eg = E.T @ (psi[:, None] * Pm)
     s_gg = gag_full - Pm.T @ (gamma[:, None] * Pm)
     core = jnp.block([[s_ee, s_eg], [s_eg.T, s_gg]])
     core = core + jnp.eye(core.shape[0], dtype=core.dtype)
-    return Factor(inv_buy, inv_sell, gamma, jnp.linalg.cholesky(core), factor_scale, root_rho)
+    return Factor(inv_buy, inv_sell, gamma, jnp.linalg.cholesky(core), factor_scale, root_rows, root_class)
 
 
 def _b_inverse(fac: Factor, vb, vz):
@@ -222,14 +223,14 @@ def solve_kkt(p: ProblemBatch, fac: Factor, vb, vz):
     ub, uz = _b_inverse(fac, vb, vz)
     mu = trade(ub, uz)
     t = jnp.concatenate([fac.factor_scale.T @ (p.exposures.T @ mu),
-                         fac.root_rho * (mu @ class_onehot(p)),
-                         fac.root_rho * account_rows(p, ub, uz).reshape(-1)])
+                         fac.root_class * (mu @ class_onehot(p)),
+                         (fac.root_rows * account_rows(p, ub, uz)).reshape(-1)])
     s = jsl.cho_solve((fac.chol, True), t)
     k = fac.factor_scale.shape[0]
     n_classes = p.class_target.shape[-1]
-    en = p.exposures @ (fac.factor_scale @ s[:k]) + fac.root_rho * (class_onehot(p) @ s[k:k + n_classes])
+    en = p.exposures @ (fac.factor_scale @ s[:k]) + class_onehot(p) @ (fac.root_class * s[k:k + n_classes])
     wb, wz = trade_adjoint(en, ub.shape, uz.shape)
-    gb, gz = account_rows_adjoint(p, fac.root_rho * s[k + n_classes:].reshape(-1, 3))
+    gb, gz = account_rows_adjoint(p, fac.root_rows * s[k + n_classes:].reshape(-1, 3))
     cb, cz = _b_inverse(fac, wb + gb, wz + gz)
     return ub - cb, uz - cz
 
@@ -249,19 +250,23 @@ def init(p: ProblemBatch, config: SolverConfig, warm: SolverState | None = None)
     zero = jnp.asarray(0.0, dtype)
     return SolverState(zb, zz, jnp.clip(zb, 0.0, p.buy_upper), jnp.clip(zz, p.sell_lower, p.sell_upper),
                        rows0, class0, zb, zz, jnp.zeros_like(rows0), jnp.zeros_like(class0),
-                       jnp.asarray(config.rho, dtype), jnp.asarray(0, jnp.int32), zero, zero,
+                       jnp.asarray(config.rho, dtype),
+                       jnp.full(rows0.shape, config.row_rho_scale, dtype),
+                       jnp.full(class0.shape, config.row_rho_scale, dtype),
+                       jnp.asarray(0, jnp.int32), zero, zero,
                        jnp.asarray(RUNNING, jnp.int32))
 
 
 def step(p: ProblemBatch, s: SolverState, fac: Factor, q, lim: Limits, rho_bounds,
          config: SolverConfig) -> SolverState:
     """One ADMM iteration (OSQP Algorithm 1, lines 3–7)."""
-    rho = s.rho * config.row_rho_scale
+    rho = s.rho * s.row_scale            # ρ of the account rows, (m, 3)
+    rho_c = s.rho * s.class_scale        # ρ of the class rows, (C,)
     rb, rz = rho_bounds
     onehot = class_onehot(p)
     # line 3: right-hand side σx − q + Aᵀ(Rζ − y), then x̃ = K⁻¹(...)
     vr = rho * s.z_rows - s.y_rows
-    vc = rho * s.z_class - s.y_class
+    vc = rho_c * s.z_class - s.y_class
     gb, gz = account_rows_adjoint(p, vr)
     cb, cz = trade_adjoint(onehot @ vc, p.holdings.shape, p.lot_width.shape)
     vb = config.sigma * s.buy - q[0] + rb * s.z_buy - s.y_buy + gb + cb
@@ -283,11 +288,11 @@ def step(p: ProblemBatch, s: SolverState, fac: Factor, q, lim: Limits, rho_bound
     z_sell = jnp.clip(hz + s.y_sell / rz, p.sell_lower, p.sell_upper)
     z_rows = prox_interval(hr + s.y_rows / rho, lim.rows_lower, lim.rows_upper,
                            lim.rows_pen_lower, lim.rows_pen_upper, rho)
-    z_class = prox_interval(hc + s.y_class / rho, lim.class_lower, lim.class_upper,
-                            lim.class_pen, lim.class_pen, rho)
+    z_class = prox_interval(hc + s.y_class / rho_c, lim.class_lower, lim.class_upper,
+                            lim.class_pen, lim.class_pen, rho_c)
     return s._replace(buy=buy, sell=sell, z_buy=z_buy, z_sell=z_sell, z_rows=z_rows, z_class=z_class,
                       y_buy=s.y_buy + rb * (hb - z_buy), y_sell=s.y_sell + rz * (hz - z_sell),
-                      y_rows=s.y_rows + rho * (hr - z_rows), y_class=s.y_class + rho * (hc - z_class),
+                      y_rows=s.y_rows + rho * (hr - z_rows), y_class=s.y_class + rho_c * (hc - z_class),
                       iteration=s.iteration + 1)
 
 
@@ -322,7 +327,7 @@ def chunk(p: ProblemBatch, s: SolverState, config: SolverConfig) -> SolverState:
     """``check_interval`` iterations, then the convergence check and the ρ update."""
     q = linear_cost(p)
     lim = limits(p)
-    fac = factorize(p, s.rho, config)
+    fac = factorize(p, s.rho, s.row_scale, s.class_scale, config)
     rho_bounds = bound_rho(p, s.rho, config)
     s = jax.lax.fori_loop(0, config.check_interval,
                           lambda _, st: step(p, st, fac, q, lim, rho_bounds, config), s)
@@ -340,7 +345,13 @@ def chunk(p: ProblemBatch, s: SolverState, config: SolverConfig) -> SolverState:
         ratio = jnp.sqrt((prim / (prim_norm + tiny) + tiny) / (dual / (dual_norm + tiny) + tiny))
         change = (ratio > config.adaptive_rho_tolerance) | (ratio < 1.0 / config.adaptive_rho_tolerance)
         rho = jnp.where(change & finite, jnp.clip(rho * ratio, config.rho_min, config.rho_max), rho)
-    return s._replace(rho=rho.astype(s.rho.dtype), primal_residual=prim, dual_residual=dual,
+    # rows with a nonzero dual (binding, or paying their penalty) get the full ρ, so their
+    # dual climbs at the pace of the bounds'; the others a small one (row_rho_scale)
+    small = jnp.asarray(config.row_rho_scale, rho.dtype)
+    row_scale = jnp.where(jnp.abs(s.y_rows) > 0, 1.0, small).astype(rho.dtype)
+    class_scale = jnp.where(jnp.abs(s.y_class) > 0, 1.0, small).astype(rho.dtype)
+    return s._replace(rho=rho.astype(s.rho.dtype), row_scale=row_scale, class_scale=class_scale,
+                      primal_residual=prim, dual_residual=dual,
                       status=status.astype(jnp.int32))
 
 

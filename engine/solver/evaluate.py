@@ -20,9 +20,10 @@ def max_cash(problem: ProblemBatch) -> np.ndarray:
 def prepare(problem: ProblemBatch) -> tuple[ProblemBatch, np.ndarray]:
     """Make every household feasible; return it and the missing cash.
 
-    * The cash floor is lowered to :func:`max_cash` where it is out of reach
-      (CONTRACT §3 rule 4: the household is then ``infeasible``, and the
-      solution sells what it may to come as close as it can).  The amount
+    * Where the cash floor is out of reach of :func:`max_cash` (CONTRACT §3
+      rule 4: the household is then ``infeasible``), the account's solution is
+      the closest it can come: everything it may sell is sold (``sell_lower =
+      sell_upper``), nothing is bought, and the floor row is dropped.  The amount
       missing, ``max(0, cash_floor − max_cash)``, is returned, (B, m), units of V.
     * The cash cap is dropped (``inf``) for accounts that may buy nothing
       (rule 5) and raised to at least the floor.
@@ -36,11 +37,18 @@ def prepare(problem: ProblemBatch) -> tuple[ProblemBatch, np.ndarray]:
     reach = max_cash(problem)
     floor = np.asarray(problem.cash_floor, dtype=float)
     missing = np.maximum(floor - reach, 0.0)
-    floor = np.minimum(floor, reach)
-    can_buy = (np.asarray(problem.buy_upper) > 0).any(axis=2)
+    short = missing > 0
+    # out of reach: the one point that comes closest, everything sold and nothing bought, is
+    # fixed outright (a floor met only at a vertex of the bounds is slow for ADMM)
+    buy_upper = np.where(short[:, :, None], 0.0, np.asarray(problem.buy_upper, dtype=float))
+    sell_upper = np.asarray(problem.sell_upper, dtype=float)
+    sell_lower = np.where(short[:, :, None, None], sell_upper, np.asarray(problem.sell_lower, dtype=float))
+    floor = np.where(short, -np.inf, floor)
+    can_buy = (buy_upper > 0).any(axis=2)
     cap = np.where(can_buy, np.asarray(problem.cash_cap, dtype=float), np.inf)
     cap = np.maximum(cap, floor)
-    return problem._replace(cash_floor=floor, cash_cap=cap), missing
+    return problem._replace(cash_floor=floor, cash_cap=cap, buy_upper=buy_upper,
+                            sell_lower=sell_lower), missing
 
 
 def class_matrix(problem: ProblemBatch) -> np.ndarray:

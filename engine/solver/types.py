@@ -172,8 +172,9 @@ class SolverState(NamedTuple):
     ``x = (buy, sell)`` are the primal variables; ``z_*`` the constraint
     copies (``z_buy``/``z_sell`` for the bounds, ``z_rows`` for the account
     rows ``(m, 3)``: net proceeds, tax, turnover; ``z_class`` for the class
-    rows); ``y_*`` the matching scaled duals; ``rho`` the step size of the
-    constraint rows (the Woodbury core is re-factored from it at every chunk).
+    rows); ``y_*`` the matching duals; ``rho`` the step size ρ of the
+    bounds, ``row_scale`` (m, 3) and ``class_scale`` (C,) the multipliers of ρ
+    for the account and class rows (the Woodbury core is re-factored from it at every chunk).
     """
 
     buy: np.ndarray
@@ -187,6 +188,8 @@ class SolverState(NamedTuple):
     y_rows: np.ndarray
     y_class: np.ndarray
     rho: np.ndarray
+    row_scale: np.ndarray
+    class_scale: np.ndarray
     iteration: np.ndarray
     primal_residual: np.ndarray
     dual_residual: np.ndarray
