@@ -95,15 +95,21 @@ class SolverConfig:
     bound_scaling
         Exponent e of the per-lot scaling of ρ, ``ρ (w̄ / width)^e``: lots of
         very different sizes converge at one pace (0 = one ρ for all).
+    row_rho_scale
+        ρ of an account or class row whose dual is 0 (not binding), as a
+        fraction of ρ; binding rows get the full ρ.  Small values let the
+        bounds converge without being held back by rows that do not bind.
     check_interval
         Iterations per jitted chunk between convergence checks.  Longer chunks
         cost fewer host round trips and ρ updates, but overshoot convergence
         by up to a chunk and drop converged households from the batch later.
     wash_rounds
         Re-solves allowed to separate wash groups bought and sold at a loss in
-        one household; groups still two-sided after them have their buys
-        dropped without a re-solve.  0 skips the separation: the result is
-        the convex relaxation, which may buy and loss-sell one group.
+        one household (each from the warm start; a re-solve costs a fraction
+        of the first solve).  The last one fixes the remaining groups' buys to
+        0; a group still two-sided after it has its buys dropped without a
+        re-solve.  0 skips the separation: the result is the convex
+        relaxation, which may buy and loss-sell one group.
     wash_tolerance
         A buy or loss sale smaller than this (units of V) counts as none.
     """

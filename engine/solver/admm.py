@@ -345,12 +345,13 @@ def chunk(p: ProblemBatch, s: SolverState, config: SolverConfig) -> SolverState:
         ratio = jnp.sqrt((prim / (prim_norm + tiny) + tiny) / (dual / (dual_norm + tiny) + tiny))
         change = (ratio > config.adaptive_rho_tolerance) | (ratio < 1.0 / config.adaptive_rho_tolerance)
         rho = jnp.where(change & finite, jnp.clip(rho * ratio, config.rho_min, config.rho_max), rho)
-    # rows with a nonzero dual (binding, or paying their penalty) get the full ρ, so their
-    # dual climbs at the pace of the bounds'; the others a small one (row_rho_scale)
+    # rows with a nonzero dual (binding, or paying their penalty) get the full ρ; the others a
+    # small one (row_rho_scale), so that rows that do not bind hold the bounds back little
     small = jnp.asarray(config.row_rho_scale, rho.dtype)
-    row_scale = jnp.where(jnp.abs(s.y_rows) > 0, 1.0, small).astype(rho.dtype)
-    class_scale = jnp.where(jnp.abs(s.y_class) > 0, 1.0, small).astype(rho.dtype)
-    return s._replace(rho=rho.astype(s.rho.dtype), row_scale=row_scale, class_scale=class_scale,
+    row_scale = jnp.where(jnp.abs(s.y_rows) > 0, 1.0, small)
+    class_scale = jnp.where(jnp.abs(s.y_class) > 0, 1.0, small)
+    return s._replace(rho=rho.astype(s.rho.dtype), row_scale=row_scale.astype(rho.dtype),
+                      class_scale=class_scale.astype(rho.dtype),
                       primal_residual=prim, dual_residual=dual,
                       status=status.astype(jnp.int32))
 
@@ -366,17 +367,28 @@ def _all_rows_adjoint(p: ProblemBatch, s):
     return gb + cb, gz + cz
 
 
-def polish(p: ProblemBatch, s: SolverState, tolerance: float = 1e-9, rounds: int = 3):
+def _room(x, lower, upper, dual, reduced_cost: float = 1e-6):
+    """Weight of a variable in the polish: its distance to the nearest bound when inside;
+    at a bound, the distance to the other bound times ``τ / (τ + |y|)``, so that only a
+    variable whose bound is not binding (dual y ≈ 0, a degenerate vertex) leaves it."""
+    near = jnp.minimum(x - lower, upper - x)
+    far = jnp.minimum(jnp.maximum(x - lower, upper - x), 1.0)
+    return jnp.where(near > 0, jnp.minimum(near, 1.0),
+                     far * reduced_cost / (reduced_cost + jnp.abs(dual)))
+
+
+def polish(p: ProblemBatch, s: SolverState, tolerance: float = 1e-9, rounds: int = 10):
     """Put the rows that ADMM holds at a kink exactly on it.
 
     ADMM's iterate meets a row only to the primal residual summed over the
     row's variables; beyond a soft limit that costs π × the excess, so a tiny
     excess on a binding row with a large exact penalty is a visible error of
     the objective.  The rows whose ζ sits on a limit (hard or soft) are made
-    to hold exactly by a weighted least-norm change of the variables inside
-    their bounds, ``δ = D Aₖᵀ (Aₖ D Aₖᵀ)⁻¹ (ζₖ − Aₖ x)``, with D the distance of
-    each variable to its nearest bound (so that a variable near a bound moves
-    little), repeated ``rounds`` times.  Returns ``(buy, sell)`` within the bounds.
+    to hold exactly by a weighted least-norm change of the variables,
+    ``δ = D Aₖᵀ (Aₖ D Aₖᵀ)⁻¹ (ζₖ − Aₖ x)``, with D the distance of each variable
+    to its nearest bound (a variable near a bound moves little; one at a bound
+    moves only when its bound's dual is ≈ 0, see :func:`_room`), clipped to the
+    bounds and repeated ``rounds`` times.  Returns ``(buy, sell)`` within the bounds.
     """
     buy = jnp.clip(s.z_buy, 0.0, p.buy_upper)
     sell = jnp.clip(s.z_sell, p.sell_lower, p.sell_upper)
@@ -391,8 +403,8 @@ def polish(p: ProblemBatch, s: SolverState, tolerance: float = 1e-9, rounds: int
 
     def one_round(_, x):
         buy, sell = x
-        room_b = jnp.minimum(jnp.minimum(buy, p.buy_upper - buy), 1.0)
-        room_z = jnp.minimum(jnp.minimum(sell - p.sell_lower, p.sell_upper - sell), 1.0)
+        room_b = _room(buy, 0.0, p.buy_upper, s.y_buy)
+        room_z = _room(sell, p.sell_lower, p.sell_upper, s.y_sell)
 
         def column(e):
             vb, vz = _all_rows_adjoint(p, e)

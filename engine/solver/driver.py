@@ -144,9 +144,11 @@ def _repair(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray) -> tuple[n
     return buy, sell
 
 
-def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig):
+def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig, buys_only: bool = False,
+              tolerance: float | None = None):
     """Fix one direction of each two-sided wash group; return the new problem and which households changed."""
-    two_sided, bought, loss_sold = evaluate.wash_two_sided(problem, buy, sell, config.wash_tolerance)
+    two_sided, bought, loss_sold = evaluate.wash_two_sided(
+        problem, buy, sell, config.wash_tolerance if tolerance is None else tolerance)
     changed = two_sided.any(axis=1)
     if not changed.any():
         return problem, changed
@@ -160,7 +162,7 @@ def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig):
         in_group = groups == g
         lots = loss[h] & in_group[None, :, None]
         lost_reach = (sell_upper[h] * lots).sum(axis=(1, 2))
-        keep_sales = (bought[h, g] < loss_sold[h, g]
+        keep_sales = (buys_only or bought[h, g] < loss_sold[h, g]
                       or forced_loss[h][:, in_group].any()
                       or (reach[h] - lost_reach < np.asarray(problem.cash_floor)[h] - INFEASIBLE_TOLERANCE).any())
         if keep_sales:
@@ -202,19 +204,24 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
         state = state._replace(status=jnp.full(total, admm.RUNNING, jnp.int32))
     state, iterations = _iterate(device_problem, state, config, np.ones(total, bool))
     buy, sell = _solution(prepared, device_problem, state)
-    for round_ in range(config.wash_rounds + 1 if config.wash_rounds > 0 else 0):
-        if round_:
-            buy, sell = _solution(prepared, device_problem, state)
-        prepared_new, changed = _wash_fix(prepared, buy, sell, config)
+    rounds = config.wash_rounds
+    for round_ in range(rounds):
+        # the last round blocks buys only: it never takes cash away from a floor
+        prepared_new, changed = _wash_fix(prepared, buy, sell, config, buys_only=round_ == rounds - 1)
         if not changed.any():
             break
         prepared = prepared_new
-        if round_ == config.wash_rounds:
-            buy, sell = _repair(prepared, buy, sell)
-            break
         device_problem = _device_problem(prepared, dtype)
         state, more = _iterate(device_problem, state, config, changed)
         iterations += more
+        buy, sell = _solution(prepared, device_problem, state)
+    if rounds > 0:
+        # still two-sided after the last re-solve (rare): the buys of the group are dropped
+        # (tolerance 0 here: a buy below wash_tolerance is dropped too)
+        prepared_new, changed = _wash_fix(prepared, buy, sell, config, buys_only=True, tolerance=0.0)
+        if changed.any():
+            prepared = prepared_new
+            buy, sell = _repair(prepared, buy, sell)
     status = np.asarray(state.status).copy()
     finite = np.isfinite(buy).all(axis=(1, 2)) & np.isfinite(sell).all(axis=(1, 2, 3))
     status[~finite] = NON_FINITE

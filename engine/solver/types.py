@@ -54,7 +54,7 @@ STATUS_NAMES = {SOLVED: "solved", MAX_ITERATIONS: "max_iterations",
 PENALTY_TAX, PENALTY_TURNOVER, PENALTY_CASH_CAP, PENALTY_BAND = range(4)
 #: Default exact penalties, per unit of V of violation.  Their order says who
 #: yields first: bands, then the cash cap, then turnover and the tax budget.
-DEFAULT_PENALTIES = (1e3, 1e3, 1e2, 10.0)
+DEFAULT_PENALTIES = (10.0, 10.0, 2.0, 1.0)
 
 
 class ProblemBatch(NamedTuple):
