@@ -144,11 +144,9 @@ def _repair(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray) -> tuple[n
     return buy, sell
 
 
-def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig, buys_only: bool = False,
-              tolerance: float | None = None):
+def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig, buys_only: bool = False):
     """Fix one direction of each two-sided wash group; return the new problem and which households changed."""
-    two_sided, bought, loss_sold = evaluate.wash_two_sided(
-        problem, buy, sell, config.wash_tolerance if tolerance is None else tolerance)
+    two_sided, bought, loss_sold = evaluate.wash_two_sided(problem, buy, sell, config.wash_tolerance)
     changed = two_sided.any(axis=1)
     if not changed.any():
         return problem, changed
@@ -170,6 +168,25 @@ def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig, buys_only:
         else:
             sell_upper[h][lots] = 0.0
     return problem._replace(buy_upper=buy_upper, sell_upper=sell_upper), changed
+
+
+def _drop_wash_dust(problem: ProblemBatch, buy, sell) -> ProblemBatch:
+    """Bound to 0 the smaller side (buys or loss sales) of every group still two-sided."""
+    two_sided, bought, loss_sold = evaluate.wash_two_sided(problem, buy, sell, tolerance=0.0)
+    if not two_sided.any():
+        return problem
+    groups = np.asarray(problem.wash_group)
+    buy_upper = np.array(problem.buy_upper, copy=True)
+    sell_upper = np.array(problem.sell_upper, copy=True)
+    loss = np.asarray(problem.lot_loss) & (np.asarray(problem.sell_lower) <= 0)
+    for h, g in zip(*np.nonzero(two_sided)):
+        in_group = groups == g
+        lots = loss[h] & in_group[None, :, None]
+        if loss_sold[h, g] < bought[h, g] and (sell[h] * lots).sum() >= loss_sold[h, g] * (1 - 1e-12):
+            sell_upper[h][lots] = 0.0
+        else:
+            buy_upper[h][:, in_group] = 0.0
+    return problem._replace(buy_upper=buy_upper, sell_upper=sell_upper)
 
 
 def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
@@ -217,11 +234,13 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
         buy, sell = _solution(prepared, device_problem, state)
     if rounds > 0:
         # still two-sided after the last re-solve (rare): the buys of the group are dropped
-        # (tolerance 0 here: a buy below wash_tolerance is dropped too)
-        prepared_new, changed = _wash_fix(prepared, buy, sell, config, buys_only=True, tolerance=0.0)
+        prepared_new, changed = _wash_fix(prepared, buy, sell, config, buys_only=True)
         if changed.any():
             prepared = prepared_new
             buy, sell = _repair(prepared, buy, sell)
+        # what is left two-sided is below wash_tolerance on one side: drop that side
+        prepared = _drop_wash_dust(prepared, buy, sell)
+        buy, sell = _repair(prepared, buy, sell)
     status = np.asarray(state.status).copy()
     finite = np.isfinite(buy).all(axis=(1, 2)) & np.isfinite(sell).all(axis=(1, 2, 3))
     status[~finite] = NON_FINITE

@@ -16,7 +16,7 @@ import numpy as np
 from engine.solver.types import DEFAULT_PENALTIES, ProblemBatch
 
 #: Constraint mixes a household can draw (``mix`` argument).
-MIXES = ("plain", "cash_floor", "infeasible_floor", "tax_budget", "turnover", "screens",
+MIXES = ("plain", "cash_floor", "infeasible_floor", "budget", "turnover_cap", "screens",
          "bands", "wash", "all")
 
 
@@ -133,11 +133,11 @@ def random_batch(batch: int, n: int = 50, accounts: int = 1, lots: int = 4, fact
         if kind == "infeasible_floor":
             a = rng.integers(m)
             floor[h, a] = value[h, a] * rng.uniform(1.05, 1.3)
-        if kind in ("cash_floor", "turnover", "all") or rng.random() < 0.3:
+        if kind in ("cash_floor", "turnover_cap", "all") or rng.random() < 0.3:
             cap[h] = floor[h] + 0.02 * value[h]
-        if kind in ("tax_budget", "all"):
+        if kind in ("budget", "all"):
             budget[h] = np.where(taxable, rng.uniform(0.0, 0.002), np.inf) * 1.0
-        if kind in ("turnover", "all"):
+        if kind in ("turnover_cap", "all"):
             turnover[h] = rng.uniform(0.02, 0.1) * value[h]
         if kind in ("bands", "all"):
             class_band[h] = rng.uniform(0.01, 0.05, classes)
