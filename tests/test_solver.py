@@ -158,4 +158,4 @@ def test_two_hundred_instances_match_clarabel():
             if mix == "infeasible_floor":
                 assert (result.status == INFEASIBLE).all()
     assert count >= 200
-    assert not bad, bad
+    assert not bad, f"{len(bad)} of {count} households off Clarabel: {bad}"
