@@ -93,7 +93,7 @@ def run_case(size: int, accounts: int, batch: int, config, oracle_households: in
 
 
 def main(sizes: Sequence[int] = (50, 100, 200, 500, 600), batch: int = 64, iterations: int = 4000,
-         tolerance: float = 1e-6, dtype: str = "float64", device: str = "cpu",
+         tolerance: float = 1e-7, dtype: str = "float64", device: str = "cpu",
          households: Sequence[int] = (1, 2, 4), oracle_households: int = 4,
          out: str | Path | None = DEFAULT_OUT, seed: int = 0) -> list[dict]:
     """Run the benchmark, print a table and write JSON.
@@ -146,7 +146,7 @@ if __name__ == "__main__":
                         help="accounts per household")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=4000)
-    parser.add_argument("--tolerance", type=float, default=1e-6)
+    parser.add_argument("--tolerance", type=float, default=1e-7)
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--oracle-households", type=int, default=4)

@@ -26,8 +26,8 @@ import numpy as np
 
 from engine.config import SolverConfig
 from engine.solver import admm, evaluate
-from engine.solver.types import (BATCH_AXES, INFEASIBLE, MAX_ITERATIONS, NON_FINITE, SHARED_FIELDS,
-                                 SOLVED, ProblemBatch, SolverResult, SolverState)
+from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SHARED_FIELDS, ProblemBatch,
+                                 SolverResult, SolverState)
 
 jax.config.update("jax_enable_x64", True)
 if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
@@ -40,7 +40,17 @@ INFEASIBLE_TOLERANCE = 1e-9
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _chunk(problem: ProblemBatch, state: SolverState, config: SolverConfig) -> SolverState:
-    return jax.vmap(admm.chunk, in_axes=(BATCH_AXES, 0, None))(problem, state, config)
+    new = jax.vmap(admm.chunk, in_axes=(BATCH_AXES, 0, None))(problem, state, config)
+    # a household that had finished stays as it was (it waits for the next compaction)
+    done = state.status != admm.RUNNING
+    return SolverState(*[jnp.where(done.reshape(done.shape + (1,) * (old.ndim - 1)), old, fresh)
+                         for old, fresh in zip(state, new)])
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _scatter(state: SolverState, sub: SolverState, index) -> SolverState:
+    """Write the sub-batch back (``index`` may repeat a household: its copies are identical)."""
+    return SolverState(*[full.at[index].set(part) for full, part in zip(state, sub)])
 
 
 @jax.jit
@@ -78,7 +88,7 @@ def _take_problem(problem: ProblemBatch, index) -> ProblemBatch:
 
 
 #: Smallest batch the unconverged households are compacted into (fewer compiles).
-MIN_BUCKET = 16
+MIN_BUCKET = 4
 
 
 def _bucket(count: int, total: int) -> int:
@@ -92,38 +102,35 @@ def _iterate(problem: ProblemBatch, state: SolverState, config: SolverConfig,
              active: np.ndarray) -> tuple[SolverState, np.ndarray]:
     """Run chunks until every household in ``active`` has a final status.
 
+    The unconverged households are compacted into a batch of the next power of
+    two (at least :data:`MIN_BUCKET`) whenever that is smaller than the
+    current one; households that finish in between are frozen in place.
     Returns the state and the iterations each household ran here.
     """
     total = active.size
     running = active.copy()
-    iterations = np.zeros(total, np.int64)
-    state = state._replace(iteration=jnp.zeros_like(state.iteration))
+    active_j = jnp.asarray(active)
+    state = state._replace(status=jnp.where(active_j, admm.RUNNING, state.status),
+                           iteration=jnp.zeros_like(state.iteration))
     index = None
+    sub_problem = sub_state = None
     while running.any():
         live = np.flatnonzero(running)
         size = _bucket(live.size, total)
         if index is None or size < index.size:
+            if sub_state is not None:
+                state = _scatter(state, sub_state, jnp.asarray(index))
             index = np.concatenate([live, np.full(size - live.size, live[0])])
             whole = size == total and (index == np.arange(total)).all()
             sub_problem = problem if whole else _take_problem(problem, jnp.asarray(index))
             sub_state = state if whole else _take(state, jnp.asarray(index))
         sub_state = _chunk(sub_problem, sub_state, config)
         status = np.asarray(sub_state.status)
-        was_running = running[index]
-        state = _scatter(state, sub_state, index, was_running)
-        running[index[was_running & (status != admm.RUNNING)]] = False
-    iterations[active] = np.asarray(state.iteration)[active]
+        running[index[status != admm.RUNNING]] = False
+    if sub_state is not None:
+        state = _scatter(state, sub_state, jnp.asarray(index))
+    iterations = np.where(active, np.asarray(state.iteration), 0).astype(np.int64)
     return state, iterations
-
-
-def _scatter(state: SolverState, sub: SolverState, index: np.ndarray, mask: np.ndarray) -> SolverState:
-    if not mask.any():
-        return state
-    rows = index[mask]
-    rows, first = np.unique(rows, return_index=True)
-    pos = np.flatnonzero(mask)[first]
-    rows_j, pos_j = jnp.asarray(rows), jnp.asarray(pos)
-    return SolverState(*[full.at[rows_j].set(part[pos_j]) for full, part in zip(state, sub)])
 
 
 def _repair(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -256,4 +263,4 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
                         missing_cash=missing, state=state, problem=prepared)
 
 
-__all__ = ["solve", "SOLVED", "MAX_ITERATIONS", "INFEASIBLE", "NON_FINITE"]
+__all__ = ["solve"]

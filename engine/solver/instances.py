@@ -125,8 +125,8 @@ def random_batch(batch: int, n: int = 50, accounts: int = 1, lots: int = 4, fact
         target[h] = tw / tw.sum() * (1.0 - kept)
         for c in range(classes):
             class_target[h, c] = target[h, asset_class == c].sum()
-        taxable_theta = np.where(taxable, rng.uniform(0.5, 1.5, m), 0.0)
-        cost[h] *= taxable_theta[:, None, None] / np.where(taxable, 1.0, 1.0)[:, None, None]
+        theta = np.where(taxable, rng.uniform(0.5, 1.5, m), 0.0)      # tax_sensitivity
+        cost[h] *= theta[:, None, None]
         if kind in ("cash_floor", "all"):
             a = rng.integers(m)
             floor[h, a] = cash[h, a] + rng.uniform(0.02, 0.1) * value[h, a]
