@@ -66,6 +66,7 @@ def run_case(size: int, accounts: int, batch: int, config, oracle_households: in
     result = solve(problem, config)
     canopy = time.perf_counter() - start
     final = result.problem
+    oracle.solve_household(final, 0)                # cvxpy's first call pays its own set-up
     gaps, seconds = [], []
     for h in range(min(oracle_households, batch)):
         start = time.perf_counter()
@@ -73,6 +74,7 @@ def run_case(size: int, accounts: int, batch: int, config, oracle_households: in
         seconds.append(time.perf_counter() - start)
         best = evaluate.objective(final, np.broadcast_to(buy, result.buy.shape),
                                   np.broadcast_to(sell, result.sell.shape))[h]
+        # the test's criterion: |gap| ≤ max(1e-4 |best|, 1e-7); reported as |gap| / max(|best|, 1e-3)
         gaps.append(abs(result.objective[h] - best) / max(abs(best), 1e-3))
     lots_held = float((np.asarray(problem.lot_width) > 0).sum(axis=(2, 3)).mean())
     canopy_rate = batch * accounts / canopy
