@@ -151,7 +151,7 @@ def bench_solver(sizes: list[int] = typer.Option([50, 100, 200, 500, 600], "--si
                                                       help="Accounts per household (1-4); repeat for several."),
                  batch: int = typer.Option(64, "--batch", min=1, help="Households solved at once."),
                  iterations: int = typer.Option(4000, "--iterations", min=1, help="SolverConfig.max_iterations."),
-                 tolerance: float = typer.Option(1e-6, "--tolerance", min=0.0, help="eps_abs = eps_rel."),
+                 tolerance: float = typer.Option(1e-7, "--tolerance", min=0.0, help="eps_abs = eps_rel."),
                  dtype: str = typer.Option("float64", "--dtype", help="float64 or float32."),
                  device: str = typer.Option("cpu", "--device", help="JAX platform: cpu or gpu."),
                  oracle: int = typer.Option(4, "--oracle-households", min=1,
