@@ -122,11 +122,12 @@ def check_run(book: Mapping[str, pa.Table], as_of: dt.date, run: Mapping[str, pa
     held = defaultdict(float)
     for (account_id, _), lot in lots.items():
         held[(account_id, lot[Col.security_id])] += lot[Col.quantity]
+    largest_price = max(((s[Col.price] or 0.0) for s in securities.values()), default=0.0)
     for account_id, account in accounts.items():
         row = statuses.get(account_id)
         if row is None or account_id in rejected:
             continue
-        _check_account(found, account, row, by_account.get(account_id, []), held, securities,
+        _check_account(found, account, row, by_account.get(account_id, []), held, largest_price,
                        restricted[account_id])
     _check_wash(found, book, as_of, trades, household, group)
     return found.table()
@@ -183,7 +184,7 @@ def _check_trades(found, account, rows, securities, lots, restricted, as_of, sol
             found.add(8, account_id, t[Col.lot_id], f"est_tax {t[Col.est_tax]} should be {gain * rate:.2f}")
 
 
-def _check_account(found, account, row, trades, held, securities, restricted) -> None:
+def _check_account(found, account, row, trades, held, largest_price, restricted) -> None:
     account_id = account[Col.account_id]
     status = row[Col.status]
     buys = sum(t[Col.value] for t in trades if t[Col.side] == Side.buy)
@@ -226,7 +227,7 @@ def _check_account(found, account, row, trades, held, securities, restricted) ->
     if cap is not None and limit is None and status in (Status.proposed, Status.no_trade):
         cap += account[Col.withdrawal] + account[Col.reserve_cash]
         # whole shares and min_trade may leave up to a share's price or a min_trade uninvested
-        slack = max(account[Col.min_trade], max((s[Col.price] or 0.0) for s in securities.values()))
+        slack = max(account[Col.min_trade], largest_price)
         if cash_after > cap + slack:
             found.add(5, account_id, None, f"cash after trading {cash_after:.2f} is above the cap {cap:.2f}")
 
@@ -242,7 +243,7 @@ def _check_wash(found, book, as_of, trades, household, group) -> None:
             loss_sold.add(key)
         elif r[Col.side] == Side.buy:
             bought[key] += r[Col.quantity]
-    buys_today, loss_sales_today = set(), set()
+    buys_today, loss_sales_today, sold_shares = set(), set(), defaultdict(float)
     for t in trades:
         if t[Col.account_id] not in household or t[Col.security_id] not in group:
             continue
@@ -252,12 +253,11 @@ def _check_wash(found, book, as_of, trades, household, group) -> None:
             if key in loss_sold:
                 found.add(6, t[Col.account_id], key[1], f"buys wash group {key[1]}, which household "
                           f"{key[0]} sold at a loss in the {WASH_DAYS} days before {as_of}")
-        elif (t[Col.realized_gain] or 0.0) < 0:
-            loss_sales_today.add(key)
-    sold_shares = defaultdict(float)
-    for t in trades:
-        if t[Col.side] == Side.sell and t[Col.account_id] in household and t[Col.security_id] in group:
-            sold_shares[(household[t[Col.account_id]], group[t[Col.security_id]])] += t[Col.quantity]
+        else:
+            if t[Col.side] == Side.sell:
+                sold_shares[key] += t[Col.quantity]
+            if (t[Col.realized_gain] or 0.0) < 0:
+                loss_sales_today.add(key)
     for key in loss_sales_today:
         if key in buys_today:
             found.add(6, None, key[1], f"household {key[0]} sells wash group {key[1]} at a loss and buys it today")
