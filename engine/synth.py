@@ -107,7 +107,8 @@ class Universe:
 def _business_days(as_of: dt.date, years: int) -> np.ndarray:
     start = np.datetime64(as_of - dt.timedelta(days=365 * years + 2), "D")
     end = np.datetime64(as_of, "D") + 1
-    return np.arange(start, end)[np.is_busday(np.arange(start, end))]
+    days = np.arange(start, end)
+    return days[np.is_busday(days)]
 
 
 def _factor_covariance(rng: np.random.Generator) -> np.ndarray:
