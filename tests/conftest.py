@@ -48,3 +48,19 @@ def s3_server():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One real local Ray instance for the test session, on loopback, 2 CPUs.
+
+    Tests that start their own cluster (``ray.cluster_utils.Cluster``) are
+    marked ``cluster`` and run in a session of their own.
+    """
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
