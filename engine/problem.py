@@ -44,6 +44,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.config import PolicyConfig
 from engine.kernels import wash as wash_kernel
@@ -102,6 +103,13 @@ def _strings(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_pylist(), dtype=object)
 
 
+def _positions(values, universe) -> np.ndarray:
+    """Index of each of ``values`` in ``universe`` (-1 where absent), hashed in Arrow."""
+    found = pc.index_in(pa.array(values, pa.string()) if not isinstance(values, (pa.Array, pa.ChunkedArray))
+                        else values, value_set=pa.array(universe, pa.string()))
+    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
 def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, account_ids: Sequence[str],
                         as_of: dt.date, policy: PolicyConfig = PolicyConfig(), *,
                         accounts_per_household: int | None = None,
@@ -129,10 +137,8 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     """
     accounts = tables["accounts"]
     securities = tables["securities"]
-    all_accounts = _strings(accounts, Col.account_id)
     wanted = np.asarray(list(account_ids), dtype=object)
-    row_of = {a: i for i, a in enumerate(all_accounts)}
-    rows = np.asarray([row_of[a] for a in wanted], dtype=np.int64)
+    rows = _positions(wanted, accounts.column(Col.account_id).combine_chunks())
     acc = accounts.take(pa.array(rows))
     household_raw = acc.column(Col.household_id).to_pylist()
     household = np.asarray([h if h is not None else a for h, a in zip(household_raw, wanted)], dtype=object)
@@ -144,12 +150,10 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     sec_index = {s: i for i, s in enumerate(sec_ids)}
     price_all = _column(securities, Col.price, fill=np.nan).astype(float)
     lots = tables["lots"]
-    lot_account = _strings(lots, Col.account_id)
-    in_shard = np.isin(lot_account, wanted)
-    lot_rows = np.flatnonzero(in_shard)
-    lot_account = lot_account[lot_rows]
-    lot_security = np.asarray([sec_index[s] for s in _strings(lots, Col.security_id)[lot_rows]], dtype=np.int64)
-    target_rows = np.asarray([np.flatnonzero(targets.account_ids == a)[0] for a in wanted], dtype=np.int64)
+    lot_position = _positions(lots.column(Col.account_id), wanted)     # the lot's account in `wanted`
+    lot_rows = np.flatnonzero(lot_position >= 0)
+    lot_security = _positions(lots.column(Col.security_id), sec_ids)[lot_rows]
+    target_rows = _positions(wanted, targets.account_ids)
     target_weights = targets.weights[target_rows]
     # targets.security_ids may order securities differently from the table
     target_sec = np.asarray([sec_index[s] for s in targets.security_ids], dtype=np.int64)
@@ -215,9 +219,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     quantity = _column(lots, Col.quantity)[lot_rows].astype(float)
     cost_basis = _column(lots, Col.cost_basis)[lot_rows].astype(float)
     acquired = to_days(lots.column(Col.acquired).take(pa.array(lot_rows)))
-    acc_pos = np.asarray([row_of_wanted for row_of_wanted in
-                          (np.flatnonzero(wanted == a)[0] for a in lot_account)], dtype=np.int64) \
-        if lot_rows.size else np.zeros(0, np.int64)
+    acc_pos = lot_position[lot_rows]
     order = np.lexsort((lot_rows, lot_security, acc_pos))
     acc_pos, sec_pos, rows_sorted = acc_pos[order], lot_security[order], lot_rows[order]
     quantity, cost_basis, acquired = quantity[order], cost_basis[order], acquired[order]
@@ -242,27 +244,28 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     lot_loss = np.zeros(shape, bool)
     lot_row = -np.ones(shape, np.int64)
     holdings = np.zeros((B, m, n))
-    for p in range(pos_acc.size):
-        a = pos_acc[p]
-        h, s = member[a], slot[a]
-        i = local[pos_sec[p]]
-        lo, hi = offsets[p], offsets[p + 1]
-        w = curves.width[lo:hi]
-        slope = curves.slope[lo:hi]
-        gain = curves.gain_per_dollar[lo:hi]
-        loss_dollars = -gain * w
-        small = (gain < 0) & ((loss_dollars < policy.harvest_min_fraction * w)
-                              | (loss_dollars < policy.harvest_min_dollars))
-        valued = np.where(slope < 0, policy.harvest_deferral * slope if harvest[a] else 0.0, slope)
-        valued = np.where(small, 0.0, valued) * theta[a]
-        resort = np.argsort(valued, kind="stable")
-        count = hi - lo
-        width[h, s, i, :count] = w[resort] / V[h]
-        lot_tax[h, s, i, :count] = slope[resort]
-        lot_cost[h, s, i, :count] = valued[resort]
-        lot_loss[h, s, i, :count] = (gain[resort] < 0) & taxable[a]
-        lot_row[h, s, i, :count] = rows_sorted[curves.order[lo:hi][resort]]
-        holdings[h, s, i] = w.sum() / V[h]
+    # every lot at once: its position, its value to the objective, then its rank within the
+    # position when sorted by that value (the solver's curve order)
+    lot_position = np.repeat(np.arange(pos_acc.size), counts)
+    lot_acc = pos_acc[lot_position]
+    w, slope, gain = curves.width, curves.slope, curves.gain_per_dollar
+    loss_dollars = -gain * w
+    small = (gain < 0) & ((loss_dollars < policy.harvest_min_fraction * w)
+                          | (loss_dollars < policy.harvest_min_dollars))
+    valued = np.where(slope < 0, np.where(harvest[lot_acc], policy.harvest_deferral * slope, 0.0), slope)
+    valued = np.where(small, 0.0, valued) * theta[lot_acc]
+    resort = np.lexsort((np.arange(valued.size), valued, lot_position))
+    position = lot_position[resort]
+    rank = np.arange(resort.size) - offsets[position]
+    a_of = pos_acc[position]
+    slots = (member[a_of], slot[a_of], local[pos_sec[position]], rank)
+    width[slots] = w[resort] / V[member[a_of]]
+    lot_tax[slots] = slope[resort]
+    lot_cost[slots] = valued[resort]
+    # a loss in any account counts for the wash-sale rule (CONTRACT §3 rule 6: anywhere in the household)
+    lot_loss[slots] = gain[resort] < 0
+    lot_row[slots] = rows_sorted[curves.order[resort]]
+    np.add.at(holdings, slots[:3], w[resort] / V[member[a_of]])
 
     # restrictions
     buy_upper = np.full((B, m, n), np.inf)
@@ -272,6 +275,10 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     never_sell = np.zeros((B, m, n), bool)
     exclude = np.zeros((B, m, n), bool)
     tags = securities.column(Col.tags).to_pylist()
+    tagged: dict[str, list[int]] = {}
+    for j in used:
+        for tag in tags[j] or ():
+            tagged.setdefault(tag, []).append(int(j))
     restrictions = tables.get("restrictions")
     if restrictions is not None and restrictions.num_rows:
         r_acc = _strings(restrictions, Col.account_id)
@@ -285,7 +292,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
             if s_id is not None:
                 hit = [sec_index[s_id]] if s_id in sec_index else []
             else:
-                hit = [j for j in used if tags[j] and tag in tags[j]]
+                hit = tagged.get(tag, [])
             cols = [local[j] for j in hit if local[j] >= 0]
             target = {"never_buy": never_buy, "never_sell": never_sell, "exclude": exclude}.get(rule)
             if target is not None and cols:
@@ -322,13 +329,13 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
             t_sec = np.asarray([sec_index.get(s, -1) for s in _strings(t, Col.security_id)])
             t_ok = t_sec >= 0
             t_member = np.asarray([account_slot[a][0] for a in t_acc])
-            t_row = np.asarray([np.flatnonzero(wanted == a)[0] for a in t_acc])
+            t_row = _positions(t_acc, wanted)
             blocks = wash_kernel.wash_sale_blocks(
                 t_member[t_ok], group_codes_all[t_sec[t_ok]], t_row[t_ok], t_sec[t_ok],
                 to_days(t.column(Col.trade_date))[t_ok],
                 wash_kernel.side_codes(_strings(t, Col.side))[t_ok],
                 _column(t, Col.quantity)[t_ok], _column(t, Col.realized_gain, fill=np.nan)[t_ok],
-                int(to_days(as_of)), taxable=taxable[t_row[t_ok]])
+                int(to_days(as_of)))          # a loss in any account of the household counts (rule 6)
             local_group = -np.ones(group_codes_all.max() + 1, np.int64)
             local_group[group_codes_all[used]] = wash_group[:n_real]
             for h, g, no_buy, no_loss in zip(blocks.household, blocks.wash_group,
