@@ -142,19 +142,31 @@ class RunConfig:
     Attributes
     ----------
     shard_accounts
-        Target number of accounts per shard (households are never split).
+        Most accounts per shard (households are never split).  Larger shards
+        amortize per-call overhead; smaller ones balance the actors better
+        and lose less work when a worker dies.
+    shard_elements
+        Most lot variables ``households × m × n × L`` per shard: bounds the
+        solver's memory per actor (about 15 arrays of that size, 8 bytes each).
     max_in_flight
-        Shards in flight per solver actor.
+        Shards in flight per solver actor (2 keeps an actor busy while the
+        driver ships the next shard).
     max_task_retries
-        Tries of a shard before its households are isolated and retried alone.
+        Tries of a shard before its households are isolated and each tried
+        alone this many times; a household that fails them all is ``failed``.
     max_failed_accounts
         More accounts than this marked ``failed`` stop the run uncommitted.
+    actor_start_timeout
+        Seconds to wait for a replacement solver actor when none is alive
+        before the run stops.
     """
 
     shard_accounts: int = 512
+    shard_elements: int = 2_000_000
     max_in_flight: int = 2
     max_task_retries: int = 3
     max_failed_accounts: int = 100
+    actor_start_timeout: float = 300.0
 
 
 @dataclass(frozen=True)
