@@ -102,6 +102,39 @@ def validate(book: str = typer.Option(..., "--book", help="Folder or fsspec URI 
         console.print(rules)
 
 
+@app.command()
+@_clean_errors
+def run(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of the book."),
+        out: str = typer.Option(..., "--out", help="Folder or fsspec URI of the runs (OUT/as_of=YYYY-MM-DD/)."),
+        config: str = typer.Option(None, "--config", help="canopy.toml with [policy], [solver], [run]."),
+        address: str = typer.Option(None, "--address",
+                                    help="Ray cluster address (default: RAY_ADDRESS, else a local instance)."),
+        replace: bool = typer.Option(False, "--replace", help="Replace a run already committed for the date."),
+        storage_options: str = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
+        actors: int = typer.Option(None, "--actors", min=1, help="Solver actors (default: one per CPU or GPU)."),
+        progress: bool = typer.Option(None, "--progress/--no-progress",
+                                      help="Progress bar (default: when stderr is a terminal).")):
+    """Run the nightly job: propose trades for every account of the book and commit the run."""
+    import logging
+
+    import ray
+
+    from engine.config import load_config
+    from jobs.nightly import init_ray, print_summary, run_nightly, storage_options_from
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = load_config(config)
+    options = storage_options_from(storage_options)
+    started = init_ray(address)
+    try:
+        manifest = run_nightly(book, out, settings, replace=replace, storage_options=options,
+                               progress=progress, actors=actors)
+    finally:
+        if started:
+            ray.shutdown()
+    print_summary(manifest)
+
+
 def main() -> None:  # pragma: no cover - the console script
     app()
 

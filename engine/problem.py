@@ -6,7 +6,7 @@ units of each household's value ``V = Σ_a (cash_a + Σ_lots quantity × price)`
 (USD → fraction of V):
 
 * the universe ``n``: the securities any account of the shard holds or
-  targets, padded to a multiple of :data:`SECURITY_BUCKET` (padding securities
+  targets, padded to :func:`pad_securities` (padding securities
   may not be bought, have no exposure and unit specific variance);
 * the risk model restricted to it: ``X`` (n × k) from ``factor_exposures``,
   ``F`` (k × k) from ``factor_covariance``, ``d`` = ``specific_variance``;
@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -54,10 +54,21 @@ from engine.schema import Col, TaxStatus
 from engine.solver.types import DEFAULT_PENALTIES, ProblemBatch
 from engine.targets import Targets
 
-__all__ = ["ProblemBatch", "BatchIndex", "build_problem_batch", "bucket", "SECURITY_BUCKET"]
+__all__ = ["ProblemBatch", "BatchIndex", "build_problem_batch", "bucket", "pad_securities", "SECURITY_BUCKET"]
 
 #: The universe is padded to a multiple of this many securities.
 SECURITY_BUCKET = 64
+
+
+def pad_securities(count: int) -> int:
+    """The padded universe size for ``count`` securities: a short ladder of shapes.
+
+    Multiples of :data:`SECURITY_BUCKET` (64) up to 512, of 128 up to 1024,
+    then of 256: at most ~12% padding above 512 securities, and a night of
+    direct indices and ETFs compiles a handful of universe sizes.
+    """
+    step = SECURITY_BUCKET if count <= 512 else 128 if count <= 1024 else 256
+    return max(SECURITY_BUCKET, -(-count // step) * step)
 
 
 def bucket(count: int) -> int:
@@ -113,7 +124,8 @@ def _positions(values, universe) -> np.ndarray:
 def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, account_ids: Sequence[str],
                         as_of: dt.date, policy: PolicyConfig = PolicyConfig(), *,
                         accounts_per_household: int | None = None,
-                        lots_per_position: int | None = None) -> tuple[ProblemBatch, BatchIndex]:
+                        lots_per_position: int | None = None,
+                        pad_universe: Callable[[int], int] | None = None) -> tuple[ProblemBatch, BatchIndex]:
     """Assemble the problem of the households of ``account_ids``.
 
     Parameters
@@ -130,6 +142,10 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
         ``risk_aversion``, ``harvest_deferral`` and the harvest thresholds.
     accounts_per_household, lots_per_position
         Force the padding ``m`` and ``L`` (default: the powers of two that fit).
+    pad_universe
+        The padded universe size for a count of securities (default
+        :func:`pad_securities`); a coarser ladder makes shards share shapes,
+        so that a night compiles a handful of times.
 
     Returns
     -------
@@ -159,7 +175,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     target_sec = np.asarray([sec_index[s] for s in targets.security_ids], dtype=np.int64)
     used = np.union1d(lot_security, target_sec[np.unique(target_weights.indices)])
     n_real = used.size
-    n = max(SECURITY_BUCKET, -(-n_real // SECURITY_BUCKET) * SECURITY_BUCKET)
+    n = (pad_universe or pad_securities)(n_real)
     local = -np.ones(sec_ids.size, np.int64)
     local[used] = np.arange(n_real)
     universe = np.asarray(list(sec_ids[used]) + [None] * (n - n_real), dtype=object)

@@ -116,6 +116,18 @@ class Targets:
     usable: np.ndarray
     rejections: pa.Table
 
+    def take(self, rows: np.ndarray) -> "Targets":
+        """The targets of the accounts at ``rows`` (a shard's), securities and classes kept.
+
+        ``rejections`` of the subset is empty: they were reported with the whole book.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        return Targets(account_ids=self.account_ids[rows], security_ids=self.security_ids,
+                       weights=self.weights[rows], asset_classes=self.asset_classes,
+                       class_weights=self.class_weights[rows], bands=self.bands[rows],
+                       class_models=self.class_models[rows], security_classes=self.security_classes,
+                       usable=self.usable[rows], rejections=self.rejections.slice(0, 0))
+
     def target_of(self, account_id: str) -> dict[str, float]:
         """``{security_id: weight}`` of one account's nonzero target weights."""
         row = np.flatnonzero(self.account_ids == account_id)

@@ -1,0 +1,233 @@
+"""The shard dispatcher: a pool of solver actors, a bounded number of shards in
+flight, and what to do when a worker dies.
+
+Failures are handled here rather than by Ray's automatic task retries because
+the right response depends on what failed:
+
+* a shard whose task fails (its worker died, its node went away, or it raised)
+  is tried again, up to ``RunConfig.max_task_retries`` tries;
+* a shard that fails every try is split into its households, each tried alone,
+  so one poisonous household cannot take its shard-mates down with it;
+* a single household that fails every try is ``failed``, with the last error
+  as its detail, and the run goes on;
+* more than ``RunConfig.max_failed_accounts`` failed accounts stop the run
+  (:class:`~engine.errors.RunError`): something is wrong beyond one household.
+
+An actor that dies is replaced by a new one, which gets work only once its
+``__init__`` has finished; if the cluster no longer has room for it (a node
+was removed), the remaining actors carry on.  The run fails only when no actor
+is left alive and none could start within ``RunConfig.actor_start_timeout``.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from engine.actors.solver import ACTOR_ENV, FORWARDED_ENV, ShardSolver
+from engine.config import Config
+from engine.errors import RunError
+from engine.shards import Shard, ShardOutput, shard_tables
+from engine.targets import Targets
+
+__all__ = ["Dispatcher", "Failure", "actor_slots"]
+
+
+@dataclass
+class _Work:
+    shard: Shard
+    tables: dict[str, pa.Table]
+    targets: Targets
+    tries: int = 0
+    errors: list[str] = field(default_factory=list)
+    ref: ray.ObjectRef | None = None          # the tables in the object store, put once
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Accounts that could not be solved, and why."""
+
+    account_ids: np.ndarray
+    detail: str
+
+
+def actor_slots() -> tuple[int, float]:
+    """How many solver actors the cluster holds, and the GPUs each gets (0 on CPU)."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        return gpus, 1.0
+    return max(1, int(resources.get("CPU", 1))), 0.0
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    kind = type(exc).__name__
+    last = next((line for line in reversed(text) if line.strip()), "")
+    return f"{kind}: {last}"[:500]
+
+
+class Dispatcher:
+    """Run shards on a pool of :class:`ShardSolver` actors.
+
+    Parameters
+    ----------
+    shared
+        The shared tables, ``ray.put`` once here.
+    as_of, config
+        The run's date and settings (``config.run`` sizes the pool and the retries).
+    actors
+        Number of actors (default: one per CPU, or per GPU when the cluster has GPUs).
+    """
+
+    def __init__(self, shared: Mapping[str, pa.Table], as_of: dt.date, config: Config,
+                 actors: int | None = None):
+        self.config = config
+        self.run_config = config.run
+        self.shared_ref = ray.put(dict(shared))
+        slots, gpus = actor_slots()
+        self.size = actors or slots
+        env = {**ACTOR_ENV, **{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
+        self._actor_class = ray.remote(ShardSolver).options(
+            num_cpus=0 if gpus else 1, num_gpus=gpus, max_restarts=0, max_task_retries=0,
+            runtime_env={"env_vars": env})
+        self.as_of = as_of
+        self.live: list = []
+        self.starting: dict[ray.ObjectRef, object] = {}
+        self.started = 0
+        self.start_failures = 0
+        for _ in range(self.size):
+            self._start_actor()
+
+    def _start_actor(self) -> None:
+        actor = self._actor_class.remote(self.shared_ref, self.as_of, self.config)
+        self.starting[actor.ready.remote()] = actor
+        self.started += 1
+
+    def run(self, work: Iterable[tuple[Shard, dict[str, pa.Table], Targets]],
+            on_result: Callable[[ShardOutput], None]) -> list[Failure]:
+        """Solve every shard of ``work``; call ``on_result`` with each output as it arrives.
+
+        Returns the failures (households that failed every try).
+
+        Raises
+        ------
+        RunError
+            More failed accounts than ``max_failed_accounts``, or no actor left.
+        """
+        source = iter(work)
+        queue: collections.deque[_Work] = collections.deque()
+        pending: dict[ray.ObjectRef, tuple[_Work, object]] = {}
+        in_flight: dict[object, int] = collections.defaultdict(int)
+        failures: list[Failure] = []
+        failed_accounts = 0
+        lonely_since: float | None = None
+        exhausted = False
+        limit = self.run_config.max_in_flight
+        while True:
+            # keep every live actor busy, drawing new shards only as they are needed
+            for actor in list(self.live):
+                while in_flight[actor] < limit:
+                    if not queue and not exhausted:
+                        try:
+                            shard, tables, targets = next(source)
+                            queue.append(_Work(shard, tables, targets))
+                        except StopIteration:
+                            exhausted = True
+                    if not queue:
+                        break
+                    item = queue.popleft()
+                    if item.ref is None:
+                        item.ref = ray.put(item.tables)
+                    ref = actor.solve.remote(item.shard, item.ref, item.targets)
+                    pending[ref] = (item, actor)
+                    in_flight[actor] += 1
+            if not pending and not queue and exhausted:
+                break
+            if not self.live and not self.starting:
+                self._start_actor()
+            if not self.live:
+                lonely_since = lonely_since or time.monotonic()
+                if time.monotonic() - lonely_since > self.run_config.actor_start_timeout:
+                    raise RunError(f"no solver actor could start within {self.run_config.actor_start_timeout:g} s "
+                                   f"({self.started} started, none alive); check the cluster's resources")
+            else:
+                lonely_since = None
+            waiting = list(pending) + list(self.starting)
+            done, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+            for ref in done:
+                if ref in self.starting:
+                    actor = self.starting.pop(ref)
+                    try:
+                        ray.get(ref)
+                        self.live.append(actor)
+                    except ray.exceptions.RayError as exc:
+                        # could not start (its node went away, or __init__ raised): another is
+                        # started when none is left, but an actor that never starts is a bug
+                        self.start_failures += 1
+                        if self.start_failures > 2 * self.size + 1:
+                            raise RunError(f"solver actors fail to start ({self.start_failures} tries); "
+                                           f"last error: {_error_text(exc)}") from exc
+                    continue
+                item, actor = pending.pop(ref)
+                in_flight[actor] -= 1
+                try:
+                    output = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    if isinstance(exc, ray.exceptions.RayActorError) and actor in self.live:
+                        self.live.remove(actor)
+                        if len(self.live) + len(self.starting) < self.size:
+                            self._start_actor()
+                    item.tries += 1
+                    item.errors.append(_error_text(exc))
+                    for retry in self._after_failure(item):
+                        queue.appendleft(retry)
+                    if item.tries >= self.run_config.max_task_retries and item.shard.households == 1:
+                        failures.append(Failure(item.shard.account_ids,
+                                                f"the worker failed {item.tries} times on this household; "
+                                                f"last error: {item.errors[-1]}"))
+                        failed_accounts += item.shard.accounts
+                        if failed_accounts > self.run_config.max_failed_accounts:
+                            raise RunError(
+                                f"{failed_accounts} accounts failed, more than max_failed_accounts = "
+                                f"{self.run_config.max_failed_accounts}; the run stops uncommitted. "
+                                f"Last error: {item.errors[-1]}")
+                    continue
+                on_result(output)
+        return failures
+
+    def _after_failure(self, item: _Work) -> list[_Work]:
+        """What to try next after ``item`` failed: itself again, its households alone, or nothing."""
+        if item.tries < self.run_config.max_task_retries:
+            return [item]
+        if item.shard.households == 1:
+            return []
+        return split_households(item)
+
+    def shutdown(self) -> None:
+        for actor in self.live + list(self.starting.values()):
+            ray.kill(actor, no_restart=True)
+        self.live, self.starting = [], {}
+
+
+def split_households(item: _Work) -> list[_Work]:
+    """One work item per household of ``item``'s shard, each to be tried alone."""
+    from engine.shards import household_ids
+
+    shard = item.shard
+    households = household_ids(item.tables["accounts"], shard.account_ids)
+    singles = []
+    for number, household in enumerate(dict.fromkeys(households)):
+        ids = shard.account_ids[households == household]
+        singles.append(Shard(shard.shard_id, ids, 1, shard.shape))
+    rows = {a: i for i, a in enumerate(item.targets.account_ids)}
+    return [_Work(single, tables, item.targets.take([rows[a] for a in single.account_ids]))
+            for single, tables in zip(singles, shard_tables(item.tables, singles))]

@@ -1,0 +1,100 @@
+"""The solver actor: one per CPU (or GPU), each solving shard after shard.
+
+Heavy set-up happens once, in ``__init__``: JAX is configured for one thread
+per actor (the actors share the machine's cores), the shared tables arrive
+once from the object store, and a tiny synthetic shard runs end to end so the
+Numba kernels load from their cache and JAX's jit machinery is warm before
+the first real shard.  Shapes the warm-up did not see compile on first use,
+from JAX's persistent compilation cache when ``JAX_COMPILATION_CACHE_DIR`` is
+set (actors on one machine share it).
+
+Chaos testing: two environment variables, forwarded by the dispatcher from
+the driver, make a worker die the way a real fault would (``os._exit``, no
+clean-up), so the fault tests exercise Ray's real failure paths:
+
+* ``CANOPY_CHAOS_CRASH_HOUSEHOLDS``: comma-separated household ids; a shard
+  holding one of them kills its worker, every time.
+* ``CANOPY_CHAOS_EXIT_ONCE``: a file path; the first shard to find no file
+  there creates it and kills its worker (one crash per run).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from typing import Mapping
+
+import pyarrow as pa
+
+from engine.config import Config
+from engine.schema import Col
+from engine.shards import Shard, ShardOutput, solve_shard
+from engine.targets import Targets
+
+CHAOS_CRASH_HOUSEHOLDS = "CANOPY_CHAOS_CRASH_HOUSEHOLDS"
+CHAOS_EXIT_ONCE = "CANOPY_CHAOS_EXIT_ONCE"
+#: Environment every actor gets: one XLA thread, since there is one actor per core.
+ACTOR_ENV = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+             "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+#: Driver environment variables passed on to the actors.
+FORWARDED_ENV = (CHAOS_CRASH_HOUSEHOLDS, CHAOS_EXIT_ONCE, "JAX_COMPILATION_CACHE_DIR", "JAX_PLATFORMS")
+
+
+class ShardSolver:
+    """Solves shards of households (see :func:`engine.shards.solve_shard`).
+
+    Parameters
+    ----------
+    shared
+        The shared tables (:data:`engine.shards.SHARED_TABLES`), from ``ray.put`` once.
+    as_of, config
+        The run's date and settings.
+    warm_up
+        Run a tiny synthetic shard first (compiles and loads the kernels).
+    """
+
+    def __init__(self, shared: Mapping[str, pa.Table], as_of: dt.date, config: Config, warm_up: bool = True):
+        self.shared = dict(shared)
+        self.as_of = as_of
+        self.config = config
+        if warm_up:
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        from engine import synth
+        from engine.shards import SHARED_TABLES, plan_shards, shard_tables
+        from engine.targets import build_targets
+
+        tables = synth.generate_tables(3, seed=0, bad_fraction=0.0)
+        targets = build_targets(tables)
+        ids = targets.account_ids[targets.usable]
+        shards = plan_shards(tables, targets, ids, self.config.run)
+        shared = {name: tables[name] for name in SHARED_TABLES}
+        for shard, part in zip(shards[:1], shard_tables(tables, shards[:1])):
+            rows = [int(i) for i, a in enumerate(targets.account_ids) if a in set(shard.account_ids)]
+            solve_shard(shared, part, targets.take(rows), shard, synth.AS_OF, self.config)
+
+    def ready(self) -> str:
+        """Where this actor runs, once ``__init__`` is done."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def solve(self, shard: Shard, tables: Mapping[str, pa.Table], targets: Targets) -> ShardOutput:
+        _chaos(shard, tables)
+        return solve_shard(self.shared, tables, targets, shard, self.as_of, self.config)
+
+
+def _chaos(shard: Shard, tables: Mapping[str, pa.Table]) -> None:
+    crash = os.environ.get(CHAOS_CRASH_HOUSEHOLDS)
+    if crash:
+        households = set(tables["accounts"].column(Col.household_id).to_pylist()) | set(shard.account_ids)
+        if households & set(crash.split(",")):
+            os._exit(1)
+    marker = os.environ.get(CHAOS_EXIT_ONCE)
+    if marker:
+        try:
+            with open(marker, "x"):
+                pass
+        except FileExistsError:
+            return
+        os._exit(1)

@@ -1,0 +1,249 @@
+"""Shards: households grouped by shape, the tables of each, and the work on one.
+
+The nightly job cuts a book into shards of whole households, each solved as
+one padded batch (:mod:`engine.problem`).  A vmapped solve pads every
+household to the largest of its batch and runs until its slowest member
+converges, so households of like shape go together:
+
+* ``m``: accounts in the household, padded to a power of two;
+* ``L``: most lots any of its positions holds, padded to a power of four;
+* ``n``: securities it holds or targets, padded to :func:`pad_universe`'s
+  ladder (64 × 1, 2, 4, 8, 12, 16, 24, 32, ...).
+
+The ladders are coarse on purpose: every distinct shape costs a compile of
+10–20 s per actor (less from JAX's persistent cache), and a padded variable
+costs only its share of an iteration.
+
+Within a shape, households are taken in household-id order (deterministic)
+and cut into shards of at most ``RunConfig.shard_accounts`` accounts and
+``RunConfig.shard_elements`` lot variables ``B × m × n × L`` (the solver's
+memory).  :func:`shard_tables` slices the book's tables per shard with one
+sort of each table, and :func:`solve_shard` is the work of one shard: problem
+assembly, solve and proposals.  Pure: no storage, no ray.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.config import Config, RunConfig
+from engine.problem import SECURITY_BUCKET, bucket, build_problem_batch
+from engine.schema import Col
+from engine.targets import Targets
+
+#: The tables every shard shares (the driver ``ray.put``s them once).
+SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models", "templates")
+#: The tables cut by account.
+ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
+
+__all__ = ["Shard", "ShardOutput", "plan_shards", "shard_tables", "solve_shard", "household_ids",
+           "SHARED_TABLES", "ACCOUNT_TABLES"]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Whole households of one shape.
+
+    Attributes
+    ----------
+    shard_id : int
+        Position in the plan (results are written in this order).
+    account_ids : (a,) object
+        The shard's accounts, household by household.
+    households : int
+    shape : (m, L, n)
+        Accounts per household, lots per position and securities, padded.
+    """
+
+    shard_id: int
+    account_ids: np.ndarray
+    households: int
+    shape: tuple[int, int, int]
+
+    @property
+    def accounts(self) -> int:
+        return int(self.account_ids.size)
+
+
+@dataclass
+class ShardOutput:
+    """What one shard sends back: its run rows and where its time went (seconds)."""
+
+    shard_id: int
+    trades: pa.Table
+    accounts: pa.Table
+    timings: dict[str, float] = field(default_factory=dict)
+    iterations: int = 0
+
+
+def pad_universe(count: int) -> int:
+    """Securities of a shard's universe, padded: 64 × (1, 2, 4, 8, 12, 16, 24, 32, 48, ...)."""
+    size = SECURITY_BUCKET
+    while size < count:
+        size = size * 2 if size < 8 * SECURITY_BUCKET else size * 3 // 2 if (size // SECURITY_BUCKET) % 3 else size * 4 // 3
+    return size
+
+
+def pad_lots(count: int) -> int:
+    """Lots per position, padded to a power of four."""
+    size = 1
+    while size < count:
+        size *= 4
+    return size
+
+
+def _positions(values, universe) -> np.ndarray:
+    """Index of each of ``values`` in ``universe`` (-1 where absent), hashed in Arrow."""
+    if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+        values = pa.array(np.asarray(values, dtype=object), pa.string())
+    found = pc.index_in(values, value_set=pa.array(np.asarray(universe, dtype=object), pa.string()))
+    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _household_ids(accounts: pa.Table) -> np.ndarray:
+    """``household_id``, or the account's own id where it is null."""
+    return np.asarray(pc.coalesce(accounts.column(Col.household_id),
+                                  accounts.column(Col.account_id)).to_pylist(), dtype=object)
+
+
+def household_ids(accounts: pa.Table, account_ids) -> np.ndarray:
+    """The household of each of ``account_ids`` (rows of ``accounts``), in that order."""
+    rows = _positions(account_ids, accounts.column(Col.account_id).combine_chunks())
+    return _household_ids(accounts.take(pa.array(rows)))
+
+
+def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
+                run: RunConfig = RunConfig()) -> list[Shard]:
+    """Group the households of ``account_ids`` by shape and cut them into shards.
+
+    Parameters
+    ----------
+    tables
+        The book's tables.
+    targets
+        Targets of the book (every account of ``account_ids`` has one).
+    account_ids
+        The accounts to solve (usable, not rejected); their households are
+        the accounts sharing ``household_id``.
+    run
+        ``shard_accounts`` and ``shard_elements``.
+
+    Returns
+    -------
+    list of Shard, in a deterministic order (shape, then household id).
+    """
+    accounts = tables["accounts"]
+    wanted = set(account_ids)
+    book_ids = np.asarray(accounts.column(Col.account_id).to_pylist(), dtype=object)
+    rows = np.flatnonzero([a in wanted for a in book_ids])
+    ids = book_ids[rows]
+    if ids.size == 0:
+        return []
+    household = _household_ids(accounts.take(pa.array(rows)))
+    households, member = np.unique(household.astype(str), return_inverse=True)
+    H = households.size
+    securities = np.asarray(tables["securities"].column(Col.security_id).to_pylist(), dtype=object)
+    S = max(securities.size, 1)
+
+    lots = tables["lots"]
+    lot_account = _positions(lots.column(Col.account_id), ids)
+    keep = lot_account >= 0
+    lot_account = lot_account[keep]
+    lot_security = _positions(lots.column(Col.security_id), securities)[keep]
+    positions, lots_held = np.unique(lot_account * S + lot_security, return_counts=True)
+    position_account = positions // S
+    most_lots = np.zeros(H, np.int64)
+    np.maximum.at(most_lots, member[position_account], lots_held)
+
+    weights = targets.weights[_positions(ids, targets.account_ids)].tocoo()
+    target_security = _positions(targets.security_ids, securities)
+    pairs = np.unique(np.concatenate([member[position_account] * S + positions % S,
+                                      member[weights.row] * S + target_security[weights.col]]))
+    universe = np.bincount(pairs // S, minlength=H)
+    members = np.bincount(member, minlength=H)
+
+    m = np.asarray([bucket(int(c)) for c in members])
+    L = np.asarray([pad_lots(int(c)) for c in most_lots])
+    n = np.asarray([pad_universe(int(c)) for c in universe])
+    order = np.lexsort((households, n, L, m))
+    by_household = np.argsort(member, kind="stable")
+    first = np.r_[0, np.cumsum(members)]
+
+    shards: list[Shard] = []
+    start = 0
+    while start < H:
+        key = (int(m[order[start]]), int(L[order[start]]), int(n[order[start]]))
+        per_shard = max(1, min(run.shard_accounts // key[0], run.shard_elements // (key[0] * key[1] * key[2])))
+        stop = start
+        while stop < H and stop - start < per_shard and (m[order[stop]], L[order[stop]], n[order[stop]]) == key:
+            stop += 1
+        chosen = order[start:stop]
+        account_rows = np.concatenate([by_household[first[h]:first[h + 1]] for h in chosen])
+        shards.append(Shard(len(shards), ids[account_rows], int(chosen.size), key))
+        start = stop
+    return shards
+
+
+def shard_tables(tables: Mapping[str, pa.Table], shards: list[Shard]) -> Iterator[dict[str, pa.Table]]:
+    """The per-account tables of each shard, in the order of ``shards``.
+
+    Each table is sorted by shard once; a shard's rows are then one slice.
+    """
+    all_ids = np.concatenate([s.account_ids for s in shards]) if shards else np.zeros(0, object)
+    shard_of = np.concatenate([np.full(s.accounts, i) for i, s in enumerate(shards)]) \
+        if shards else np.zeros(0, np.int64)
+    cuts = {}
+    for name in ACCOUNT_TABLES:
+        table = tables[name]
+        position = _positions(table.column(Col.account_id), all_ids)
+        code = np.where(position >= 0, shard_of[np.maximum(position, 0)] if all_ids.size else -1, -1)
+        order = np.argsort(code, kind="stable")
+        bounds = np.searchsorted(code[order], np.arange(len(shards) + 1))
+        cuts[name] = (table, order, bounds)
+    for i in range(len(shards)):
+        yield {name: table.take(pa.array(order[bounds[i]:bounds[i + 1]]))
+               for name, (table, order, bounds) in cuts.items()}
+
+
+def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], targets: Targets,
+                shard: Shard, as_of: dt.date, config: Config = Config()) -> ShardOutput:
+    """Problem assembly, solve and proposals of one shard.
+
+    Parameters
+    ----------
+    shared
+        The tables of :data:`SHARED_TABLES`.
+    tables
+        The shard's slices of :data:`ACCOUNT_TABLES` (from :func:`shard_tables`).
+    targets
+        The targets of the shard's accounts (``Targets.take``).
+    shard
+        Which households, and their padded shape.
+    as_of, config
+        The run's date and settings.
+    """
+    from engine.proposals import propose
+    from engine.solver import solve
+
+    timings = {}
+    clock = time.perf_counter()
+    book = {**shared, **tables}
+    m, L, n = shard.shape
+    problem, index = build_problem_batch(book, targets, shard.account_ids, as_of, config.policy,
+                                         accounts_per_household=m, lots_per_position=L,
+                                         pad_universe=lambda count: max(n, pad_universe(count)))
+    timings["assemble"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    result = solve(problem, config.solver)
+    timings["solve"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    trades, accounts = propose(book, targets, problem, index, result, as_of, config.policy)
+    timings["propose"] = time.perf_counter() - clock
+    return ShardOutput(shard.shard_id, trades, accounts, timings, int(np.asarray(result.iterations).sum()))
