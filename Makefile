@@ -20,9 +20,12 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# A ~5,000-account book, the nightly job on it on a local Ray instance, and the check of every rule.
 demo: $(STAMP)
-	$(VENV)/bin/canopy generate --accounts 2000 --seed 7 --out $(DEMO)/book --overwrite
-	$(VENV)/bin/canopy validate --book $(DEMO)/book
+	$(VENV)/bin/canopy generate --accounts 5000 --seed 7 --out $(DEMO)/book --overwrite
+	$(VENV)/bin/canopy validate --book $(DEMO)/book --examples 1
+	$(VENV)/bin/canopy run --book $(DEMO)/book --out $(DEMO)/runs --replace
+	$(VENV)/bin/canopy check --book $(DEMO)/book --run $(DEMO)/runs
 
 test: $(STAMP)
 	$(PY) -m pytest -q

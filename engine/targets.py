@@ -167,7 +167,8 @@ def exclusion_matrix(restrictions: pa.Table, securities: pa.Table, account_ids: 
 
     A restriction covers the security it names, or every security carrying its
     tag (``securities.tags``).  Rows for unknown accounts or securities are
-    ignored here (validation reports them).
+    ignored here (validation reports them); ``security_ids`` may be any subset
+    of the securities table, in any order (the columns follow it).
 
     Returns
     -------
@@ -184,9 +185,14 @@ def exclusion_matrix(restrictions: pa.Table, securities: pa.Table, account_ids: 
     tags = securities.column(Col.tags)
     if tagged.num_rows and pc.sum(pc.list_value_length(tags)).as_py():
         flat_tags = pc.list_flatten(tags)
-        carrier = np.asarray(pc.list_parent_indices(tags).to_numpy(zero_copy_only=False), dtype=np.int64)
+        carrier_row = np.asarray(pc.list_parent_indices(tags).to_numpy(zero_copy_only=False), dtype=np.int64)
+        # ``security_ids`` may be a subset of the table, in another order (a shard's universe)
+        carrier = _index_in(securities.column(Col.security_id), security_ids)[carrier_row]
         tag_ids = np.unique(np.asarray(flat_tags.to_numpy(zero_copy_only=False), dtype=str))
-        carries = sp.csr_matrix((np.ones(len(carrier)), (_index_in(flat_tags, tag_ids), carrier)),
+        tag_of = _index_in(flat_tags, tag_ids)
+        known_security = carrier >= 0
+        carries = sp.csr_matrix((np.ones(int(known_security.sum())),
+                                 (tag_of[known_security], carrier[known_security])),
                                 shape=(len(tag_ids), n_securities))
         account = _index_in(tagged.column(Col.account_id), account_ids)
         tag = _index_in(tagged.column(Col.tag), tag_ids)

@@ -96,6 +96,9 @@ class Dispatcher:
         slots, gpus = actor_slots()
         self.size = actors or slots
         env = {**ACTOR_ENV, **{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
+        # compiled solver shapes survive actor restarts and runs (each node keeps its own)
+        env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "canopy", "jax"))
         self._actor_class = ray.remote(ShardSolver).options(
             num_cpus=0 if gpus else 1, num_gpus=gpus, max_restarts=0, max_task_retries=0,
             runtime_env={"env_vars": env})
