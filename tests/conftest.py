@@ -70,6 +70,13 @@ def rclone_s3_server(tmp_path_factory):
     rclone 1.75 refuses very short access key ids, so the keys are words.
     Yields the ``storage_options`` for fsspec/s3fs; the bucket ``canopy-test``
     exists (a bucket of ``serve s3`` on a local folder is a sub-folder).
+
+    rclone answers a ranged GET with the checksum of the whole object
+    (``x-amz-checksum-crc32``), which botocore >= 1.36 checks against the
+    range and refuses (``FlexibleChecksumError``); AWS sends no whole-object
+    checksum there.  ``response_checksum_validation="when_required"`` is the
+    setting any client of such a store needs (env
+    ``AWS_RESPONSE_CHECKSUM_VALIDATION=when_required``).
     """
     binary = _rclone_binary()
     if binary is None:
@@ -103,6 +110,7 @@ def rclone_s3_server(tmp_path_factory):
                                 f"{log_path.read_text()}")
                 time.sleep(0.1)
         yield {"client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+               "config_kwargs": {"response_checksum_validation": "when_required"},
                "key": key, "secret": secret}
     finally:
         server.terminate()
