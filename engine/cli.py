@@ -135,6 +135,14 @@ def run(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of th
     print_summary(manifest)
 
 
+@app.command("config")
+def show_config():
+    """Print every setting at its default, documented, as a canopy.toml to start from."""
+    from engine.config import default_toml
+
+    typer.echo(default_toml(), nl=False)
+
+
 def main() -> None:  # pragma: no cover - the console script
     app()
 

@@ -9,6 +9,7 @@ static argument of a jitted function.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,10 @@ class SolverConfig:
     bound_scaling
         Exponent e of the per-lot scaling of ρ, ``ρ (w̄ / width)^e``: lots of
         very different sizes converge at one pace (0 = one ρ for all).
+    buy_scaling
+        Scale the ρ of each purchase the same way, by the position's size
+        (held or targeted) instead of the lot's; off by default (it helped
+        no instance of the benchmark).
     row_rho_scale
         ρ of an account or class row whose dual is 0 (not binding), as a
         fraction of ρ; binding rows get the full ρ.  Small values let the
@@ -232,3 +237,45 @@ def load_config(path: str | Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return config_from_dict(data, where=str(path))
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Each field's description from the class docstring's numpydoc ``Attributes`` section."""
+    docs: dict[str, list[str]] = {}
+    current = None
+    for line in (cls.__doc__ or "").splitlines():
+        stripped = line.strip()
+        if line.startswith("    ") and not line.startswith("        ") and stripped:
+            names = [n.strip() for n in stripped.split(",")]
+            current = names if all(n.isidentifier() for n in names) else None
+            for name in current or ():
+                docs[name] = []
+        elif current and stripped:
+            for name in current:
+                docs[name].append(stripped)
+    return {name: " ".join(lines) for name, lines in docs.items()}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def default_toml(width: int = 88) -> str:
+    """Every setting with its default and what it does, as a ``canopy.toml``."""
+    import textwrap
+
+    lines = ["# canopy.toml: every setting of a run, at its default. Keep only what you change.", ""]
+    for section, cls in _SECTIONS.items():
+        lines.append(f"[{section}]")
+        docs = _field_docs(cls)
+        for field_ in dataclasses.fields(cls):
+            for text in textwrap.wrap(docs.get(field_.name, ""), width - 2):
+                lines.append(f"# {text}")
+            value = getattr(cls(), field_.name)
+            lines.append(f"# {field_.name} =" if value is None else f"{field_.name} = {_toml_value(value)}")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -60,3 +60,18 @@ def test_bench_solver_smallest_case(tmp_path):
 def test_bench_solver_rejects_unknown_dtype():
     result = runner.invoke(app, ["bench", "solver", "--dtype", "float16"])
     assert result.exit_code == 2 and "float64 or float32" in result.output
+
+
+def test_config_prints_every_setting_documented_at_its_default():
+    import dataclasses
+    import tomllib
+
+    from engine.config import _SECTIONS, Config, _field_docs, config_from_dict
+
+    result = runner.invoke(app, ["config"])
+    assert result.exit_code == 0
+    assert config_from_dict(tomllib.loads(result.output)) == Config()
+    for section, cls in _SECTIONS.items():
+        docs = _field_docs(cls)
+        undocumented = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
+        assert undocumented == [], f"[{section}] settings without a description: {undocumented}"
