@@ -1,0 +1,88 @@
+"""Sharding: whole households of one shape per shard, and each shard's slices of the tables."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from engine import synth
+from engine.config import RunConfig
+from engine.schema import Col
+from engine.shards import household_ids, pad_lots, pad_universe, plan_shards, shard_tables
+from engine.targets import build_targets
+
+
+def _ids(ids) -> pa.Array:
+    return pa.array(list(ids), pa.string())
+
+
+@pytest.fixture(scope="module")
+def book():
+    tables = synth.generate_tables(90, seed=4, bad_fraction=0.0)
+    targets = build_targets(tables)
+    return tables, targets, targets.account_ids[targets.usable]
+
+
+def test_ladders():
+    assert [pad_universe(c) for c in (1, 64, 65, 200, 513, 700, 769, 1025)] == [64, 64, 128, 256, 768, 768, 1024, 1536]
+    assert [pad_lots(c) for c in (0, 1, 2, 4, 5, 16, 17)] == [1, 1, 4, 4, 16, 16, 64]
+
+
+def test_households_are_never_split_and_every_account_is_in_one_shard(book):
+    tables, targets, usable = book
+    run = RunConfig(shard_accounts=10, shard_elements=200_000)
+    shards = plan_shards(tables, targets, usable, run)
+    placed = np.concatenate([s.account_ids for s in shards])
+    assert sorted(placed) == sorted(usable)
+    household_of = dict(zip(usable, household_ids(tables["accounts"], usable)))
+    shard_of_household = collections.defaultdict(set)
+    for shard in shards:
+        households = {household_of[a] for a in shard.account_ids}
+        assert len(households) == shard.households
+        for h in households:
+            shard_of_household[h].add(shard.shard_id)
+        m, L, n = shard.shape
+        # bounded, unless one household alone is bigger than the bound
+        assert shard.households == 1 or (shard.accounts <= run.shard_accounts
+                                         and shard.households * m * L * n <= run.shard_elements)
+    assert all(len(ids) == 1 for ids in shard_of_household.values())
+    assert [s.shard_id for s in shards] == list(range(len(shards)))
+    assert len({s.shape for s in shards}) < len(shards)          # like shapes share shards
+    again = plan_shards(tables, targets, usable, run)
+    assert [list(s.account_ids) for s in again] == [list(s.account_ids) for s in shards]
+
+
+def test_shapes_fit_their_households(book):
+    tables, targets, usable = book
+    shards = plan_shards(tables, targets, usable, RunConfig(shard_accounts=1000, shard_elements=10**9))
+    lots = tables["lots"]
+    for shard in shards:
+        m, L, n = shard.shape
+        households = household_ids(tables["accounts"], shard.account_ids)
+        assert max(collections.Counter(households).values()) <= m
+        mine = lots.filter(pc.is_in(lots.column(Col.account_id), value_set=_ids(shard.account_ids)))
+        if mine.num_rows:
+            counts = mine.group_by([Col.account_id, Col.security_id]).aggregate([([], "count_all")])
+            assert max(counts.column("count_all").to_pylist()) <= L
+
+
+def test_each_shard_gets_exactly_its_accounts_rows(book):
+    tables, targets, usable = book
+    shards = plan_shards(tables, targets, usable, RunConfig(shard_accounts=16))
+    seen = collections.Counter()
+    for shard, part in zip(shards, shard_tables(tables, shards)):
+        mine = set(shard.account_ids)
+        for name, table in part.items():
+            ids = table.column(Col.account_id).to_pylist()
+            assert set(ids) <= mine, name
+            seen[name] += len(ids)
+        wanted = tables["lots"].filter(pc.is_in(tables["lots"].column(Col.account_id), value_set=_ids(shard.account_ids)))
+        assert part["lots"].num_rows == wanted.num_rows
+        assert sorted(part["lots"].column(Col.lot_id).to_pylist()) == sorted(wanted.column(Col.lot_id).to_pylist())
+    for name in ("accounts", "lots"):
+        expected = pc.sum(pc.is_in(tables[name].column(Col.account_id), value_set=_ids(usable))).as_py()
+        assert seen[name] == expected
