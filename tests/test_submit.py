@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -275,6 +276,7 @@ def _stop(head: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_ray_job_submit_runs_the_nightly_job(tmp_path):
     """``ray job submit --working-dir .`` of the nightly job to a head made by ``ray start``.
 
@@ -320,7 +322,7 @@ def test_ray_job_submit_runs_the_nightly_job(tmp_path):
         submit = subprocess.run(
             [str(bin_dir / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
              "--", "python", "-m", "jobs.nightly", "--book", book_uri, "--out", out],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=1500)
         output = submit.stdout + submit.stderr
         assert submit.returncode == 0, output[-6000:]
         assert "succeeded" in output, output[-6000:]
@@ -333,3 +335,4 @@ def test_ray_job_submit_runs_the_nightly_job(tmp_path):
         assert violations.num_rows == 0, violations.to_pylist()[:10]
     finally:
         _stop(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
