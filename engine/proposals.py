@@ -107,9 +107,13 @@ def _numbers(table: pa.Table, name: str, rows: np.ndarray, fill=np.nan) -> np.nd
     return np.asarray(column.to_numpy(zero_copy_only=False))
 
 
-def _positions(values, keys: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Row of each of ``values`` in ``keys`` (int64, -1 where absent)."""
-    found = pc.index_in(pa.array(list(values), pa.string()), value_set=keys)
+def _positions(values, keys) -> np.ndarray:
+    """Row of each of ``values`` in ``keys`` (int64, -1 where absent); either may be Arrow or a sequence."""
+    def arrow(x):
+        if isinstance(x, pa.ChunkedArray):
+            return x.combine_chunks()
+        return x if isinstance(x, pa.Array) else pa.array(list(x), pa.string())
+    found = pc.index_in(arrow(values), value_set=arrow(keys))
     return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
@@ -219,6 +223,10 @@ def _lines(tables, problem, index, result, accounts: _Accounts, trading: np.ndar
     fractional_of = np.zeros(n, bool)
     fractional_of[real] = _numbers(securities, Col.fractional, sec_rows[real], False).astype(bool)
 
+    # a lot the problem forces out (screens; everything, where the floor is out of reach) closes whole
+    width = np.asarray(final.lot_width, float)[accounts.h, accounts.s]
+    forced = (np.asarray(final.sell_lower, float)[accounts.h, accounts.s] >= width * (1.0 - _DUST)) & (width > 0)
+    sell = np.where(forced, width, sell)
     sold = (sell > 0) & (lot_row >= 0) & trading[:, None, None]
     # lots a cash repair may raise: accounts that start below their floor only
     wash_groups = np.asarray(final.wash_group)
@@ -501,7 +509,7 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
 
     # accounts table
     def per_account(values, where=keep):
-        return np.bincount(lines.account[where], values[where] if np.ndim(values) else None, A)
+        return np.bincount(lines.account[where], values[where], A)
 
     bought = np.zeros((A, security_ids.size))
     np.add.at(bought, (lines.account, lines.security), np.where(sell, -value, value))
@@ -610,11 +618,10 @@ def status_rows(accounts_table: pa.Table, account_ids: Sequence[str], status: st
     household = np.where(household == None, np.asarray(ids, dtype=object), household)  # noqa: E711
     value = cash.copy()
     if lots is not None and securities is not None and lots.num_rows:
-        lot_account = _positions(lots.column(Col.account_id).to_pylist(), pa.array(ids, pa.string()))
+        lot_account = _positions(lots.column(Col.account_id), ids)
         mine = np.flatnonzero(lot_account >= 0)
         if mine.size:
-            sec = _positions(_numbers(lots, Col.security_id, mine, None).tolist(),
-                             securities.column(Col.security_id))
+            sec = _positions(lots.column(Col.security_id).take(pa.array(mine)), securities.column(Col.security_id))
             price = np.where(sec >= 0, _numbers(securities, Col.price, np.maximum(sec, 0)), np.nan)
             worth = _numbers(lots, Col.quantity, mine).astype(float) * np.nan_to_num(price)
             value += np.bincount(lot_account[mine], worth, count)
