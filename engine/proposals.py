@@ -11,9 +11,12 @@ Trades, per account (not suspended, not in a household whose solve failed):
 
 1. Lines: a sell line per lot the solver sells (``result.sell > 0``), a buy
    line per security it buys.  Accounts that start below their cash floor
-   also get a 0-dollar line for every other lot they may sell (not a loss
-   lot of a wash group the household buys), so that rounding can raise sells
-   to the floor (:func:`engine.kernels.rounding.round_trades`).
+   also get a 0-dollar line for every other lot they may sell (a loss lot
+   only where the problem marks it for the wash-sale rule and the household
+   buys nothing of its wash group), so that rounding can raise sells to the
+   floor (:func:`engine.kernels.rounding.round_trades`).  A lot the problem
+   forces out (a screen; everything, where the floor is out of reach) is
+   sold whole.
 2. Rounding to shares (rules 10, 11), with the direction chosen so that the
    limits stay met for accounts that are not mandated: an account with a
    turnover limit rounds every line down (floor); an account with a tax
@@ -41,10 +44,11 @@ Reasons (``trades.reason``), the first that applies:
   ``cash_floor`` (cash < min_cash + reserve_cash), ``harvest`` (a loss lot, in
   a taxable account with harvesting on), ``model_change`` (the account holds
   the security but its target does not), ``rebalance``;
-* buys: ``replacement`` (the household sells today, at a loss in a taxable
-  account, a different security of the same asset class: the buy keeps the
-  exposure of a harvested position; a purchase of the loss sale's own wash
-  group would be a wash sale, rule 6), ``cash_invest`` (cash above
+* buys: ``replacement`` (the household harvests today, selling at a loss in
+  a taxable account with harvesting on, a different security of the same
+  asset class: the buy keeps the exposure of the harvested position; a
+  purchase of the loss sale's own wash group would be a wash sale, rule 6,
+  so a replacement is a close substitute from another group), ``cash_invest`` (cash above
   ``max_cash + withdrawal + reserve_cash``, the cap of rule 5),
   ``model_change`` (targeted, not held), ``rebalance``.
 
@@ -539,7 +543,6 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     # statuses
     sellable = (np.asarray(result.problem.sell_upper, float)[accounts.h, accounts.s] > 0) \
         & (np.asarray(index.lot_row)[accounts.h, accounts.s] >= 0)
-    fully_sold = np.ones(A, bool)
     closed = keep & sell & (shares >= lines.lot_quantity * (1.0 - _DUST))
     closed_lots = np.bincount(lines.account[closed], minlength=A)
     fully_sold = closed_lots >= sellable.sum(axis=(1, 2))
