@@ -181,15 +181,29 @@ class Factor(NamedTuple):
 def factorize(p: ProblemBatch, rho, row_scale, class_scale, config: SolverConfig) -> Factor:
     """Sherman–Morrison pieces of B and the Cholesky factor of ``I + Wᵀ B⁻¹ W``."""
     rb, rz = bound_rho(p, rho, config)
-    inv_buy = 1.0 / (config.sigma + rb)
-    inv_sell = 1.0 / (config.sigma + rz)
+    root_rows = jnp.sqrt(rho * row_scale)
+    root_class = jnp.sqrt(rho * class_scale)
+    return factorize_diagonal(p, 1.0 / (config.sigma + rb), 1.0 / (config.sigma + rz),
+                              root_rows, root_class, jnp.ones_like(root_rows), jnp.ones_like(root_class))
+
+
+def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class,
+                       rows_diagonal, class_diagonal) -> Factor:
+    """The factor of ``K = Δ + P + Gᵀ diag(root²/diagonal) G + (CᵀM)ᵀ diag(root²/diagonal) CᵀM``.
+
+    ``inv_buy``, ``inv_sell`` are Δ⁻¹ on the variables (0 fixes a variable:
+    its row of K⁻¹ is 0); ``root_*`` (m, 3) and (C,) scale the account and
+    class rows in W and ``*_diagonal`` is their block of the Woodbury core's
+    diagonal (1 for the factor columns).  ADMM passes √ρ and 1; the
+    interior-point method, whose row weights w run to 10¹² on active rows,
+    passes 1 and 1/w, which keeps the core bounded as w grows (a row with
+    w = 0 passes root 0 and diagonal 1: it drops out).
+    """
     beta = 2.0 * p.risk_aversion * p.specific_variance
     tau = inv_buy.sum(0) + inv_sell.sum((0, 2))           # diag(M A Mᵀ)
     psi = 1.0 / (1.0 + beta * tau)
     gamma = beta * psi
     omega = tau * psi                                      # diag(M B⁻¹ Mᵀ)
-    root_rows = jnp.sqrt(rho * row_scale)
-    root_class = jnp.sqrt(rho * class_scale)
     factor_scale = jnp.sqrt(2.0 * p.risk_aversion) * jnp.linalg.cholesky(p.factor_covariance)
     E = jnp.concatenate([p.exposures @ factor_scale, root_class[None, :] * class_onehot(p)], axis=1)   # (n, rE)
     # P = M A Gᵀ (n, m, 3), √ρ folded in: column (a, r) = Σ over a's variables of security i of s·a·g_r
@@ -206,7 +220,9 @@ def factorize(p: ProblemBatch, rho, row_scale, class_scale, config: SolverConfig
     s_eg = E.T @ (psi[:, None] * Pm)
     s_gg = gag_full - Pm.T @ (gamma[:, None] * Pm)
     core = jnp.block([[s_ee, s_eg], [s_eg.T, s_gg]])
-    core = core + jnp.eye(core.shape[0], dtype=core.dtype)
+    k = factor_scale.shape[0]
+    diagonal = jnp.concatenate([jnp.ones(k, core.dtype), class_diagonal, rows_diagonal.reshape(-1)])
+    core = core + jnp.diag(diagonal)
     return Factor(inv_buy, inv_sell, gamma, jnp.linalg.cholesky(core), factor_scale, root_rows, root_class)
 
 
