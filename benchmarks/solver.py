@@ -97,7 +97,7 @@ def run_case(size: int, accounts: int, batch: int, config, oracle_households: in
 def main(sizes: Sequence[int] = (50, 100, 200, 500, 600), batch: int = 64, iterations: int = 4000,
          tolerance: float = 1e-7, dtype: str = "float64", device: str = "cpu",
          households: Sequence[int] = (1, 2, 4), oracle_households: int = 4,
-         out: str | Path | None = DEFAULT_OUT, seed: int = 0) -> list[dict]:
+         out: str | Path | None = DEFAULT_OUT, seed: int = 0, method: str = "admm") -> list[dict]:
     """Run the benchmark, print a table and write JSON.
 
     Parameters
@@ -116,12 +116,15 @@ def main(sizes: Sequence[int] = (50, 100, 200, 500, 600), batch: int = 64, itera
         Households solved one at a time by cvxpy + Clarabel per case.
     out
         JSON file to write (None: do not write).
+    method
+        ``SolverConfig.method``: ``admm`` or ``ipm``.
     """
     import jax
 
     from engine.config import SolverConfig
 
-    config = SolverConfig(max_iterations=iterations, eps_abs=tolerance, eps_rel=tolerance, dtype=dtype)
+    config = SolverConfig(max_iterations=iterations, eps_abs=tolerance, eps_rel=tolerance, dtype=dtype,
+                          method=method)
     rows = []
     with jax.default_device(jax.devices(device)[0]):
         print(f"{'n':>5} {'m':>2} {'canopy acc/s':>13} {'clarabel acc/s':>15} {'ratio':>7} "
@@ -153,7 +156,8 @@ if __name__ == "__main__":
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--oracle-households", type=int, default=4)
     parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--method", choices=["admm", "ipm"], default="admm")
     args = parser.parse_args()
     main(sizes=args.sizes, batch=args.batch, iterations=args.iterations, tolerance=args.tolerance,
          dtype=args.dtype, device=args.device, households=args.households,
-         oracle_households=args.oracle_households, out=args.out)
+         oracle_households=args.oracle_households, out=args.out, method=args.method)

@@ -118,6 +118,62 @@ class SolverConfig:
         relaxation, which may buy and loss-sell one group.
     wash_tolerance
         A buy or loss sale smaller than this (units of V) counts as none.
+    method
+        ``"admm"`` (default): the ADMM above (hundreds to thousands of
+        iterations at eps 1e-7).  ``"ipm"`` (experimental): the primal–dual
+        interior-point method of :mod:`engine.solver.ipm`, 10–15 iterations
+        on the oracle test's small households but ~60 (wash re-solves
+        included) at 500 securities, each costing ~25 ADMM iterations as
+        written (3 ms per household at n = 500, L = 9: its many elementwise
+        passes are not fused), so no faster yet; ~5% of households stall
+        near 1e-8 (see ``ipm_accept``).  The ``ipm_*`` settings below apply to
+        it only.
+    ipm_absolute
+        The interior-point method stops when the primal residual (units of
+        V) and the dual residual are below ``ipm_absolute × eps_abs`` and the
+        total complementarity gap (units of the objective; it bounds the
+        distance to the optimal objective) is below that or ``eps_rel`` ×
+        |objective|.  Each 10× tighter costs one or two iterations, until
+        the solves lose their digits (see ``ipm_accept``).
+    ipm_initial_mu
+        Complementarity μ of the interior start, per unit of the mean lot
+        width: larger starts better centred and far from the bounds (robust,
+        a few more iterations).
+    ipm_warm_margin
+        A warm start's primal point is pushed this fraction of each bound
+        interval inside, and its duals floored at this fraction of the cold
+        start's: smaller keeps more of the warm start and risks a poorly
+        centred start.
+    ipm_check_interval
+        Interior-point iterations per jitted chunk between the host's checks
+        (finished households stay frozen inside a chunk); fewer checks
+        cost fewer host round trips, but finished households leave the
+        batch later.
+    ipm_refine
+        Steps of iterative refinement of each Newton solve (each costs one
+        more Woodbury solve and one product with the matrix).  Near the end the barrier's diagonal spans ~20
+        orders of magnitude and the Woodbury solve loses digits; without a
+        step some households stall short of the tolerance.
+    ipm_regularization
+        Primal regularization δ added to the barrier's diagonal (units of
+        objective per V²).  Degenerate households (equal-cost lots, one
+        security bought in several accounts) make the Newton matrix singular
+        along their optimal face as μ → 0; δ keeps the solves accurate there at
+        the price of a slightly inexact Newton step.  Too large slows the
+        final convergence; too small lets households stall at ~1e-8.
+    ipm_accept, ipm_stall_iterations
+        A household whose merit (the largest of its residuals and gap over
+        their tolerances) has not improved for ``ipm_stall_iterations``, or
+        has jumped 1000× above its best, has stalled; its best point is the
+        answer, ``solved`` if its merit is at most ``ipm_accept`` (the gap
+        then at most ``ipm_accept`` × the tolerance); otherwise it iterates
+        on (it may recover) to ``min(max_iterations, ipm_max_iterations)``,
+        and ends ``max_iterations`` with its best point.  Larger
+        ``ipm_accept`` turns more stalls into solves, at that loss of
+        accuracy.
+    ipm_max_iterations
+        The interior-point method's own cap (it converges in 10–40; a
+        household still running at 100 has stalled).
     """
 
     max_iterations: int = 4000
@@ -138,6 +194,16 @@ class SolverConfig:
     check_interval: int = 25
     wash_rounds: int = 3
     wash_tolerance: float = 1e-7
+    method: str = "admm"
+    ipm_absolute: float = 1e-2
+    ipm_initial_mu: float = 0.1
+    ipm_warm_margin: float = 0.01
+    ipm_check_interval: int = 5
+    ipm_refine: int = 1
+    ipm_regularization: float = 1e-8
+    ipm_accept: float = 100.0
+    ipm_stall_iterations: int = 4
+    ipm_max_iterations: int = 100
 
 
 @dataclass(frozen=True)

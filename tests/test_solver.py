@@ -54,6 +54,16 @@ def test_objective_matches_clarabel(accounts):
     assert np.isin(result.status, [SOLVED, INFEASIBLE]).all(), result.status
 
 
+@pytest.mark.parametrize("accounts", [1, 2])
+def test_interior_point_matches_clarabel(accounts):
+    """The experimental interior-point method (``method="ipm"``) on the same households."""
+    problem = random_batch(8, accounts=accounts, seed=10 + accounts, **SHAPE)
+    result, report, violation = check_against_oracle(problem, SolverConfig(method="ipm"))
+    bad = [r for r in report if not _within(r[1], r[2])]
+    assert not bad, f"objective off Clarabel's (household, ours, Clarabel, status): {bad}"
+    assert (violation <= 1e-6).all(), violation
+
+
 def test_convex_relaxation_matches_clarabel():
     """Without the wash-sale separation the solve is the convex problem itself."""
     problem = random_batch(8, accounts=2, seed=5, mix="all", **SHAPE)

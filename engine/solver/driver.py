@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from engine.config import SolverConfig
-from engine.solver import admm, evaluate
+from engine.solver import admm, evaluate, ipm
 from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SHARED_FIELDS, ProblemBatch,
                                  SolverResult, SolverState)
 
@@ -50,7 +50,7 @@ def _chunk(problem: ProblemBatch, state: SolverState, config: SolverConfig) -> S
 @functools.partial(jax.jit, donate_argnums=(0,))
 def _scatter(state: SolverState, sub: SolverState, index) -> SolverState:
     """Write the sub-batch back (``index`` may repeat a household: its copies are identical)."""
-    return SolverState(*[full.at[index].set(part) for full, part in zip(state, sub)])
+    return type(state)(*[full.at[index].set(part) for full, part in zip(state, sub)])
 
 
 @jax.jit
@@ -66,6 +66,31 @@ def _solution(prepared, device_problem, state):
 @functools.partial(jax.jit, static_argnames=("config",))
 def _init(problem: ProblemBatch, config: SolverConfig) -> SolverState:
     return jax.vmap(lambda p: admm.init(p, config), in_axes=(BATCH_AXES,))(problem)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _ipm_chunk(problem: ProblemBatch, state: ipm.IPMState, config: SolverConfig) -> ipm.IPMState:
+    # a household that has finished is left as it is inside ipm.step
+    return jax.vmap(ipm.chunk, in_axes=(BATCH_AXES, 0, None))(problem, state, config)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _ipm_init(problem: ProblemBatch, config: SolverConfig, warm: SolverState | None = None) -> ipm.IPMState:
+    if warm is None:
+        return jax.vmap(lambda p: ipm.init(p, config), in_axes=(BATCH_AXES,))(problem)
+    return jax.vmap(lambda p, w: ipm.init(p, config, w), in_axes=(BATCH_AXES, 0))(problem, warm)
+
+
+@jax.jit
+def _ipm_restart(problem: ProblemBatch, state: ipm.IPMState, fresh: ipm.IPMState, changed) -> ipm.IPMState:
+    """Households ``changed`` start again from ``fresh`` (their bounds changed: wash groups fixed)."""
+    return ipm.IPMState(*[jnp.where(changed.reshape(changed.shape + (1,) * (old.ndim - 1)), new, old)
+                          for old, new in zip(state, fresh)])
+
+
+@jax.jit
+def _ipm_solver_state(problem: ProblemBatch, state: ipm.IPMState) -> SolverState:
+    return jax.vmap(ipm.to_solver_state, in_axes=(BATCH_AXES, 0))(problem, state)
 
 
 def _device_problem(problem: ProblemBatch, dtype) -> ProblemBatch:
@@ -98,8 +123,8 @@ def _bucket(count: int, total: int) -> int:
     return min(size, total)
 
 
-def _iterate(problem: ProblemBatch, state: SolverState, config: SolverConfig,
-             active: np.ndarray) -> tuple[SolverState, np.ndarray]:
+def _iterate(problem: ProblemBatch, state, config: SolverConfig,
+             active: np.ndarray, chunk=_chunk):
     """Run chunks until every household in ``active`` has a final status.
 
     The unconverged households are compacted into a batch of the next power of
@@ -124,7 +149,7 @@ def _iterate(problem: ProblemBatch, state: SolverState, config: SolverConfig,
             whole = size == total and (index == np.arange(total)).all()
             sub_problem = problem if whole else _take_problem(problem, jnp.asarray(index))
             sub_state = state if whole else _take(state, jnp.asarray(index))
-        sub_state = _chunk(sub_problem, sub_state, config)
+        sub_state = chunk(sub_problem, sub_state, config)
         status = np.asarray(sub_state.status)
         running[index[status != admm.RUNNING]] = False
     if sub_state is not None:
@@ -220,6 +245,8 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
     prepared, missing = evaluate.prepare(problem)
     device_problem = _device_problem(prepared, dtype)
     total = np.shape(prepared.target)[0]
+    if config.method == "ipm":
+        return _solve_ipm(prepared, missing, device_problem, config, warm, dtype)
     if warm is None:
         state = _init(device_problem, config)
     else:
@@ -240,14 +267,53 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
         iterations += more
         buy, sell = _solution(prepared, device_problem, state)
     if rounds > 0:
-        # still two-sided after the last re-solve (rare): the buys of the group are dropped
-        prepared_new, changed = _wash_fix(prepared, buy, sell, config, buys_only=True)
-        if changed.any():
-            prepared = prepared_new
-            buy, sell = _repair(prepared, buy, sell)
+        # still two-sided after the last re-solve (rare): the buys of the group are dropped;
         # what is left two-sided is below wash_tolerance on one side: drop that side
-        prepared = _drop_wash_dust(prepared, buy, sell)
+        prepared, buy, sell = _separate_wash(prepared, buy, sell, config)
+    return _result(prepared, missing, state, iterations, buy, sell)
+
+
+def _separate_wash(prepared, buy, sell, config):
+    """After the last re-solve: drop the buys of groups still two-sided, then the dust side."""
+    prepared_new, changed = _wash_fix(prepared, buy, sell, config, buys_only=True)
+    if changed.any():
+        prepared = prepared_new
         buy, sell = _repair(prepared, buy, sell)
+    prepared = _drop_wash_dust(prepared, buy, sell)
+    buy, sell = _repair(prepared, buy, sell)
+    return prepared, buy, sell
+
+
+def _solve_ipm(prepared, missing, device_problem, config: SolverConfig, warm, dtype) -> SolverResult:
+    """``solve`` by the interior-point method; wash re-solves start the changed households afresh."""
+    total = np.shape(prepared.target)[0]
+    if warm is not None:
+        warm = SolverState(*[jnp.asarray(v).astype(dtype) if jnp.asarray(v).dtype.kind == "f"
+                             else jnp.asarray(v) for v in warm])
+    state = _ipm_init(device_problem, config, warm)
+    state, iterations = _iterate(device_problem, state, config, np.ones(total, bool), _ipm_chunk)
+
+    def solution(prepared, state):
+        return _repair(prepared, np.asarray(state.best_buy, float), np.asarray(state.best_sell, float))
+
+    buy, sell = solution(prepared, state)
+    rounds = config.wash_rounds
+    for round_ in range(rounds):
+        prepared_new, changed = _wash_fix(prepared, buy, sell, config, buys_only=round_ == rounds - 1)
+        if not changed.any():
+            break
+        prepared = prepared_new
+        device_problem = _device_problem(prepared, dtype)
+        state = _ipm_restart(device_problem, state, _ipm_init(device_problem, config), jnp.asarray(changed))
+        state, more = _iterate(device_problem, state, config, changed, _ipm_chunk)
+        iterations += more
+        buy, sell = solution(prepared, state)
+    if rounds > 0:
+        prepared, buy, sell = _separate_wash(prepared, buy, sell, config)
+    return _result(prepared, missing, _ipm_solver_state(device_problem, state), iterations, buy, sell)
+
+
+def _result(prepared, missing, state: SolverState, iterations, buy, sell) -> SolverResult:
     status = np.asarray(state.status).copy()
     finite = np.isfinite(buy).all(axis=(1, 2)) & np.isfinite(sell).all(axis=(1, 2, 3))
     status[~finite] = NON_FINITE
