@@ -117,21 +117,15 @@ def run(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of th
     """Run the nightly job: propose trades for every account of the book and commit the run."""
     import logging
 
-    import ray
-
     from engine.config import load_config
-    from jobs.nightly import init_ray, print_summary, run_nightly, storage_options_from
+    from jobs.nightly import print_summary, ray_connection, run_nightly, storage_options_from
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = load_config(config)
     options = storage_options_from(storage_options)
-    started = init_ray(address)
-    try:
+    with ray_connection(address):
         manifest = run_nightly(book, out, settings, replace=replace, storage_options=options,
                                progress=progress, actors=actors)
-    finally:
-        if started:
-            ray.shutdown()
     print_summary(manifest)
 
 

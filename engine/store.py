@@ -102,7 +102,7 @@ class RunWriter:
         for name, schema_ in schema.RUN_TABLES.items():
             if not self.files[name]:
                 self.write(name, schema.empty(schema_))
-        written = {**manifest, "run_id": self.run_id, "as_of": self.as_of.isoformat(),
+        written = {**manifest, "run_id": self.run_id, schema.Col.as_of: self.as_of.isoformat(),
                    "schema_version": schema.SCHEMA_VERSION,
                    "files": {name: files for name, files in self.files.items()},
                    "rows": dict(self.rows)}

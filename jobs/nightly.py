@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -134,10 +135,10 @@ def summarize(accounts: pa.Table, trades: pa.Table) -> dict[str, Any]:
             "accounts_by_status": {s: counts.get(s, 0) for s in Status.all},
             "trades": trades.num_rows,
             "traded_value": total(trades, Col.value),
-            "est_tax": total(accounts, Col.est_tax),
+            Col.est_tax: total(accounts, Col.est_tax),
             "realized_gain": total(sells, Col.realized_gain),
-            "harvested_loss": total(accounts, Col.harvested_loss),
-            "tax_saved": total(accounts, Col.tax_saved)}
+            Col.harvested_loss: total(accounts, Col.harvested_loss),
+            Col.tax_saved: total(accounts, Col.tax_saved)}
 
 
 def run_nightly(book: str, out: str, config: Config = Config(), *, replace: bool = False,
@@ -303,16 +304,24 @@ def storage_options_from(text: str | None) -> dict[str, Any] | None:
     return options
 
 
-def init_ray(address: str | None) -> bool:
-    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local instance; True if we started it."""
+@contextlib.contextmanager
+def ray_connection(address: str | None):
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local instance; disconnect after.
+
+    A Ray instance already initialized in this process is used as it is, and left running.
+    """
     if ray.is_initialized():
-        return False
+        yield
+        return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(include_dashboard=False, log_to_driver=False)
-    return True
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def print_summary(manifest: Mapping[str, Any], file=None) -> None:
@@ -322,16 +331,16 @@ def print_summary(manifest: Mapping[str, Any], file=None) -> None:
 
     console = Console(file=file or sys.stdout)
     summary = manifest["summary"]
-    table = Table(title=f"run {manifest['run_id']} for {manifest['as_of']}", show_header=False)
+    table = Table(title=f"run {manifest['run_id']} for {manifest[Col.as_of]}", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
     for status, count in summary["accounts_by_status"].items():
         table.add_row(f"accounts {status}", f"{count:,}")
     table.add_row("trades", f"{summary['trades']:,}")
     table.add_row("traded value", f"${summary['traded_value']:,.0f}")
-    table.add_row("estimated tax", f"${summary['est_tax']:,.0f}")
-    table.add_row("harvested losses", f"${summary['harvested_loss']:,.0f}")
-    table.add_row("tax saved", f"${summary['tax_saved']:,.0f}")
+    table.add_row("estimated tax", f"${summary[Col.est_tax]:,.0f}")
+    table.add_row("harvested losses", f"${summary[Col.harvested_loss]:,.0f}")
+    table.add_row("tax saved", f"${summary[Col.tax_saved]:,.0f}")
     for stage, seconds in manifest["timings"].items():
         table.add_row(f"time {stage}", f"{seconds:,.1f} s")
     console.print(table)
@@ -342,13 +351,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         options = storage_options_from(args.storage_options)
-        started = init_ray(args.address)
-        try:
+        with ray_connection(args.address):
             manifest = run_nightly(args.book, args.out, config, replace=args.replace,
                                    storage_options=options, actors=args.actors)
-        finally:
-            if started:
-                ray.shutdown()
     except CanopyError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

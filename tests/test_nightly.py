@@ -8,6 +8,7 @@ output is exactly what an undisturbed run wrote.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -121,9 +122,19 @@ def test_a_household_that_always_crashes_fails_alone(book, baseline, tmp_path, m
     assert all("failed 2 times" in d for d in failed.column(Col.detail).to_pylist())
     assert manifest["counts"][Status.failed] == len(members)
     assert set(manifest["failures"][0]["accounts"]) == members
-    # everyone else is exactly as in the undisturbed run
+    # everyone else trades exactly as in the undisturbed run; the households that shared the
+    # poisoned shard were solved alone, in a smaller universe of securities, so the solver's
+    # own diagnostics may differ, and sums over the universe by rounding only
     assert _without(tables["trades"], members).equals(_without(baseline[1]["trades"], members))
-    assert _without(accounts, members).equals(_without(baseline[1]["accounts"], members))
+    after, before = _without(accounts, members), _without(baseline[1]["accounts"], members)
+    for name in after.column_names:
+        if name in (Col.iterations, Col.residual):
+            continue
+        if pa.types.is_floating(after.schema.field(name).type):
+            np.testing.assert_allclose(after.column(name).to_numpy(), before.column(name).to_numpy(),
+                                       rtol=1e-9, atol=1e-12, err_msg=name)
+        else:
+            assert after.column(name).equals(before.column(name)), name
     assert tables["trades"].filter(pc.is_in(tables["trades"].column(Col.account_id),
                                             pa.array(sorted(members)))).num_rows == 0
 
