@@ -24,7 +24,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/canopy generate --accounts 5000 --seed 7 --out $(DEMO)/book --overwrite
 	$(VENV)/bin/canopy validate --book $(DEMO)/book --examples 1
-	$(VENV)/bin/canopy run --book $(DEMO)/book --out $(DEMO)/runs --replace
+	$(VENV)/bin/canopy run --book $(DEMO)/book --out $(DEMO)/runs --config canopy.toml --replace
 	$(VENV)/bin/canopy check --book $(DEMO)/book --run $(DEMO)/runs
 
 test: $(STAMP)
