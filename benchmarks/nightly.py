@@ -21,16 +21,29 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 
 
-def _tree_rss(root: psutil.Process) -> int:
-    total = 0
-    for process in [root, *root.children(recursive=True)]:
+def _tree_rss(root: int) -> int:
+    """Summed resident memory (bytes) of process ``root`` and its descendants, from /proc (Linux)."""
+    parent, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            pass
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            parent[int(entry)] = int(fields[1])
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
     return total
 
 
@@ -43,7 +56,7 @@ class PeakMemory:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        me = psutil.Process()
+        me = os.getpid()
         while not self._stop.is_set():
             self.peak = max(self.peak, _tree_rss(me))
             self._stop.wait(self.interval)
