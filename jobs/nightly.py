@@ -224,8 +224,12 @@ def _run(loaded, writer: RunWriter, config: Config, timings: dict[str, float], p
         if on_result is not None:
             on_result(output)
 
+    # largest shards first, so that the last ones to finish are small and no actor idles long
+    # at the end (output order does not depend on it: rows are sorted before writing)
+    ordered = sorted(shards, key=lambda s: (-s.households * s.shape[0] * s.shape[1] * s.shape[2], s.shard_id))
+
     def work():
-        for shard, part in zip(shards, shard_tables(tables, shards)):
+        for shard, part in zip(ordered, shard_tables(tables, ordered)):
             yield shard, part, targets.take([row_of[a] for a in shard.account_ids])
 
     dispatcher = Dispatcher({name: tables[name] for name in SHARED_TABLES}, loaded.as_of, config, actors)
