@@ -5,7 +5,10 @@ Failures are handled here rather than by Ray's automatic task retries because
 the right response depends on what failed:
 
 * a shard whose task fails (its worker died, its node went away, or it raised)
-  is tried again, up to ``RunConfig.max_task_retries`` tries;
+  is tried again, up to ``RunConfig.max_task_retries`` tries; when an actor
+  dies, only the shard it was running is charged a try (an actor runs its
+  shards one at a time, in order), and the shards queued behind it go again
+  uncharged, so a poisonous household cannot use up its neighbours' tries;
 * a shard that fails every try is split into its households, each tried alone,
   so one poisonous household cannot take its shard-mates down with it;
 * a single household that fails every try is ``failed``, with the last error
@@ -106,6 +109,7 @@ class Dispatcher:
         self.live: list = []
         self.starting: dict[ray.ObjectRef, object] = {}
         self.started = 0
+        self.submitted = 0
         self.start_failures = 0
         for _ in range(self.size):
             self._start_actor()
@@ -128,7 +132,7 @@ class Dispatcher:
         """
         source = iter(work)
         queue: collections.deque[_Work] = collections.deque()
-        pending: dict[ray.ObjectRef, tuple[_Work, object]] = {}
+        pending: dict[ray.ObjectRef, tuple[_Work, object, int]] = {}     # item, actor, submission number
         in_flight: dict[object, int] = collections.defaultdict(int)
         failures: list[Failure] = []
         failed_accounts = 0
@@ -151,7 +155,8 @@ class Dispatcher:
                     if item.ref is None:
                         item.ref = ray.put(item.tables)
                     ref = actor.solve.remote(item.shard, item.ref, item.targets)
-                    pending[ref] = (item, actor)
+                    pending[ref] = (item, actor, self.submitted)
+                    self.submitted += 1
                     in_flight[actor] += 1
             if not pending and not queue and exhausted:
                 break
@@ -180,15 +185,30 @@ class Dispatcher:
                             raise RunError(f"solver actors fail to start ({self.start_failures} tries); "
                                            f"last error: {_error_text(exc)}") from exc
                     continue
-                item, actor = pending.pop(ref)
+                if ref not in pending:
+                    continue                         # sent again already: its actor died
+                item, actor, number = pending.pop(ref)
                 in_flight[actor] -= 1
                 try:
                     output = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    if isinstance(exc, ray.exceptions.RayActorError) and actor in self.live:
-                        self.live.remove(actor)
-                        if len(self.live) + len(self.starting) < self.size:
-                            self._start_actor()
+                    if isinstance(exc, ray.exceptions.RayActorError):
+                        if actor in self.live:
+                            self.live.remove(actor)
+                            if len(self.live) + len(self.starting) < self.size:
+                                self._start_actor()
+                        # the actor ran its shards one at a time, in order: the oldest was running
+                        # when it died; the others only waited behind it and go again, uncharged
+                        others = sorted((n, r) for r, (_, a, n) in pending.items() if a is actor)
+                        if others and others[0][0] < number:
+                            queue.appendleft(item)
+                            ref = others[0][1]
+                            item, actor, number = pending[ref]
+                        for _, other in reversed(others):
+                            if other != ref:
+                                queue.appendleft(pending[other][0])
+                            pending.pop(other)
+                            in_flight[actor] -= 1
                     item.tries += 1
                     item.errors.append(_error_text(exc))
                     for retry in self._after_failure(item):
