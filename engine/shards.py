@@ -44,6 +44,7 @@ SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models"
 ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
 
 __all__ = ["Shard", "ShardOutput", "plan_shards", "shard_tables", "solve_shard", "household_ids",
+           "household_transactions",
            "SHARED_TABLES", "ACCOUNT_TABLES"]
 
 
@@ -117,6 +118,32 @@ def household_ids(accounts: pa.Table, account_ids) -> np.ndarray:
     """The household of each of ``account_ids`` (rows of ``accounts``), in that order."""
     rows = _positions(account_ids, accounts.column(Col.account_id).combine_chunks())
     return _household_ids(accounts.take(pa.array(rows)))
+
+
+def household_transactions(tables: Mapping[str, pa.Table], account_ids) -> dict[str, pa.Table]:
+    """The tables with every household's recent trades attributed to an account that is solved.
+
+    The wash-sale windows are the household's (CONTRACT §3 rule 6): a loss
+    sale or purchase of a member that is not solved (rejected) still blocks
+    its household-mates.  Its ``transactions`` rows are relabelled to the
+    household's first solved account, so they travel with the household's shard.
+    """
+    accounts = tables["accounts"]
+    ids = np.asarray(accounts.column(Col.account_id).to_pylist(), dtype=object)
+    households = _household_ids(accounts)
+    solved = set(account_ids)
+    stand_in: dict[str, str] = {}
+    for account_id, household in zip(ids, households):
+        if account_id in solved:
+            stand_in.setdefault(household, account_id)
+    relabel = {a: stand_in[h] for a, h in zip(ids, households) if a not in solved and h in stand_in}
+    transactions = tables["transactions"]
+    if not relabel or transactions.num_rows == 0:
+        return dict(tables)
+    column = transactions.column(Col.account_id)
+    moved = pa.array([relabel.get(a, a) for a in column.to_pylist()], column.type)
+    index = transactions.schema.get_field_index(Col.account_id)
+    return {**tables, "transactions": transactions.set_column(index, transactions.schema.field(index), moved)}
 
 
 def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,

@@ -47,7 +47,7 @@ from engine.config import Config, load_config
 from engine.errors import CanopyError, ConfigError, RunError
 from engine.proposals import status_rows
 from engine.schema import Col, Side, Status
-from engine.shards import SHARED_TABLES, ShardOutput, plan_shards, shard_tables
+from engine.shards import SHARED_TABLES, ShardOutput, household_transactions, plan_shards, shard_tables
 from engine.store import RunWriter
 from engine.targets import build_targets
 
@@ -204,6 +204,7 @@ def _run(loaded, writer: RunWriter, config: Config, timings: dict[str, float], p
     timings["targets"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    tables = household_transactions(tables, usable)
     shards = plan_shards(tables, targets, usable, config.run)
     row_of = {a: i for i, a in enumerate(targets.account_ids)}
     shapes = collections.Counter(s.shape for s in shards)

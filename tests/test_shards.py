@@ -86,3 +86,26 @@ def test_each_shard_gets_exactly_its_accounts_rows(book):
     for name in ("accounts", "lots"):
         expected = pc.sum(pc.is_in(tables[name].column(Col.account_id), value_set=_ids(usable))).as_py()
         assert seen[name] == expected
+
+
+def test_a_rejected_members_recent_trades_stay_with_its_household(book):
+    from engine.shards import household_transactions
+
+    tables, targets, usable = book
+    accounts = tables["accounts"]
+    households = household_ids(accounts, accounts.column(Col.account_id).to_pylist())
+    ids = accounts.column(Col.account_id).to_pylist()
+    traded = set(tables["transactions"].column(Col.account_id).to_pylist())
+    members = collections.defaultdict(list)
+    for account_id, household in zip(ids, households):
+        members[household].append(account_id)
+    household, group = next((h, m) for h, m in members.items() if len(m) > 1 and m[1] in traded)
+    solved = [a for a in usable if a != group[1]]
+    moved = household_transactions(tables, solved)
+    before = tables["transactions"].column(Col.account_id).to_pylist()
+    after = moved["transactions"].column(Col.account_id).to_pylist()
+    assert group[1] not in after
+    stand_in = next(a for a in group if a in solved)
+    assert [a for a, b in zip(after, before) if b == group[1]] == [stand_in] * before.count(group[1])
+    assert [a for a, b in zip(after, before) if b != group[1]] == [b for b in before if b != group[1]]
+    assert household_transactions(tables, usable)["transactions"].equals(tables["transactions"])
