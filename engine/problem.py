@@ -44,13 +44,12 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine.config import PolicyConfig
 from engine.kernels import wash as wash_kernel
 from engine.kernels.dates import to_days
 from engine.kernels.lots import tax_curves
-from engine.schema import Col, TaxStatus
+from engine.schema import Col, TaxStatus, index_in
 from engine.solver.types import DEFAULT_PENALTIES, ProblemBatch
 from engine.targets import Targets
 
@@ -114,13 +113,6 @@ def _strings(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_pylist(), dtype=object)
 
 
-def _positions(values, universe) -> np.ndarray:
-    """Index of each of ``values`` in ``universe`` (-1 where absent), hashed in Arrow."""
-    found = pc.index_in(pa.array(values, pa.string()) if not isinstance(values, (pa.Array, pa.ChunkedArray))
-                        else values, value_set=pa.array(universe, pa.string()))
-    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
 def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, account_ids: Sequence[str],
                         as_of: dt.date, policy: PolicyConfig = PolicyConfig(), *,
                         accounts_per_household: int | None = None,
@@ -154,7 +146,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     accounts = tables["accounts"]
     securities = tables["securities"]
     wanted = np.asarray(list(account_ids), dtype=object)
-    rows = _positions(wanted, accounts.column(Col.account_id).combine_chunks())
+    rows = index_in(wanted, accounts.column(Col.account_id).combine_chunks())
     acc = accounts.take(pa.array(rows))
     household_raw = acc.column(Col.household_id).to_pylist()
     household = np.asarray([h if h is not None else a for h, a in zip(household_raw, wanted)], dtype=object)
@@ -166,10 +158,10 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     sec_index = {s: i for i, s in enumerate(sec_ids)}
     price_all = _column(securities, Col.price, fill=np.nan).astype(float)
     lots = tables["lots"]
-    lot_position = _positions(lots.column(Col.account_id), wanted)     # the lot's account in `wanted`
+    lot_position = index_in(lots.column(Col.account_id), wanted)     # the lot's account in `wanted`
     lot_rows = np.flatnonzero(lot_position >= 0)
-    lot_security = _positions(lots.column(Col.security_id), sec_ids)[lot_rows]
-    target_rows = _positions(wanted, targets.account_ids)
+    lot_security = index_in(lots.column(Col.security_id), sec_ids)[lot_rows]
+    target_rows = index_in(wanted, targets.account_ids)
     target_weights = targets.weights[target_rows]
     # targets.security_ids may order securities differently from the table
     target_sec = np.asarray([sec_index[s] for s in targets.security_ids], dtype=np.int64)
@@ -345,7 +337,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
             t_sec = np.asarray([sec_index.get(s, -1) for s in _strings(t, Col.security_id)])
             t_ok = t_sec >= 0
             t_member = np.asarray([account_slot[a][0] for a in t_acc])
-            t_row = _positions(t_acc, wanted)
+            t_row = index_in(t_acc, wanted)
             blocks = wash_kernel.wash_sale_blocks(
                 t_member[t_ok], group_codes_all[t_sec[t_ok]], t_row[t_ok], t_sec[t_ok],
                 to_days(t.column(Col.trade_date))[t_ok],

@@ -92,7 +92,7 @@ from engine.kernels.lots import long_term
 from engine.kernels.rounding import CASH_TOLERANCE, round_trades
 from engine.kernels.wash import BUY, SELL
 from engine.problem import BatchIndex
-from engine.schema import Col, Reason, Rule, Side, Status, TaxStatus, Term
+from engine.schema import Col, Reason, Rule, Side, Status, TaxStatus, Term, index_in
 from engine.solver.types import NON_FINITE, ProblemBatch, SolverResult
 from engine.targets import Targets, exclusion_matrix
 
@@ -109,16 +109,6 @@ def _numbers(table: pa.Table, name: str, rows: np.ndarray, fill=np.nan) -> np.nd
     if fill is not None:
         column = column.fill_null(fill)
     return np.asarray(column.to_numpy(zero_copy_only=False))
-
-
-def _positions(values, keys) -> np.ndarray:
-    """Row of each of ``values`` in ``keys`` (int64, -1 where absent); either may be Arrow or a sequence."""
-    def arrow(x):
-        if isinstance(x, pa.ChunkedArray):
-            return x.combine_chunks()
-        return x if isinstance(x, pa.Array) else pa.array(list(x), pa.string())
-    found = pc.index_in(arrow(values), value_set=arrow(keys))
-    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _rule_matrix(restrictions: pa.Table | None, rule: str, securities: pa.Table,
@@ -141,7 +131,7 @@ class _Accounts:
         self.ids = np.asarray(index.account_ids[self.h, self.s], dtype=object)
         self.household = np.asarray(index.household_ids, dtype=object)[self.h]
         book = tables["accounts"]
-        rows = _positions(self.ids, book.column(Col.account_id))
+        rows = index_in(self.ids, book.column(Col.account_id))
         self.cash = _numbers(book, Col.cash, rows).astype(float)
         self.min_cash = _numbers(book, Col.min_cash, rows).astype(float)
         self.reserve = _numbers(book, Col.reserve_cash, rows).astype(float)
@@ -170,7 +160,7 @@ class _Accounts:
 
 def _targets(targets: Targets, accounts: _Accounts, security_ids: np.ndarray, n_classes: int):
     """Target weights (A, n) and asset-class targets (A, C) of each account, scaled to (v − keep)/v."""
-    rows = _positions(accounts.ids, pa.array(np.asarray(targets.account_ids).astype(str).tolist(), pa.string()))
+    rows = index_in(accounts.ids, pa.array(np.asarray(targets.account_ids).astype(str).tolist(), pa.string()))
     local = {s: j for j, s in enumerate(security_ids) if s is not None}
     column = np.asarray([local.get(s, -1) for s in targets.security_ids], dtype=np.int64)
     coo = targets.weights[rows].tocoo()
@@ -221,7 +211,7 @@ def _lines(tables, problem, index, result, accounts: _Accounts, trading: np.ndar
     securities = tables["securities"]
     real = np.flatnonzero(index.security_ids != None)  # noqa: E711
     sec_rows = -np.ones(n, np.int64)
-    sec_rows[real] = _positions(index.security_ids[real], securities.column(Col.security_id))
+    sec_rows[real] = index_in(index.security_ids[real], securities.column(Col.security_id))
     price_of = np.ones(n)
     price_of[real] = _numbers(securities, Col.price, sec_rows[real]).astype(float)
     fractional_of = np.zeros(n, bool)
@@ -609,7 +599,7 @@ def status_rows(accounts_table: pa.Table, account_ids: Sequence[str], status: st
     """
     ids = list(account_ids)
     count = len(ids)
-    rows = _positions(ids, accounts_table.column(Col.account_id))
+    rows = index_in(ids, accounts_table.column(Col.account_id))
     if (rows < 0).any():
         missing = [a for a, r in zip(ids, rows) if r < 0]
         raise ValueError(f"accounts not in the accounts table: {missing[:5]}")
@@ -621,10 +611,10 @@ def status_rows(accounts_table: pa.Table, account_ids: Sequence[str], status: st
     household = np.where(household == None, np.asarray(ids, dtype=object), household)  # noqa: E711
     value = cash.copy()
     if lots is not None and securities is not None and lots.num_rows:
-        lot_account = _positions(lots.column(Col.account_id), ids)
+        lot_account = index_in(lots.column(Col.account_id), ids)
         mine = np.flatnonzero(lot_account >= 0)
         if mine.size:
-            sec = _positions(lots.column(Col.security_id).take(pa.array(mine)), securities.column(Col.security_id))
+            sec = index_in(lots.column(Col.security_id).take(pa.array(mine)), securities.column(Col.security_id))
             price = np.where(sec >= 0, _numbers(securities, Col.price, np.maximum(sec, 0)), np.nan)
             worth = _numbers(lots, Col.quantity, mine).astype(float) * np.nan_to_num(price)
             value += np.bincount(lot_account[mine], worth, count)

@@ -15,7 +15,9 @@ annualized.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.errors import SchemaError
 
@@ -444,3 +446,16 @@ def conform(table: pa.Table, schema: pa.Schema, *, name: str | None = None) -> p
 def empty(schema: pa.Schema) -> pa.Table:
     """A table of ``schema`` with no rows."""
     return schema.empty_table()
+
+
+def index_in(values, keys) -> np.ndarray:
+    """Position of each of ``values`` in ``keys`` (int64), -1 where absent or null, hashed in Arrow.
+
+    Either side may be an Arrow array (chunked or not) or a sequence of strings.
+    """
+    def arrow(x):
+        if isinstance(x, pa.ChunkedArray):
+            return x.combine_chunks()
+        return x if isinstance(x, pa.Array) else pa.array(np.asarray(x, dtype=object), pa.string())
+    found = pc.index_in(arrow(values), value_set=arrow(keys))
+    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)

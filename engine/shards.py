@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from engine.config import Config, RunConfig
 from engine.problem import SECURITY_BUCKET, bucket, build_problem_batch
-from engine.schema import Col
+from engine.schema import Col, index_in
 from engine.targets import Targets
 
 #: The tables every shard shares (the driver ``ray.put``s them once).
@@ -100,14 +100,6 @@ def pad_lots(count: int) -> int:
     return size
 
 
-def _positions(values, universe) -> np.ndarray:
-    """Index of each of ``values`` in ``universe`` (-1 where absent), hashed in Arrow."""
-    if not isinstance(values, (pa.Array, pa.ChunkedArray)):
-        values = pa.array(np.asarray(values, dtype=object), pa.string())
-    found = pc.index_in(values, value_set=pa.array(np.asarray(universe, dtype=object), pa.string()))
-    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
 def _household_ids(accounts: pa.Table) -> np.ndarray:
     """``household_id``, or the account's own id where it is null."""
     return np.asarray(pc.coalesce(accounts.column(Col.household_id),
@@ -116,7 +108,7 @@ def _household_ids(accounts: pa.Table) -> np.ndarray:
 
 def household_ids(accounts: pa.Table, account_ids) -> np.ndarray:
     """The household of each of ``account_ids`` (rows of ``accounts``), in that order."""
-    rows = _positions(account_ids, accounts.column(Col.account_id).combine_chunks())
+    rows = index_in(account_ids, accounts.column(Col.account_id).combine_chunks())
     return _household_ids(accounts.take(pa.array(rows)))
 
 
@@ -180,17 +172,17 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
     S = max(securities.size, 1)
 
     lots = tables["lots"]
-    lot_account = _positions(lots.column(Col.account_id), ids)
+    lot_account = index_in(lots.column(Col.account_id), ids)
     keep = lot_account >= 0
     lot_account = lot_account[keep]
-    lot_security = _positions(lots.column(Col.security_id), securities)[keep]
+    lot_security = index_in(lots.column(Col.security_id), securities)[keep]
     positions, lots_held = np.unique(lot_account * S + lot_security, return_counts=True)
     position_account = positions // S
     most_lots = np.zeros(H, np.int64)
     np.maximum.at(most_lots, member[position_account], lots_held)
 
-    weights = targets.weights[_positions(ids, targets.account_ids)].tocoo()
-    target_security = _positions(targets.security_ids, securities)
+    weights = targets.weights[index_in(ids, targets.account_ids)].tocoo()
+    target_security = index_in(targets.security_ids, securities)
     pairs = np.unique(np.concatenate([member[position_account] * S + positions % S,
                                       member[weights.row] * S + target_security[weights.col]]))
     universe = np.bincount(pairs // S, minlength=H)
@@ -229,7 +221,7 @@ def shard_tables(tables: Mapping[str, pa.Table], shards: list[Shard]) -> Iterato
     cuts = {}
     for name in ACCOUNT_TABLES:
         table = tables[name]
-        position = _positions(table.column(Col.account_id), all_ids)
+        position = index_in(table.column(Col.account_id), all_ids)
         code = np.where(position >= 0, shard_of[np.maximum(position, 0)] if all_ids.size else -1, -1)
         order = np.argsort(code, kind="stable")
         bounds = np.searchsorted(code[order], np.arange(len(shards) + 1))

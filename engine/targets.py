@@ -57,7 +57,7 @@ import scipy.sparse as sp
 
 from engine import schema
 from engine.errors import BookError
-from engine.schema import Col, Reject, Rule
+from engine.schema import Col, Reject, Rule, index_in
 from engine.validate import Rejections, allocation_rejections
 
 # Rule names of rejections found here.  They belong in ``schema.Reject``; until
@@ -145,12 +145,6 @@ def _strings(table: pa.Table, column: str) -> np.ndarray:
     return np.asarray(table.column(column).to_numpy(zero_copy_only=False), dtype=str)
 
 
-def _index_in(values: pa.ChunkedArray | pa.Array, keys: np.ndarray) -> np.ndarray:
-    """Position of each value in ``keys`` (int64), -1 where absent or null."""
-    found = pc.index_in(values, value_set=pa.array(keys, pa.string()))
-    return np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
 def _conform(tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
     return {name: schema.conform(tables[name], schema.BOOK_TABLES[name], name=name)
             for name in _TARGET_TABLES}
@@ -176,8 +170,8 @@ def exclusion_matrix(restrictions: pa.Table, securities: pa.Table, account_ids: 
     """
     n_accounts, n_securities = len(account_ids), len(security_ids)
     screens = restrictions.filter(pc.equal(restrictions.column(Col.rule), Rule.exclude))
-    account = _index_in(screens.column(Col.account_id), account_ids)
-    security = _index_in(screens.column(Col.security_id), security_ids)
+    account = index_in(screens.column(Col.account_id), account_ids)
+    security = index_in(screens.column(Col.security_id), security_ids)
     by_security = (account >= 0) & (security >= 0)
     excluded = sp.csr_matrix((np.ones(int(by_security.sum())), (account[by_security], security[by_security])),
                              shape=(n_accounts, n_securities))
@@ -187,15 +181,15 @@ def exclusion_matrix(restrictions: pa.Table, securities: pa.Table, account_ids: 
         flat_tags = pc.list_flatten(tags)
         carrier_row = np.asarray(pc.list_parent_indices(tags).to_numpy(zero_copy_only=False), dtype=np.int64)
         # ``security_ids`` may be a subset of the table, in another order (a shard's universe)
-        carrier = _index_in(securities.column(Col.security_id), security_ids)[carrier_row]
+        carrier = index_in(securities.column(Col.security_id), security_ids)[carrier_row]
         tag_ids = np.unique(np.asarray(flat_tags.to_numpy(zero_copy_only=False), dtype=str))
-        tag_of = _index_in(flat_tags, tag_ids)
+        tag_of = index_in(flat_tags, tag_ids)
         known_security = carrier >= 0
         carries = sp.csr_matrix((np.ones(int(known_security.sum())),
                                  (tag_of[known_security], carrier[known_security])),
                                 shape=(len(tag_ids), n_securities))
-        account = _index_in(tagged.column(Col.account_id), account_ids)
-        tag = _index_in(tagged.column(Col.tag), tag_ids)
+        account = index_in(tagged.column(Col.account_id), account_ids)
+        tag = index_in(tagged.column(Col.tag), tag_ids)
         known = (account >= 0) & (tag >= 0)
         screened_tags = sp.csr_matrix((np.ones(int(known.sum())), (account[known], tag[known])),
                                       shape=(n_accounts, len(tag_ids)))
@@ -255,8 +249,8 @@ def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocati
     n_accounts, n_securities, n_classes = len(account_ids), len(security_ids), len(asset_classes)
 
     # Models: M[m, i], rows summing to 1.
-    model_row = _index_in(models.column(Col.model_id), model_ids)
-    model_security = _index_in(models.column(Col.security_id), security_ids)
+    model_row = index_in(models.column(Col.model_id), model_ids)
+    model_security = index_in(models.column(Col.security_id), security_ids)
     if (model_security < 0).any():
         row = int(np.argmax(model_security < 0))
         raise BookError(f"model holds security {models.column(Col.security_id)[row].as_py()!r} that is "
@@ -266,17 +260,17 @@ def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocati
                                   shape=(len(model_ids), n_securities))
 
     # Templates: dense (template × asset class) arrays.
-    t_row = _index_in(templates.column(Col.template_id), template_ids)
-    t_class = _index_in(templates.column(Col.asset_class), asset_classes)
+    t_row = index_in(templates.column(Col.template_id), template_ids)
+    t_class = index_in(templates.column(Col.asset_class), asset_classes)
     default_weight = np.zeros((len(template_ids), n_classes))
     default_band = np.zeros((len(template_ids), n_classes))
     default_model = np.full((len(template_ids), n_classes), -1, dtype=np.int64)
     default_weight[t_row, t_class] = templates.column(Col.weight).to_numpy()
     default_band[t_row, t_class] = templates.column(Col.band).to_numpy()
-    default_model[t_row, t_class] = _index_in(templates.column(Col.model_id), model_ids)
+    default_model[t_row, t_class] = index_in(templates.column(Col.model_id), model_ids)
 
     # Accounts start from their template.
-    template_of = _index_in(accounts.column(Col.template_id), template_ids)
+    template_of = index_in(accounts.column(Col.template_id), template_ids)
     bad = np.isin(account_ids, np.asarray(sorted(rejected), dtype=str))
     if check_allocations:
         checked = allocation_rejections(templates, allocations, accounts, models)
@@ -294,8 +288,8 @@ def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocati
     class_model = np.where(has_template[:, None], default_model[template_of], -1)
 
     # Custom allocations: a weight replaces the template's, a model_id the product.
-    a_row = _index_in(allocations.column(Col.account_id), account_ids)
-    a_class = _index_in(allocations.column(Col.asset_class), asset_classes)
+    a_row = index_in(allocations.column(Col.account_id), account_ids)
+    a_class = index_in(allocations.column(Col.asset_class), asset_classes)
     keep = (a_row >= 0) & (a_class >= 0)
     if keep.any():
         rows = allocations.filter(pa.array(keep))
@@ -307,7 +301,7 @@ def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocati
             np.asarray(pc.fill_null(weight, 0.0).to_numpy(zero_copy_only=False))[has_weight]
         has_model = np.asarray(pc.is_valid(rows.column(Col.model_id)).to_numpy(zero_copy_only=False), dtype=bool)
         class_model[a_row[has_model], a_class[has_model]] = \
-            _index_in(rows.column(Col.model_id), model_ids)[has_model]
+            index_in(rows.column(Col.model_id), model_ids)[has_model]
 
     # Rescale to 1: W[a,c] = u[a,c] / Σ_c u[a,c].
     class_weights[bad] = 0.0
@@ -367,7 +361,7 @@ def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocati
         rejections = pa.concat_tables([*earlier, rejections]).combine_chunks()
     return Targets(account_ids=account_ids, security_ids=security_ids, weights=weights,
                    asset_classes=asset_classes, class_weights=class_weights, bands=bands,
-                   class_models=names, security_classes=_index_in(securities.column(Col.asset_class),
+                   class_models=names, security_classes=index_in(securities.column(Col.asset_class),
                                                                   asset_classes),
                    usable=~bad, rejections=rejections)
 
