@@ -187,6 +187,15 @@ def factorize(p: ProblemBatch, rho, row_scale, class_scale, config: SolverConfig
                               root_rows, root_class, jnp.ones_like(root_rows), jnp.ones_like(root_class))
 
 
+def shared_columns(p: ProblemBatch):
+    """The columns of W's first block before their per-household scales: ``[X L_F, C]``, (n, k + C).
+
+    Shared by every household of a batch (``L_F L_Fᵀ = F``); the household's
+    √(2λ) and the class rows' √ρ scale its columns (``E = Ẽ S``).
+    """
+    return jnp.concatenate([p.exposures @ jnp.linalg.cholesky(p.factor_covariance), class_onehot(p)], axis=1)
+
+
 def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class,
                        rows_diagonal, class_diagonal) -> Factor:
     """The factor of ``K = Δ + P + Gᵀ diag(root²/diagonal) G + (CᵀM)ᵀ diag(root²/diagonal) CᵀM``.
@@ -198,29 +207,50 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
     interior-point method, whose row weights w run to 10¹² on active rows,
     passes 1 and 1/w, which keeps the core bounded as w grows (a row with
     w = 0 passes root 0 and diagonal 1: it drops out).
+
+    The core's largest block, ``Eᵀ diag(ω) E`` (n·(k + C)² per household),
+    is ``S (Ẽᵀ diag(ω) Ẽ) S`` with ``Ẽ`` shared by the batch
+    (:func:`shared_columns`), computed as ω @ (the rows of Ẽ's outer
+    products): under ``vmap`` one (B × n) @ (n × (k + C)²) matrix product for
+    the whole batch instead of B small ones.
     """
     beta = 2.0 * p.risk_aversion * p.specific_variance
     tau = inv_buy.sum(0) + inv_sell.sum((0, 2))           # diag(M A Mᵀ)
     psi = 1.0 / (1.0 + beta * tau)
     gamma = beta * psi
     omega = tau * psi                                      # diag(M B⁻¹ Mᵀ)
-    factor_scale = jnp.sqrt(2.0 * p.risk_aversion) * jnp.linalg.cholesky(p.factor_covariance)
-    E = jnp.concatenate([p.exposures @ factor_scale, root_class[None, :] * class_onehot(p)], axis=1)   # (n, rE)
+    root_risk = jnp.sqrt(2.0 * p.risk_aversion)
+    factor_scale = root_risk * jnp.linalg.cholesky(p.factor_covariance)
+    columns = shared_columns(p)                            # (n, rE), no batch axis
+    k = factor_scale.shape[0]
+    r_e = columns.shape[1]
+    outer = (columns[:, :, None] * columns[:, None, :]).reshape(columns.shape[0], r_e * r_e)
+    scale = jnp.concatenate([jnp.broadcast_to(root_risk, (k,)), root_class])
+    s_ee = scale[:, None] * (omega @ outer).reshape(r_e, r_e) * scale[None, :]
     # P = M A Gᵀ (n, m, 3), √ρ folded in: column (a, r) = Σ over a's variables of security i of s·a·g_r
-    gz = jnp.stack([jnp.ones_like(p.lot_tax), p.lot_tax, jnp.ones_like(p.lot_tax)])    # (3, m, n, L)
     gb = jnp.asarray(_BUY_ROW, p.holdings.dtype)
-    Pm = root_rows.T[:, :, None] * (gb[:, None, None] * inv_buy[None] - (inv_sell[None] * gz).sum(-1))  # (3, m, n)
+    sell_sum = inv_sell.sum(-1)
+    sell_tax = (inv_sell * p.lot_tax).sum(-1)
+    Pm = root_rows.T[:, :, None] * (gb[:, None, None] * inv_buy[None]
+                                    - jnp.stack([sell_sum, sell_tax, sell_sum]))          # (3, m, n)
     m, n = inv_buy.shape
     Pm = jnp.transpose(Pm, (2, 1, 0)).reshape(n, 3 * m)
-    # G A Gᵀ, block diagonal by account
-    gag = root_rows[:, :, None] * root_rows[:, None, :] * (
-        jnp.einsum("r,s,an->ars", gb, gb, inv_buy) + jnp.einsum("ranl,sanl,anl->ars", gz, gz, inv_sell))                  # (m, 3, 3)
-    gag_full = jax.scipy.linalg.block_diag(*[gag[a] for a in range(m)])
-    s_ee = E.T @ (omega[:, None] * E)
-    s_eg = E.T @ (psi[:, None] * Pm)
+    # G A Gᵀ, block diagonal by account: rows (proceeds, tax, turnover) of sells are (1, τ, 1),
+    # of buys (−1, 0, 1)
+    bought = inv_buy.sum(1)
+    sold = sell_sum.sum(1)
+    taxed = sell_tax.sum(1)
+    taxed2 = (inv_sell * p.lot_tax * p.lot_tax).sum((1, 2))
+    gag = jnp.stack([jnp.stack([sold + bought, taxed, sold - bought], -1),
+                     jnp.stack([taxed, taxed2, taxed], -1),
+                     jnp.stack([sold - bought, taxed, sold + bought], -1)], 1)                 # (m, 3, 3)
+    gag = root_rows[:, :, None] * root_rows[:, None, :] * gag
+    eye_m = jnp.eye(m, dtype=gag.dtype)
+    gag_full = (eye_m[:, None, :, None] * gag[:, :, None, :]).reshape(3 * m, 3 * m)
+    s_eg = scale[:, None] * (columns.T @ (psi[:, None] * Pm))
     s_gg = gag_full - Pm.T @ (gamma[:, None] * Pm)
-    core = jnp.block([[s_ee, s_eg], [s_eg.T, s_gg]])
-    k = factor_scale.shape[0]
+    core = jnp.concatenate([jnp.concatenate([s_ee, s_eg], axis=1),
+                            jnp.concatenate([s_eg.T, s_gg], axis=1)], axis=0)
     diagonal = jnp.concatenate([jnp.ones(k, core.dtype), class_diagonal, rows_diagonal.reshape(-1)])
     core = core + jnp.diag(diagonal)
     return Factor(inv_buy, inv_sell, gamma, jnp.linalg.cholesky(core), factor_scale, root_rows, root_class)
