@@ -103,13 +103,11 @@ def _device_problem(problem: ProblemBatch, dtype) -> ProblemBatch:
     return ProblemBatch(*out)
 
 
-def _take(tree, index):
-    return type(tree)(*[v[index] for v in tree])
-
-
-def _take_problem(problem: ProblemBatch, index) -> ProblemBatch:
-    return ProblemBatch(*[v if f in SHARED_FIELDS else v[index]
-                          for f, v in zip(ProblemBatch._fields, problem)])
+@jax.jit
+def _take(problem: ProblemBatch, state, index):
+    """The households ``index`` of a problem and its state, in one jitted gather (shared fields kept)."""
+    return (ProblemBatch(*[v if f in SHARED_FIELDS else v[index] for f, v in zip(ProblemBatch._fields, problem)]),
+            type(state)(*[v[index] for v in state]))
 
 
 #: Smallest batch the unconverged households are compacted into (fewer compiles).
@@ -147,8 +145,7 @@ def _iterate(problem: ProblemBatch, state, config: SolverConfig,
                 state = _scatter(state, sub_state, jnp.asarray(index))
             index = np.concatenate([live, np.full(size - live.size, live[0])])
             whole = size == total and (index == np.arange(total)).all()
-            sub_problem = problem if whole else _take_problem(problem, jnp.asarray(index))
-            sub_state = state if whole else _take(state, jnp.asarray(index))
+            sub_problem, sub_state = (problem, state) if whole else _take(problem, state, jnp.asarray(index))
         sub_state = chunk(sub_problem, sub_state, config)
         status = np.asarray(sub_state.status)
         running[index[status != admm.RUNNING]] = False
@@ -177,48 +174,64 @@ def _repair(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray) -> tuple[n
 
 
 def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig, buys_only: bool = False):
-    """Fix one direction of each two-sided wash group; return the new problem and which households changed."""
+    """Fix one direction of each two-sided wash group; return the new problem and which households changed.
+
+    A group bought and sold at a loss keeps its larger side (its sales where
+    they are forced, where dropping them would put a cash floor out of reach,
+    or in ``buys_only`` mode).  In a household that changes, every other
+    group is settled too, in the direction the solution took: a group sold at
+    a loss may no longer be bought, any other may no longer be sold at a loss.
+    The re-solve then cannot make a new group two-sided, so one re-solve
+    separates the household (instead of a round per group the re-solve
+    moves into); where the settled loss sales would put a cash floor out of
+    reach, only the two-sided groups are fixed.
+    """
     two_sided, bought, loss_sold = evaluate.wash_two_sided(problem, buy, sell, config.wash_tolerance)
     changed = two_sided.any(axis=1)
     if not changed.any():
         return problem, changed
     groups = np.asarray(problem.wash_group)
-    buy_upper = np.array(problem.buy_upper, copy=True)
+    n_groups = two_sided.shape[1]
     sell_upper = np.array(problem.sell_upper, copy=True)
-    loss = np.asarray(problem.lot_loss) & (np.asarray(problem.sell_lower) <= 0)
-    forced_loss = np.asarray(problem.lot_loss) & (np.asarray(problem.sell_lower) > 0)
+    lot_loss = np.asarray(problem.lot_loss)
+    loss = lot_loss & (np.asarray(problem.sell_lower) <= 0)
+    forced = evaluate.group_sums((lot_loss & (np.asarray(problem.sell_lower) > 0)).any(axis=(1, 3)),
+                                 groups, n_groups) > 0                                           # (B, G)
     reach = evaluate.max_cash(problem)
-    for h, g in zip(*np.nonzero(two_sided)):
-        in_group = groups == g
-        lots = loss[h] & in_group[None, :, None]
-        lost_reach = (sell_upper[h] * lots).sum(axis=(1, 2))
-        keep_sales = (buys_only or bought[h, g] < loss_sold[h, g]
-                      or forced_loss[h][:, in_group].any()
-                      or (reach[h] - lost_reach < np.asarray(problem.cash_floor)[h] - INFEASIBLE_TOLERANCE).any())
-        if keep_sales:
-            buy_upper[h][:, in_group] = 0.0
-        else:
-            sell_upper[h][lots] = 0.0
+    floor = np.asarray(problem.cash_floor) - INFEASIBLE_TOLERANCE
+    optional = evaluate.group_sums((sell_upper * loss).sum(axis=3), groups, n_groups)             # (B, m, G)
+    keep_sales = (buys_only | (bought < loss_sold) | forced
+                  | (reach[:, :, None] - optional < floor[:, :, None]).any(axis=1))
+    block_buys = two_sided & keep_sales
+    block_losses = two_sided & ~keep_sales
+    sold = ~two_sided & (loss_sold > config.wash_tolerance)
+    settled_buys = block_buys | sold
+    settled_losses = block_losses | (~two_sided & ~sold)
+    lost = (optional * settled_losses[:, None, :]).sum(axis=2)
+    settle = (changed & ~(reach - lost < floor).any(axis=1))[:, None]
+    block_buys = np.where(settle, settled_buys, block_buys) & changed[:, None]
+    block_losses = np.where(settle, settled_losses, block_losses) & changed[:, None]
+    buy_upper = np.where(block_buys[:, None, groups], 0.0, np.asarray(problem.buy_upper))
+    sell_upper = np.where(loss & block_losses[:, None, groups, None], 0.0, sell_upper)
     return problem._replace(buy_upper=buy_upper, sell_upper=sell_upper), changed
 
 
 def _drop_wash_dust(problem: ProblemBatch, buy, sell) -> ProblemBatch:
-    """Bound to 0 the smaller side (buys or loss sales) of every group still two-sided."""
+    """Bound to 0 the smaller side (buys or loss sales) of every group still two-sided.
+
+    The loss sales go only where they are the smaller side and none of them is forced.
+    """
     two_sided, bought, loss_sold = evaluate.wash_two_sided(problem, buy, sell, tolerance=0.0)
     if not two_sided.any():
         return problem
     groups = np.asarray(problem.wash_group)
-    buy_upper = np.array(problem.buy_upper, copy=True)
-    sell_upper = np.array(problem.sell_upper, copy=True)
     loss = np.asarray(problem.lot_loss) & (np.asarray(problem.sell_lower) <= 0)
-    for h, g in zip(*np.nonzero(two_sided)):
-        in_group = groups == g
-        lots = loss[h] & in_group[None, :, None]
-        if loss_sold[h, g] < bought[h, g] and (sell[h] * lots).sum() >= loss_sold[h, g] * (1 - 1e-12):
-            sell_upper[h][lots] = 0.0
-        else:
-            buy_upper[h][:, in_group] = 0.0
-    return problem._replace(buy_upper=buy_upper, sell_upper=sell_upper)
+    optional_sold = evaluate.group_sums((np.asarray(sell) * loss).sum(axis=(1, 3)), groups, two_sided.shape[1])
+    drop_sales = two_sided & (loss_sold < bought) & (optional_sold >= loss_sold * (1 - 1e-12))
+    drop_buys = two_sided & ~drop_sales
+    return problem._replace(
+        buy_upper=np.where(drop_buys[:, None, groups], 0.0, np.asarray(problem.buy_upper)),
+        sell_upper=np.where(loss & drop_sales[:, None, groups, None], 0.0, np.asarray(problem.sell_upper)))
 
 
 def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),

@@ -146,7 +146,20 @@ def wash_two_sided(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray,
     """
     groups = np.asarray(problem.wash_group)
     n_groups = int(groups.max()) + 1 if groups.size else 0
-    onehot = (groups[:, None] == np.arange(n_groups)[None, :]).astype(float)
-    bought = np.asarray(buy).sum(axis=1) @ onehot
-    loss_sold = (np.asarray(sell) * np.asarray(problem.lot_loss)).sum(axis=(1, 3)) @ onehot
+    bought = group_sums(np.asarray(buy).sum(axis=1), groups, n_groups)
+    loss_sold = group_sums((np.asarray(sell) * np.asarray(problem.lot_loss)).sum(axis=(1, 3)), groups, n_groups)
     return (bought > tolerance) & (loss_sold > tolerance), bought, loss_sold
+
+
+def group_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Sums of ``values`` (..., n) over the securities of each group: (..., n_groups).
+
+    ``groups`` (n,) holds each security's group in ``[0, n_groups)``; one
+    ``bincount`` instead of a product with an n × G one-hot matrix.
+    """
+    values = np.asarray(values, dtype=float)
+    lead = values.shape[:-1]
+    rows = int(np.prod(lead)) if lead else 1
+    index = (np.arange(rows)[:, None] * n_groups + groups[None, :]).ravel()
+    sums = np.bincount(index, weights=values.reshape(rows, -1).ravel(), minlength=rows * n_groups)
+    return sums.reshape(lead + (n_groups,))
