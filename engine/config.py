@@ -111,23 +111,27 @@ class SolverConfig:
         by up to a chunk and drop converged households from the batch later.
     wash_rounds
         Re-solves allowed to separate wash groups bought and sold at a loss in
-        one household (each from the warm start; a re-solve costs a fraction
-        of the first solve).  The last one fixes the remaining groups' buys to
-        0; a group still two-sided after it has its buys dropped without a
-        re-solve.  0 skips the separation: the result is the convex
+        one household.  A household that needs one has every wash group fixed
+        to the direction its solution took, so one re-solve usually
+        separates it (ADMM re-solves from the warm start; the interior-point
+        method starts afresh).  The last round fixes the remaining groups'
+        buys to 0; a group still two-sided after it has its buys dropped
+        without a re-solve.  0 skips the separation: the result is the convex
         relaxation, which may buy and loss-sell one group.
     wash_tolerance
         A buy or loss sale smaller than this (units of V) counts as none.
     method
-        ``"admm"`` (default): the ADMM above (hundreds to thousands of
-        iterations at eps 1e-7).  ``"ipm"`` (experimental): the primal–dual
-        interior-point method of :mod:`engine.solver.ipm`, 10–15 iterations
-        on the oracle test's small households but ~60 (wash re-solves
-        included) at 500 securities, each costing ~25 ADMM iterations as
-        written (3 ms per household at n = 500, L = 9: its many elementwise
-        passes are not fused), so no faster yet; ~5% of households stall
-        near 1e-8 (see ``ipm_accept``).  The ``ipm_*`` settings below apply to
-        it only.
+        ``"ipm"`` (default): the primal–dual interior-point method of
+        :mod:`engine.solver.ipm` (Mehrotra's predictor–corrector on the same
+        Woodbury solve): 10–15 iterations per solve, ~20 at 500 securities
+        with the wash-sale re-solve, each ~0.8 ms of CPU per household at
+        n = 500, L = 9 (about 20 ADMM iterations); degenerate households
+        that stall near 1e-8 end at their best point (see ``ipm_accept``).
+        ``"admm"``: the ADMM above, hundreds to thousands of iterations at
+        eps 1e-7, but it warm-starts (from yesterday's ``SolverResult.state``),
+        which the interior-point method barely can.  The ``ipm_*`` settings
+        below apply to the interior-point method only; ``rho`` to
+        ``check_interval`` to ADMM only.
     ipm_absolute
         The interior-point method stops when the primal residual (units of
         V) and the dual residual are below ``ipm_absolute × eps_abs`` and the
@@ -194,7 +198,7 @@ class SolverConfig:
     check_interval: int = 25
     wash_rounds: int = 3
     wash_tolerance: float = 1e-7
-    method: str = "admm"
+    method: str = "ipm"
     ipm_absolute: float = 1e-2
     ipm_initial_mu: float = 0.1
     ipm_warm_margin: float = 0.01

@@ -62,6 +62,11 @@ def test_bench_solver_rejects_unknown_dtype():
     assert result.exit_code == 2 and "float64 or float32" in result.output
 
 
+def test_bench_solver_rejects_unknown_method():
+    result = runner.invoke(app, ["bench", "solver", "--method", "simplex"])
+    assert result.exit_code == 2 and "ipm or admm" in result.output
+
+
 def test_config_prints_every_setting_documented_at_its_default():
     import dataclasses
     import tomllib
