@@ -435,7 +435,8 @@ def step(p: ProblemBatch, sd: Sides, q, constant, st: IPMState, config: SolverCo
     products = (pt.sbl * st.zl_b, pt.sbu * st.zu_b, pt.szl * st.zl_z, pt.szu * st.zu_z,
                 st.s_l * st.lam_l, st.s_u * st.lam_u, st.t_l * st.nu_l, st.t_u * st.nu_u)
     aff_targets = tuple(jnp.where(mask, -c, 0.0) for c, mask in zip(products, masks))
-    aff = _direction(p, sd, st, pt, mat, aff_targets, config.ipm_refine)
+    # the predictor only sets the step to the boundary and the centring: no refinement
+    aff = _direction(p, sd, st, pt, mat, aff_targets, 0)
     pairs = _pairs(sd, st, pt, aff)
     # lines 5–7: centring σ = (μ_aff / μ)³
     alpha = jnp.minimum(1.0, _max_step(pairs))
