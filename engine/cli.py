@@ -164,6 +164,46 @@ def check(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of 
         raise typer.Exit(1)
 
 
+def _date_option(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{option} must be a date like 2026-11-20, got {value!r}") from None
+
+
+@app.command()
+@_clean_errors
+def approve(run: str = typer.Option(..., "--run", help="The runs folder (OUT) or one run (OUT/as_of=DATE)."),
+            rules: str = typer.Option(..., "--rules", help="The rules file (TOML); see rules.toml."),
+            as_of: str = typer.Option(None, "--as-of", help="The run's date (default: the latest committed)."),
+            replace: bool = typer.Option(False, "--replace", help="Replace a decision set already committed."),
+            storage_options: str = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
+            check_only: bool = typer.Option(False, "--check", help="Only parse and check the rules file.")):
+    """Decide every account of a run by ordered rules; commit the decisions and the approved trade file."""
+    from engine.workflow import approve as approve_run, load_rules
+    from jobs.nightly import storage_options_from
+
+    parsed = load_rules(rules)
+    if check_only:
+        console.print(f"{rules}: {len(parsed.rules)} rule(s), default {parsed.default}: OK")
+        return
+    summary = approve_run(run, parsed, as_of=_date_option(as_of, "--as-of"), replace=replace,
+                          storage_options=storage_options_from(storage_options))
+    table = Table(title=f"decisions of run {summary['run_id']}")
+    table.add_column(Col.rule)
+    table.add_column(Col.decision)
+    table.add_column("accounts", justify="right")
+    decision_of = {r.name: r.decision for r in parsed.rules}
+    for name, count in summary["by_rule"].items():
+        table.add_row(name, decision_of.get(name, parsed.default), f"{count:,}")
+    console.print(table)
+    console.print(", ".join(f"{d}: {c:,}" for d, c in summary["by_decision"].items()))
+    console.print(f"{summary['approved_trades']:,} approved trades worth ${summary['approved_value']:,.0f} "
+                  f"written to {summary['folder']}/ (approved_trades.csv, approved_trades.parquet)")
+
+
 def _benchmark(name: str):
     """The module ``benchmarks/<name>.py`` of this source tree (benchmarks are not installed)."""
     import importlib.util
@@ -198,3 +238,7 @@ def bench_solver(sizes: list[int] = typer.Option([50, 100, 200, 500, 600], "--si
     _benchmark("solver").main(sizes=sizes, batch=batch, iterations=iterations, tolerance=tolerance,
                               dtype=dtype, device=device, households=households,
                               oracle_households=oracle, out=out)
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m engine.cli
+    main()
