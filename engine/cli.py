@@ -204,6 +204,99 @@ def approve(run: str = typer.Option(..., "--run", help="The runs folder (OUT) or
                   f"written to {summary['folder']}/ (approved_trades.csv, approved_trades.parquet)")
 
 
+def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        key, sep, item = value.partition("=")
+        if not sep or not key or not item:
+            raise typer.BadParameter(f"{option} takes ASSET_CLASS=VALUE, got {value!r}")
+        pairs.append((key, item))
+    return pairs
+
+
+@app.command()
+@_clean_errors
+def whatif(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of the book."),
+           account: str = typer.Option(..., "--account", help="The account to ask about."),
+           screen_tag: list[str] = typer.Option([], "--screen-tag", help="Add an exclude screen by tag (repeat)."),
+           screen_security: list[str] = typer.Option([], "--screen-security",
+                                                     help="Add an exclude screen of one security (repeat)."),
+           lift_tag: list[str] = typer.Option([], "--lift-screen-tag", help="Lift an exclude screen by tag."),
+           product: list[str] = typer.Option([], "--product", help="ASSET_CLASS=MODEL_ID: choose another product."),
+           weight: list[str] = typer.Option([], "--weight",
+                                            help="ASSET_CLASS=WEIGHT: a custom asset-class weight (0 removes it)."),
+           withdrawal: float = typer.Option(0.0, "--withdrawal", min=0.0,
+                                            help="USD to withdraw now, on top of any pending withdrawal."),
+           config: str = typer.Option(None, "--config", help="canopy.toml (default: solver eps 1e-5)."),
+           trades: int = typer.Option(10, "--trades", min=0, help="First trades to show in words."),
+           json_out: str = typer.Option(None, "--json", help="Also write the answer as JSON here.")):
+    """What if one account changed a screen, a product, its allocation, or withdrew cash?"""
+    import json
+
+    from engine.config import Config, load_config
+    from engine.targets import Allocation, CustomizationChange, Restriction
+    from engine.whatif import WHATIF_SOLVER, WhatIfSession
+
+    settings = load_config(config) if config else Config(solver=WHATIF_SOLVER)
+    allocations = {}
+    for asset_class, model in _pairs(product, "--product"):
+        allocations[asset_class] = Allocation(asset_class, None, model)
+    for asset_class, value in _pairs(weight, "--weight"):
+        try:
+            number = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"--weight takes ASSET_CLASS=NUMBER, got {asset_class}={value}") from None
+        model = allocations.get(asset_class, Allocation(asset_class)).model_id
+        allocations[asset_class] = Allocation(asset_class, number, model)
+    change = CustomizationChange(
+        add_restrictions=tuple([Restriction("exclude", None, t) for t in screen_tag]
+                               + [Restriction("exclude", s, None) for s in screen_security]),
+        remove_restrictions=tuple(Restriction("exclude", None, t) for t in lift_tag),
+        allocations=tuple(allocations.values()))
+    start = time.perf_counter()
+    session = WhatIfSession(book, settings)
+    loaded = time.perf_counter() - start
+    start = time.perf_counter()
+    before = session.warm_up(account)
+    warm = time.perf_counter() - start
+    answer = session.whatif(account, change, withdrawal=withdrawal, first=trades)
+    console.print(f"book read in {loaded:.1f} s; warm-up (tonight's proposal, compiles the solver) {warm:.1f} s; "
+                  f"what-if {answer.seconds * 1000:.0f} ms{' (warm start)' if answer.warm_started else ''}")
+    table = Table(title=f"account {account} (household {answer.household_id}): {answer.change}")
+    table.add_column("")
+    table.add_column("tonight, as is", justify="right")
+    table.add_column("with the change", justify="right")
+
+    def cell(result, name, style):
+        value = result.numbers.get(name)
+        if value is None:
+            return "-"
+        return {"usd": f"${value:,.0f}", "pct": f"{100 * value:.2f}%", "int": f"{value:,.0f}"}[style]
+
+    rows = [("status", None, None), ("value", Col.value, "usd"), ("sold", Col.sold, "usd"),
+            ("share of the portfolio sold", "sold_fraction", "pct"), ("bought", Col.bought, "usd"),
+            ("short-term gains realized", Col.realized_st, "usd"), ("long-term gains realized", Col.realized_lt, "usd"),
+            ("estimated tax", Col.est_tax, "usd"), ("losses harvested", Col.harvested_loss, "usd"),
+            ("tax saved by them", Col.tax_saved, "usd"),
+            ("tracking error before", Col.tracking_error_before, "pct"),
+            ("tracking error after", Col.tracking_error_after, "pct"), ("trades", Col.trade_count, "int")]
+    for label, name, style in rows:
+        if name is None:
+            table.add_row(label, before.status, answer.status)
+        else:
+            table.add_row(label, cell(before, name, style), cell(answer, name, style))
+    console.print(table)
+    if answer.detail:
+        console.print(f"detail: {answer.detail}", highlight=False)
+    if answer.first_trades:
+        console.print("first trades:")
+        for sentence in answer.first_trades:
+            console.print(f"  {sentence}", highlight=False)
+    if json_out:
+        with open(json_out, "w") as fh:
+            json.dump({"as_is": before.to_dict(), "with_change": answer.to_dict()}, fh, indent=2, default=str)
+
+
 def _benchmark(name: str):
     """The module ``benchmarks/<name>.py`` of this source tree (benchmarks are not installed)."""
     import importlib.util
