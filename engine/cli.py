@@ -204,6 +204,29 @@ def approve(run: str = typer.Option(..., "--run", help="The runs folder (OUT) or
                   f"written to {summary['folder']}/ (approved_trades.csv, approved_trades.parquet)")
 
 
+@app.command()
+@_clean_errors
+def report(run: str = typer.Option(..., "--run", help="The runs folder (OUT) or one run (OUT/as_of=DATE)."),
+           book: str = typer.Option(None, "--book", help="The run's book (default: the one its manifest names)."),
+           out: str = typer.Option(None, "--out", help="Folder for the report (default: OUT/as_of=DATE/report)."),
+           as_of: str = typer.Option(None, "--as-of", help="The run's date (default: the latest committed)."),
+           max_accounts: int = typer.Option(500, "--max-accounts", min=0,
+                                            help="Per-account pages at most (largest tax saved + deferred first)."),
+           account: list[str] = typer.Option([], "--account", help="An account that gets a page in any case (repeat)."),
+           replace: bool = typer.Option(False, "--replace", help="Replace a report already committed there."),
+           storage_options: str = typer.Option(None, "--storage-options", help="fsspec options as JSON.")):
+    """Write the run's HTML report with PNG charts, and a Taxes Saved or Deferred page per account."""
+    from engine.report import make_report
+    from jobs.nightly import storage_options_from
+
+    written = make_report(run, book=book, out=out, as_of=_date_option(as_of, "--as-of"), replace=replace,
+                          max_accounts=max_accounts, accounts=account,
+                          storage_options=storage_options_from(storage_options))
+    console.print(f"report written to {written['folder']}/index.html ({written['files']} files, "
+                  f"{written['account_pages']} account pages"
+                  f"{'' if written['book'] else '; no book, so no tax figures'})")
+
+
 def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
     pairs = []
     for value in values:
