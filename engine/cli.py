@@ -296,7 +296,7 @@ def whatif(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of
             return "-"
         return {"usd": f"${value:,.0f}", "pct": f"{100 * value:.2f}%", "int": f"{value:,.0f}"}[style]
 
-    rows = [("status", None, None), ("market value", Col.value, "usd"), ("sold", Col.sold, "usd"),
+    rows = [("proposal status", None, None), ("market value", Col.value, "usd"), ("value sold", Col.sold, "usd"),
             ("share of the portfolio sold", "sold_fraction", "pct"), ("bought", Col.bought, "usd"),
             ("short-term gains realized", Col.realized_st, "usd"), ("long-term gains realized", Col.realized_lt, "usd"),
             ("estimated tax", Col.est_tax, "usd"), ("losses harvested", Col.harvested_loss, "usd"),

@@ -222,7 +222,7 @@ def account_page(account: Mapping[str, Any], taxes: Mapping[str, Any] | None, tr
         rows = [[_e(explain(t)), _e(t[Col.side]), _e(t[Col.security_id]), f"{t[Col.quantity]:,.4g}",
                  _money(t[Col.value]), _money(t[Col.realized_gain]) if t[Col.realized_gain] is not None else "",
                  _money(t[Col.est_tax]) if t[Col.side] == Side.sell else ""] for t in trades]
-        parts.append(_table(["why, in words", "side", "security", "shares", "value", "gain", "est. tax"], rows, 3))
+        parts.append(_table(["why, in words", "side", "security", "shares", "USD", "gain", "est. tax"], rows, 3))
     else:
         parts.append("<p>No trades are proposed for this account today.</p>")
     return _page(f"Taxes Saved or Deferred: {aid}", "\n".join(parts))
@@ -312,7 +312,7 @@ def _index(manifest, as_of, rows, statuses, decision_of, traded, proposed, total
              + ("Decisions from the committed decision set (<code>canopy approve</code>): "
                 + ", ".join(f"{d} {list(decision_of.values()).count(d):,}" for d in Decision.all) + "."
                 if decision_of else "No decision set is committed yet (<code>canopy approve</code>).") + "</p>",
-             _table(["status", "accounts"], [[_e(s), f"{c:,}"] for s, c in counts.items()]),
+             _table([Col.status, "accounts"], [[_e(s), f"{c:,}"] for s, c in counts.items()]),
              "<h2>Accounts by status and decision</h2>",
              _figure_html("status.png", "Each bar is one status of the run (proposed: trades to approve; "
                           "no_trade: nothing worth trading; rejected: a problem in the book, see its detail; "
@@ -341,7 +341,7 @@ def _index(manifest, as_of, rows, statuses, decision_of, traded, proposed, total
         picked = sorted([r for r in traded if keep(r)], key=key)[:outliers]
         if picked:
             parts.append(f"<h3>{_e(title)}</h3>")
-            parts.append(_table(["account", "status", "decision", "value", "turnover", "score (bps)",
+            parts.append(_table(["account", Col.status, Col.decision, "market value", "turnover", "score (bps)",
                                  "TE before", "TE after", "est. tax", "measure"],
                                 [[link(r[Col.account_id]), _e(r[Col.status]),
                                   _e(decision_of.get(r[Col.account_id], "")), _money(r[Col.value]),
@@ -359,7 +359,7 @@ def _index(manifest, as_of, rows, statuses, decision_of, traded, proposed, total
         rows_html = [[link(a), _e(by_id[a][Col.status]), _money(tax_rows[a][Col.tax_saved]) if a in tax_rows else "",
                       _money(tax_rows[a]["tax_deferred"]) if a in tax_rows else ""] for a in chosen if a in by_id]
         more = ranked_count - len([a for a in chosen if by_id.get(a, {}).get(Col.trade_count, 0) > 0])
-        parts.append(_table(["account", "status", "tax saved", "tax deferred"], rows_html))
+        parts.append(_table(["account", Col.status, "tax saved", "tax deferred"], rows_html))
         if more > 0:
             parts.append(f"<p class=\"note\">{more:,} more accounts with trades have no page here "
                          f"(raise --max-accounts, or name them with --account).</p>")

@@ -62,7 +62,7 @@ def plain_rebalance(tables: Mapping[str, pa.Table], targets: Targets, account_id
 
     Returns
     -------
-    dict of (len(account_ids),) float arrays, USD: ``sold`` (value sold), ``realized``
+    dict of (len(account_ids),) float arrays, USD: ``value_sold``, ``realized``
     (net gain realized), ``gain_tax`` (tax of the lots sold at a gain).
     """
     ids = list(account_ids)
@@ -114,7 +114,7 @@ def plain_rebalance(tables: Mapping[str, pa.Table], targets: Targets, account_id
     is_long = long_term(acquired[order], int(to_days(as_of)))
     account = owner[order]
     tax = gain * np.where(is_long, lt_rate[account], st_rate[account])
-    return {"sold": np.bincount(account, sold_value, n), "realized": np.bincount(account, gain, n),
+    return {"value_sold": np.bincount(account, sold_value, n), "realized": np.bincount(account, gain, n),
             "gain_tax": np.bincount(account, np.where(gain > 0, tax, 0.0), n)}
 
 
@@ -151,7 +151,7 @@ def tax_report(tables: Mapping[str, pa.Table], targets: Targets, run: Mapping[st
         Col.harvested_loss: _numbers(accounts, Col.harvested_loss, run_rows),
         Col.tax_saved: _numbers(accounts, Col.tax_saved, run_rows),
         Col.tax_budget: pa.array(book.column(Col.tax_budget).take(pa.array(rows)).to_pylist(), pa.float64()),
-        "plain_sold": plain["sold"], "plain_realized": plain["realized"], "plain_gain_tax": plain["gain_tax"],
+        "plain_sold": plain["value_sold"], "plain_realized": plain["realized"], "plain_gain_tax": plain["gain_tax"],
         "gain_tax": gain_tax, "tax_deferred": plain["gain_tax"] - gain_tax,
         "ytd_realized_st_before": st_before, "ytd_realized_lt_before": lt_before,
         "ytd_tax_before": st_rate * st_before + lt_rate * lt_before,

@@ -124,7 +124,7 @@ def test_plain_rebalance_sells_the_excess_first_in_first_out():
     # invest = 3,000 + 1,000 cash - 1,000 kept = 3,000: A's target 750, so 1,250 of A is sold, the
     # old lot first (1,000: gain 900, long), then 250 of the new one (2.5 shares: gain 25, short);
     # all of B (1,000: loss 500, long)
-    assert plain["sold"][0] == pytest.approx(1_250 + 1_000)
+    assert plain["value_sold"][0] == pytest.approx(1_250 + 1_000)
     assert plain["realized"][0] == pytest.approx(900 + 25 - 500)
     assert plain["gain_tax"][0] == pytest.approx(900 * 0.2 + 25 * 0.4)
     untaxed = plain_rebalance(*_tiny_book(TaxStatus.tax_deferred), ["X"], AS_OF)
