@@ -34,6 +34,9 @@ from engine.schema import Col, Decision, Side, Status
 from engine.targets import Targets
 from engine.taxes import tax_report
 
+#: The report's per-account tax figures (:func:`engine.taxes.tax_report`), read back by later reports.
+REPORT_TAXES = "taxes.parquet"
+
 __all__ = ["build_report", "account_page", "CHARTS"]
 
 CHARTS = ("status.png", "scores.png", "tracking_error.png", "turnover.png", "taxes.png")
@@ -175,8 +178,13 @@ def _taxes_chart(totals: Mapping[str, float]) -> bytes:
 # Pages.
 
 def account_page(account: Mapping[str, Any], taxes: Mapping[str, Any] | None, trades: list[dict],
-                 book_account: Mapping[str, Any] | None, decision: str | None, as_of: dt.date) -> bytes:
-    """One account's Taxes Saved or Deferred report and its trades in words."""
+                 book_account: Mapping[str, Any] | None, decision: str | None, as_of: dt.date,
+                 history: Mapping[str, float] | None = None, history_runs: int = 0) -> bytes:
+    """One account's Taxes Saved or Deferred report and its trades in words.
+
+    ``history``: this year's earlier approved proposals of the account, summed
+    (``harvested_loss``, ``tax_saved``, ``tax_deferred``; see :func:`make_report`).
+    """
     aid = account[Col.account_id]
     parts = [f"<p><a href=\"../index.html\">&larr; run report</a></p>",
              f"<h1>Taxes Saved or Deferred: account {_e(aid)}</h1>",
@@ -187,16 +195,16 @@ def account_page(account: Mapping[str, Any], taxes: Mapping[str, Any] | None, tr
     if account.get(Col.detail):
         parts.append(f"<p class=\"note\">{_e(account[Col.detail])}</p>")
     if taxes is not None:
-        saved, deferred = taxes[Col.tax_saved], taxes["tax_deferred"]
+        saved, deferred = taxes[Col.tax_saved], taxes[Col.tax_deferred]
         parts.append("<h2>Saved and deferred today</h2>")
         parts.append(f"<p class=\"big\">Tax saved {_money(saved)} &middot; tax deferred {_money(deferred)}</p>")
         parts.append(_table(["", "USD"], [
             ["losses harvested by this proposal", _money(taxes[Col.harvested_loss])],
             ["tax those losses save at the account's rates", _money(saved)],
-            ["value a plain rebalance to target would sell", _money(taxes["plain_sold"])],
-            ["net gain it would realize", _money(taxes["plain_realized"])],
-            ["tax on its gains", _money(taxes["plain_gain_tax"])],
-            ["tax on the gains this proposal realizes", _money(taxes["gain_tax"])],
+            ["value a plain rebalance to target would sell", _money(taxes[Col.plain_sold])],
+            ["net gain it would realize", _money(taxes[Col.plain_realized])],
+            ["tax on its gains", _money(taxes[Col.plain_gain_tax])],
+            ["tax on the gains this proposal realizes", _money(taxes[Col.gain_tax])],
             ["tax deferred (the difference)", _money(deferred)]]))
         parts.append("<p class=\"note\">A <i>plain rebalance to target</i> sells, of every security held above "
                      "its target (the account's target weights times its value less the cash it must keep), "
@@ -207,13 +215,23 @@ def account_page(account: Mapping[str, Any], taxes: Mapping[str, Any] | None, tr
         budget = taxes.get(Col.tax_budget)
         parts.append("<h2>Year to date</h2>")
         parts.append(_table(["", "before today", "with this proposal"], [
-            ["short-term gains realized", _money(taxes["ytd_realized_st_before"]), _money(taxes["ytd_realized_st_after"])],
-            ["long-term gains realized", _money(taxes["ytd_realized_lt_before"]), _money(taxes["ytd_realized_lt_after"])],
-            ["their tax at the account's rates", _money(taxes["ytd_tax_before"]), _money(taxes["ytd_tax_after"])],
+            ["short-term gains realized", _money(taxes[Col.ytd_realized_st_before]), _money(taxes[Col.ytd_realized_st_after])],
+            ["long-term gains realized", _money(taxes[Col.ytd_realized_lt_before]), _money(taxes[Col.ytd_realized_lt_after])],
+            ["their tax at the account's rates", _money(taxes[Col.ytd_tax_before]), _money(taxes[Col.ytd_tax_after])],
             ["tax budget for the year", _money(budget) if budget is not None else "none",
-             _money(budget) if budget is not None else "none"]]))
-        parts.append("<p class=\"note\">Gains realized before today are the system of record's figures "
-                     "(realized_st_ytd, realized_lt_ytd); negative is a net loss carried in the year.</p>")
+             _money(budget) if budget is not None else "none"],
+            *[[label, _money(earlier.get(key, 0.0)), _money(earlier.get(key, 0.0) + today)]
+              for label, key, today in (
+                  ("losses harvested by approved Canopy proposals", Col.harvested_loss, taxes[Col.harvested_loss]),
+                  ("tax saved by them", Col.tax_saved, saved),
+                  ("tax deferred against a plain rebalance", Col.tax_deferred, deferred))
+              for earlier in [history or {}]]]))
+        parts.append(f"<p class=\"note\">Gains realized before today are the system of record's figures "
+                     f"(realized_st_ytd, realized_lt_ytd); negative is a net loss carried in the year. "
+                     f"Harvested, saved and deferred before today add up this year's earlier runs whose "
+                     f"decision set approved the account ({history_runs} earlier run(s) with a decision set "
+                     f"this year; deferred only where that run's report was written); the last column adds "
+                     f"today's proposal, approved or not.</p>")
     else:
         parts.append("<p class=\"note\">No tax figures: the account has no target tonight (rejected), "
                      "or the book was not available.</p>")
@@ -231,7 +249,8 @@ def account_page(account: Mapping[str, Any], taxes: Mapping[str, Any] | None, tr
 def build_report(run: Mapping[str, pa.Table], manifest: Mapping[str, Any], *, book_tables: Mapping[str, pa.Table]
                  | None = None, targets: Targets | None = None, decisions: pa.Table | None = None,
                  as_of: dt.date, max_accounts: int = 500, accounts: list[str] | None = None,
-                 outliers: int = 10) -> dict[str, bytes]:
+                 outliers: int = 10, history: Mapping[str, Mapping[str, float]] | None = None,
+                 history_runs: int = 0) -> dict[str, bytes]:
     """The report's files, by path relative to the report's folder (see the module docstring).
 
     Parameters
@@ -247,6 +266,9 @@ def build_report(run: Mapping[str, pa.Table], manifest: Mapping[str, Any], *, bo
         Per-account pages at most, accounts with trades, largest saved + deferred tax first.
     accounts
         Accounts that get a page whatever their rank.
+    history, history_runs
+        Per account, this year's earlier approved proposals summed (:func:`make_report`), and
+        how many earlier runs had a decision set.
     """
     table = run["accounts"]
     rows = table.to_pylist()
@@ -268,7 +290,7 @@ def build_report(run: Mapping[str, pa.Table], manifest: Mapping[str, Any], *, bo
               "estimated tax": total(Col.est_tax), "losses harvested": total(Col.harvested_loss),
               "tax saved": total(Col.tax_saved)}
     if taxes is not None:
-        totals["tax deferred"] = total("tax_deferred", taxes)
+        totals["tax deferred"] = total(Col.tax_deferred, taxes)
     files = {
         "status.png": _status_chart(statuses, decision_list),
         "scores.png": _histogram(numbers[Col.score] * 1e4, "Cost-benefit scores of accounts with trades",
@@ -284,7 +306,7 @@ def build_report(run: Mapping[str, pa.Table], manifest: Mapping[str, Any], *, bo
     for t in run["trades"].to_pylist():
         trades_by_account.setdefault(t[Col.account_id], []).append(t)
     book_accounts = {r[Col.account_id]: r for r in book_tables["accounts"].to_pylist()} if book_tables else {}
-    benefit = {a: r[Col.tax_saved] + max(r["tax_deferred"], 0.0) for a, r in tax_rows.items()}
+    benefit = {a: r[Col.tax_saved] + max(r[Col.tax_deferred], 0.0) for a, r in tax_rows.items()}
     ranked = sorted((r[Col.account_id] for r in traded), key=lambda a: (-benefit.get(a, 0.0), a))
     chosen = list(dict.fromkeys([*(accounts or []), *ranked[:max_accounts]]))
     by_id = {r[Col.account_id]: r for r in rows}
@@ -292,7 +314,13 @@ def build_report(run: Mapping[str, pa.Table], manifest: Mapping[str, Any], *, bo
         if aid in by_id:
             ordered = sorted(trades_by_account.get(aid, []), key=lambda t: -t[Col.value])
             files[f"accounts/{aid}.html"] = account_page(by_id[aid], tax_rows.get(aid), ordered,
-                                                         book_accounts.get(aid), decision_of.get(aid), as_of)
+                                                         book_accounts.get(aid), decision_of.get(aid), as_of,
+                                                         (history or {}).get(aid), history_runs)
+    if taxes is not None:
+        import pyarrow.parquet as pq
+        sink = io.BytesIO()
+        pq.write_table(taxes, sink, compression="zstd")
+        files[REPORT_TAXES] = sink.getvalue()
 
     files["index.html"] = _index(manifest, as_of, rows, statuses, decision_of, traded, proposed, totals,
                                  tax_rows, chosen, by_id, len(ranked), outliers)
@@ -357,7 +385,7 @@ def _index(manifest, as_of, rows, statuses, decision_of, traded, proposed, total
     parts.append("<h2>Taxes Saved or Deferred, per account</h2>")
     if chosen:
         rows_html = [[link(a), _e(by_id[a][Col.status]), _money(tax_rows[a][Col.tax_saved]) if a in tax_rows else "",
-                      _money(tax_rows[a]["tax_deferred"]) if a in tax_rows else ""] for a in chosen if a in by_id]
+                      _money(tax_rows[a][Col.tax_deferred]) if a in tax_rows else ""] for a in chosen if a in by_id]
         more = ranked_count - len([a for a in chosen if by_id.get(a, {}).get(Col.trade_count, 0) > 0])
         parts.append(_table(["account", Col.status, "tax saved", "tax deferred"], rows_html))
         if more > 0:
@@ -390,7 +418,7 @@ def make_report(run_uri: str, *, book: str | None = None, out: str | None = None
     """
     from engine.book import read_book
     from engine.errors import RunError
-    from engine.store import locate_run, read_decisions, read_run, write_report
+    from engine.store import locate_run, read_decisions, read_run, report_folder, write_report
     from engine.targets import build_targets
 
     runs, date = locate_run(run_uri, as_of, storage_options)
@@ -403,13 +431,54 @@ def make_report(run_uri: str, *, book: str | None = None, out: str | None = None
         if loaded.as_of != date:
             raise RunError(f"book {book_uri} is as of {loaded.as_of}, the run of {date}; pass the run's book")
         book_tables, targets = loaded.tables, build_targets(loaded)
+    history, history_runs = year_so_far(runs, date, storage_options)
     files = build_report(run, manifest, book_tables=book_tables, targets=targets,
                          decisions=decided[0] if decided else None, as_of=date, max_accounts=max_accounts,
-                         accounts=accounts)
+                         accounts=accounts, history=history, history_runs=history_runs)
     if out is None:
-        where = write_report(runs, f"as_of={date.isoformat()}/report", files, replace=replace,
-                             storage_options=storage_options)
+        where = write_report(runs, report_folder(date), files, replace=replace, storage_options=storage_options)
     else:
         where = write_report(out, "", files, replace=replace, storage_options=storage_options)
     return {"folder": where, "files": len(files), "account_pages": sum(1 for f in files if f.startswith("accounts/")),
             "book": book_uri, "decisions": decided is not None}
+
+
+def year_so_far(runs: str, as_of: dt.date, storage_options: Mapping[str, Any] | None = None
+                ) -> tuple[dict[str, dict[str, float]], int]:
+    """Per account, the harvested losses, tax saved and tax deferred of this year's earlier approved proposals.
+
+    Reads every run committed under ``runs`` in ``as_of``'s calendar year before
+    ``as_of`` that has a decision set, and sums, over the accounts it approved,
+    the run's ``harvested_loss`` and ``tax_saved`` and, where that run's report
+    was committed beside it, its ``tax_deferred``.  A run without a decision set
+    is left out: its proposals may never have been traded.  Returns the sums
+    and the number of runs read.
+    """
+    from engine.schema import Decision
+    from engine.store import committed_dates, read_decisions, read_report_taxes, read_run_table
+
+    sums: dict[str, dict[str, float]] = {}
+    counted = 0
+    for date in committed_dates(runs, storage_options):
+        if date.year != as_of.year or date >= as_of:
+            continue
+        decided = read_decisions(runs, date, storage_options)
+        if decided is None:
+            continue
+        counted += 1
+        decisions = decided[0]
+        approved = set(decisions.filter(pc.equal(decisions.column(Col.decision), Decision.approve))
+                       .column(Col.account_id).to_pylist())
+        rows = read_run_table(runs, date, "accounts", [Col.account_id, Col.harvested_loss, Col.tax_saved],
+                              storage_options).to_pylist()
+        deferred = read_report_taxes(runs, date, storage_options)
+        deferred = dict(zip(deferred.column(Col.account_id).to_pylist(),
+                            deferred.column(Col.tax_deferred).to_pylist())) if deferred is not None else {}
+        for row in rows:
+            aid = row[Col.account_id]
+            if aid in approved:
+                entry = sums.setdefault(aid, {Col.harvested_loss: 0.0, Col.tax_saved: 0.0, Col.tax_deferred: 0.0})
+                entry[Col.harvested_loss] += row[Col.harvested_loss]
+                entry[Col.tax_saved] += row[Col.tax_saved]
+                entry[Col.tax_deferred] += deferred.get(aid, 0.0) or 0.0
+    return sums, counted

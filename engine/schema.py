@@ -122,6 +122,18 @@ class Col:
     reasons = "reasons"
     traded_securities = "traded_securities"
     rejection_rules = "rejection_rules"
+    # reports (engine.taxes): taxes saved or deferred against a plain rebalance, year to date
+    plain_sold = "plain_sold"
+    plain_realized = "plain_realized"
+    plain_gain_tax = "plain_gain_tax"
+    gain_tax = "gain_tax"
+    tax_deferred = "tax_deferred"
+    ytd_realized_st_before = "ytd_realized_st_before"
+    ytd_realized_lt_before = "ytd_realized_lt_before"
+    ytd_tax_before = "ytd_tax_before"
+    ytd_realized_st_after = "ytd_realized_st_after"
+    ytd_realized_lt_after = "ytd_realized_lt_after"
+    ytd_tax_after = "ytd_tax_after"
 
 
 # --------------------------------------------------------------------------
@@ -440,6 +452,25 @@ RULE_INPUTS = _schema("rule_inputs", [
     field(C.reasons, _strs, doc="reasons of its trades (trades.reason), each once"),
     field(C.traded_securities, _strs, doc="securities it trades, each once"),
     field(C.rejection_rules, _strs, doc="rules of its rows in the run's rejections table, each once"),
+])
+
+#: Per account, what a report says it saves or defers (engine.taxes.tax_report; the report's taxes.parquet).
+TAX_REPORT = _schema("tax_report", [
+    field(C.account_id, _str),
+    field(C.harvested_loss, _f64, unit="USD", doc="losses the proposal harvests (positive)"),
+    field(C.tax_saved, _f64, unit="USD", doc="tax those losses save at the account's rates"),
+    field(C.tax_budget, _f64, True, unit="USD"),
+    field(C.plain_sold, _f64, unit="USD", doc="value a plain FIFO rebalance to target would sell"),
+    field(C.plain_realized, _f64, unit="USD", doc="net gain it would realize"),
+    field(C.plain_gain_tax, _f64, unit="USD", doc="tax of its lots sold at a gain"),
+    field(C.gain_tax, _f64, unit="USD", doc="tax of the proposal's lots sold at a gain"),
+    field(C.tax_deferred, _f64, unit="USD", doc="plain_gain_tax - gain_tax"),
+    field(C.ytd_realized_st_before, _f64, unit="USD"),
+    field(C.ytd_realized_lt_before, _f64, unit="USD"),
+    field(C.ytd_tax_before, _f64, unit="USD"),
+    field(C.ytd_realized_st_after, _f64, unit="USD"),
+    field(C.ytd_realized_lt_after, _f64, unit="USD"),
+    field(C.ytd_tax_after, _f64, unit="USD"),
 ])
 
 # Keys that must be unique within a table of the book.

@@ -243,6 +243,9 @@ APPROVAL = "approval"
 DECISIONS_PART = "decisions/part-00000.parquet"
 APPROVED_PARQUET = "approved_trades.parquet"
 APPROVED_CSV = "approved_trades.csv"
+#: A run's report folder (``canopy report`` without ``--out``) and its per-account tax figures.
+REPORT = "report"
+REPORT_TAXES = "taxes.parquet"          # as engine.report.REPORT_TAXES
 
 
 class FolderWriter:
@@ -381,3 +384,32 @@ def write_report(out: str, folder: str, files: Mapping[str, bytes], *, replace: 
         writer.abort()
         raise
     return writer.commit()
+
+
+def report_folder(as_of: dt.date) -> str:
+    """The report's folder relative to ``OUT``: ``as_of=DATE/report``."""
+    return f"{run_path('', as_of).lstrip('/')}/{REPORT}"
+
+
+def read_run_table(out: str, as_of: dt.date, name: str, columns: list[str] | None = None,
+                   storage_options: Mapping[str, Any] | None = None) -> pa.Table:
+    """One table of a committed run (some ``columns`` of it), without reading the others."""
+    fs, root = filesystem(out, storage_options)
+    final = run_path(root.rstrip("/"), as_of)
+    if not fs.exists(f"{final}/{SUCCESS}"):
+        raise RunError(f"no committed run for {as_of} under {out} (no {SUCCESS})")
+    with fs.open(f"{final}/{MANIFEST}", "rb") as fh:
+        manifest = json.loads(fh.read())
+    files = [f"{final}/{entry['path']}" for entry in manifest["files"][name]]
+    return ds.dataset(files, format="parquet", filesystem=fs, schema=schema.RUN_TABLES[name]).to_table(columns=columns)
+
+
+def read_report_taxes(out: str, as_of: dt.date, storage_options: Mapping[str, Any] | None = None
+                      ) -> pa.Table | None:
+    """The per-account tax figures of the run's committed report (beside the run); None if none."""
+    fs, root = filesystem(out, storage_options)
+    folder = f"{root.rstrip('/')}/{report_folder(as_of)}"
+    if not fs.exists(f"{folder}/{SUCCESS}") or not fs.exists(f"{folder}/{REPORT_TAXES}"):
+        return None
+    with fs.open(f"{folder}/{REPORT_TAXES}", "rb") as fh:
+        return pq.read_table(fh)

@@ -38,17 +38,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine import schema
 from engine.kernels.dates import to_days
 from engine.kernels.lots import long_term
 from engine.schema import Col, Side, TaxStatus, index_in
 from engine.targets import Targets
 
-__all__ = ["plain_rebalance", "tax_report", "TAX_REPORT_COLUMNS"]
-
-#: Columns of :func:`tax_report` beyond ``account_id`` (USD).
-TAX_REPORT_COLUMNS = ("plain_sold", "plain_realized", "plain_gain_tax", "gain_tax", "tax_deferred",
-                      "ytd_realized_st_before", "ytd_realized_lt_before", "ytd_tax_before",
-                      "ytd_realized_st_after", "ytd_realized_lt_after", "ytd_tax_after")
+__all__ = ["plain_rebalance", "tax_report"]
 
 
 def _numbers(table: pa.Table, name: str, rows: np.ndarray, fill: float = 0.0) -> np.ndarray:
@@ -115,7 +111,7 @@ def plain_rebalance(tables: Mapping[str, pa.Table], targets: Targets, account_id
     account = owner[order]
     tax = gain * np.where(is_long, lt_rate[account], st_rate[account])
     return {"value_sold": np.bincount(account, sold_value, n), "realized": np.bincount(account, gain, n),
-            "gain_tax": np.bincount(account, np.where(gain > 0, tax, 0.0), n)}
+            Col.gain_tax: np.bincount(account, np.where(gain > 0, tax, 0.0), n)}
 
 
 def tax_report(tables: Mapping[str, pa.Table], targets: Targets, run: Mapping[str, pa.Table],
@@ -124,8 +120,7 @@ def tax_report(tables: Mapping[str, pa.Table], targets: Targets, run: Mapping[st
 
     Returns
     -------
-    pa.Table with ``account_id``, the run's ``harvested_loss`` and ``tax_saved``, and
-    :data:`TAX_REPORT_COLUMNS`, in the run's account order.
+    pa.Table of :data:`engine.schema.TAX_REPORT`, in the run's account order.
     """
     accounts = run["accounts"]
     usable = set(np.asarray(targets.account_ids)[targets.usable].tolist())
@@ -146,15 +141,15 @@ def tax_report(tables: Mapping[str, pa.Table], targets: Targets, run: Mapping[st
     st_before, lt_before = _numbers(book, Col.realized_st_ytd, rows), _numbers(book, Col.realized_lt_ytd, rows)
     st_after = st_before + _numbers(accounts, Col.realized_st, run_rows)
     lt_after = lt_before + _numbers(accounts, Col.realized_lt, run_rows)
-    return pa.table({
+    return schema.conform(pa.table({
         Col.account_id: pa.array(ids, pa.string()),
         Col.harvested_loss: _numbers(accounts, Col.harvested_loss, run_rows),
         Col.tax_saved: _numbers(accounts, Col.tax_saved, run_rows),
         Col.tax_budget: pa.array(book.column(Col.tax_budget).take(pa.array(rows)).to_pylist(), pa.float64()),
-        "plain_sold": plain["value_sold"], "plain_realized": plain["realized"], "plain_gain_tax": plain["gain_tax"],
-        "gain_tax": gain_tax, "tax_deferred": plain["gain_tax"] - gain_tax,
-        "ytd_realized_st_before": st_before, "ytd_realized_lt_before": lt_before,
-        "ytd_tax_before": st_rate * st_before + lt_rate * lt_before,
-        "ytd_realized_st_after": st_after, "ytd_realized_lt_after": lt_after,
-        "ytd_tax_after": st_rate * st_after + lt_rate * lt_after,
-    })
+        Col.plain_sold: plain["value_sold"], Col.plain_realized: plain["realized"], Col.plain_gain_tax: plain[Col.gain_tax],
+        Col.gain_tax: gain_tax, Col.tax_deferred: plain[Col.gain_tax] - gain_tax,
+        Col.ytd_realized_st_before: st_before, Col.ytd_realized_lt_before: lt_before,
+        Col.ytd_tax_before: st_rate * st_before + lt_rate * lt_before,
+        Col.ytd_realized_st_after: st_after, Col.ytd_realized_lt_after: lt_after,
+        Col.ytd_tax_after: st_rate * st_after + lt_rate * lt_after,
+    }), schema.TAX_REPORT)

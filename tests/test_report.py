@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet  # noqa: F401  (pa.parquet)
 import pytest
 import scipy.sparse as sp
 from typer.testing import CliRunner
@@ -165,3 +166,38 @@ def test_the_report_renders_in_headless_chromium_with_its_images(report, tmp_pat
     from matplotlib.image import imread
     pixels = imread(shot)
     assert pixels.shape[0] == 2400 and pixels.std() > 0.05       # drawn, not a blank page
+
+
+def test_year_to_date_adds_this_years_earlier_approved_runs(report, small_run, tmp_path):
+    from engine.report import year_so_far
+    from engine.store import read_decisions
+
+    runs, folder, _ = report
+    as_of = small_run[2]
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    today = copy / f"as_of={as_of.isoformat()}"
+    shutil.copytree(today, copy / "as_of=2026-11-13")                 # an earlier night, approved, reported
+    shutil.copytree(today, copy / "as_of=2025-12-30")                 # last year: not counted
+    shutil.copytree(today, copy / "as_of=2026-11-16")
+    shutil.rmtree(copy / "as_of=2026-11-16" / "approval")             # never approved: not counted
+    sums, counted = year_so_far(str(copy), as_of)
+    assert counted == 1
+    run, _ = read_run(str(copy), as_of)
+    decisions = read_decisions(str(copy), as_of)[0]
+    approved = {a for a, d in zip(decisions.column(Col.account_id).to_pylist(),
+                                  decisions.column(Col.decision).to_pylist()) if d == "approve"}
+    taxes = {r[Col.account_id]: r for r in pa.parquet.read_table(folder / "taxes.parquet").to_pylist()}
+    rows = {r[Col.account_id]: r for r in run["accounts"].to_pylist()}
+    assert set(sums) == approved
+    for account in approved:
+        assert sums[account][Col.harvested_loss] == pytest.approx(rows[account][Col.harvested_loss])
+        assert sums[account][Col.tax_saved] == pytest.approx(rows[account][Col.tax_saved])
+        assert sums[account][Col.tax_deferred] == pytest.approx(taxes.get(account, {}).get(Col.tax_deferred, 0.0))
+    harvested = [a for a in approved if rows[a][Col.harvested_loss] > 0]
+    assert harvested, "the rules approve no account that harvests: pick a book that has one"
+    make_report(str(copy), replace=True)
+    page = (today / "report" / "accounts" / f"{harvested[0]}.html").read_text()
+    loss = rows[harvested[0]][Col.harvested_loss]
+    assert f"${loss:,.0f}</td><td>${2 * loss:,.0f}" in page.replace("\n", "")
+    assert "1 earlier run(s) with a decision set" in page
