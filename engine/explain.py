@@ -35,9 +35,9 @@ def _money(amount: float) -> str:
 def explain(trade: Mapping) -> str:
     """One trade (a ``trades`` row as a dict) in a sentence.
 
-    >>> explain({"side": "sell", "quantity": 10.0, "security_id": "ABC", "lot_id": "L1", "value": 900.0,
-    ...          "reason": "harvest", "realized_gain": -300.0, "term": "short", "est_tax": -111.0})
-    'Sell 10 shares of ABC (lot L1) for $900.00 to harvest a loss, which lowers this year\\'s taxes: a short-term loss of $300.00, saving an estimated $111.00 of tax.'
+    >>> print(explain({"side": "sell", "quantity": 10.0, "security_id": "ABC", "lot_id": "L1", "value": 900.0,
+    ...                "reason": "harvest", "realized_gain": -300.0, "term": "short", "est_tax": -111.0}))
+    Sell 10 shares of ABC (lot L1) for $900.00 to harvest a loss, which lowers this year's taxes: a short-term loss of $300.00, saving an estimated $111.00 of tax.
     """
     side, reason = trade[Col.side], trade[Col.reason]
     quantity = trade[Col.quantity]

@@ -201,3 +201,17 @@ def test_year_to_date_adds_this_years_earlier_approved_runs(report, small_run, t
     loss = rows[harvested[0]][Col.harvested_loss]
     assert f"${loss:,.0f}</td><td>${2 * loss:,.0f}" in page.replace("\n", "")
     assert "1 earlier run(s) with a decision set" in page
+
+
+def test_every_reason_has_words():
+    from engine.explain import WHY
+    from engine.schema import Reason
+
+    assert {reason for reason, _ in WHY} == set(Reason.all)
+    buy = {Col.side: Side.buy, Col.quantity: 2.5, Col.security_id: "S", Col.value: 10.0, Col.reason: Reason.cash_invest}
+    assert explain(buy) == "Buy 2.5000 shares of S for $10.00 to invest cash above the account's cash cap."
+    gain = {**buy, Col.side: Side.sell, Col.lot_id: "L", Col.reason: Reason.rebalance, Col.realized_gain: 4.0,
+            Col.term: "long", Col.est_tax: 0.8}
+    assert explain(gain).endswith("toward its target: a long-term gain of $4.00, an estimated $0.80 of tax.")
+    untaxed = {**gain, Col.realized_gain: -4.0, Col.est_tax: 0.0}
+    assert explain(untaxed).endswith("a long-term loss of $4.00 (no tax effect in this account).")
