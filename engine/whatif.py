@@ -227,13 +227,15 @@ class WhatIfSession:
         if account_id in self.rejected:
             return self._unusable(account_id, household, words, self.rejection_messages.get(account_id, []), started)
         clock = time.perf_counter()
-        target = account_target(self.book, account_id, change)
+        tables = {name: self._rows(name, self.members[household]) for name in ACCOUNT_TABLES}
+        # the household's rows are all account_target reads of the account: the same result, without
+        # conforming the whole book's tables on every question
+        target = account_target({**self.shared, **tables}, account_id, change)
         if not target.usable[0]:
             return self._unusable(account_id, household, words, target.rejections.column(Col.message).to_pylist(),
                                   started)
-        members = [a for a in self.members[household] if a not in self.rejected or a == account_id]
-        tables = {name: self._rows(name, self.members[household]) for name in ACCOUNT_TABLES}
-        changed = changed_rows(self.tables, account_id, change)
+        members = [a for a in self.members[household] if a not in self.rejected]
+        changed = changed_rows({**self.shared, **tables}, account_id, change)
         for name in ("restrictions", "allocations"):
             others = tables[name].filter(pc.not_equal(tables[name].column(Col.account_id), account_id))
             tables[name] = pa.concat_tables([others, changed[name].cast(others.schema)])
