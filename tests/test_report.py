@@ -215,3 +215,18 @@ def test_every_reason_has_words():
     assert explain(gain).endswith("toward its target: a long-term gain of $4.00, an estimated $0.80 of tax.")
     untaxed = {**gain, Col.realized_gain: -4.0, Col.est_tax: 0.0}
     assert explain(untaxed).endswith("a long-term loss of $4.00 (no tax effect in this account).")
+
+
+def test_without_a_book_the_report_leaves_the_tax_figures_out(report, small_run):
+    from engine.report import build_report
+
+    runs, _, _ = report
+    run, manifest = read_run(str(runs), small_run[2])
+    files = build_report(run, manifest, as_of=small_run[2], max_accounts=2)
+    index = files["index.html"].decode()
+    assert "tax deferred" not in index.split("<h2>Taxes</h2>")[1].split("</table>")[0]
+    assert "No decision set is committed yet" in index
+    assert "http://" not in index and "https://" not in index          # self-contained: opens offline
+    pages = [name for name in files if name.startswith("accounts/")]
+    assert len(pages) == 2 and all("No tax figures" in files[name].decode() for name in pages)
+    assert "taxes.parquet" not in files
