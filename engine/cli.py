@@ -255,6 +255,12 @@ def whatif(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of
            json_out: str = typer.Option(None, "--json", help="Also write the answer as JSON here.")):
     """What if one account changed a screen, a product, its allocation, or withdrew cash?"""
     import json
+    import os
+
+    # as the nightly actors: compiled solver shapes are kept, so the next question of a shape
+    # seen before loads it instead of compiling for 10-20 s
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "canopy", "jax"))
 
     from engine.config import Config, load_config
     from engine.targets import Allocation, CustomizationChange, Restriction
