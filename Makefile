@@ -20,11 +20,14 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-# A ~5,000-account book, the nightly job on it on a local Ray instance, and the check of every rule.
+# A ~5,000-account book, the nightly job on it on a local Ray instance, its approval by rules.toml
+# and its report, and the check of every rule.
 demo: $(STAMP)
 	$(VENV)/bin/canopy generate --accounts 5000 --seed 7 --out $(DEMO)/book --overwrite
 	$(VENV)/bin/canopy validate --book $(DEMO)/book --examples 1
 	$(VENV)/bin/canopy run --book $(DEMO)/book --out $(DEMO)/runs --config canopy.toml --replace
+	$(VENV)/bin/canopy approve --run $(DEMO)/runs --rules rules.toml --replace
+	$(VENV)/bin/canopy report --run $(DEMO)/runs --replace
 	$(VENV)/bin/canopy check --book $(DEMO)/book --run $(DEMO)/runs
 
 # tests/test_report.py renders the report in headless Chromium (skipped without it): install the Debian
