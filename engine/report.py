@@ -153,7 +153,7 @@ def _tracking_chart(before: np.ndarray, after: np.ndarray) -> bytes:
     axes.set_xlabel("tracking error before trading (% a year)")
     axes.set_ylabel("after the proposal (% a year)")
     axes.set_title("Tracking error to target, before and after")
-    axes.legend(fontsize=8, frameon=False, loc="upper left")
+    axes.legend(fontsize=8, frameon=True, loc="lower right")
     return _png(figure)
 
 
@@ -353,9 +353,10 @@ def _index(manifest, as_of, rows, statuses, decision_of, traded, proposed, total
              _figure_html("turnover.png", "How much of each account trades today. A long right tail is worth "
                           "a look before approving."),
              _figure_html("tracking_error.png", "Each dot is an account: how far it is from its target before "
-                          "(across) and after (up) the proposal. Dots below the dashed line move closer. The accounts "
-                          "of a household are managed jointly, so one of them may move away from its own target "
-                          "(e.g. bonds placed in the IRA) while the household moves closer to its own."),
+                          "(across) and after (up) the proposal. Dots below the dashed line move closer. A dot above "
+                          "it trades a little tracking error for harvested losses (a replacement tracks its "
+                          "position closely, not exactly), or belongs to a household: its accounts are managed "
+                          "jointly, so one may move away from its own target while the household moves closer."),
              _figure_html("taxes.png", "Gains realized by the proposals, their estimated tax (net of harvested "
                           "losses), the losses harvested and the tax they save, and the tax deferred against a "
                           "plain rebalance to target (see any account's page for how it is computed)."),
