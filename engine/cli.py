@@ -164,6 +164,168 @@ def check(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of 
         raise typer.Exit(1)
 
 
+def _date_option(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{option} must be a date like 2026-11-20, got {value!r}") from None
+
+
+@app.command()
+@_clean_errors
+def approve(run: str = typer.Option(..., "--run", help="The runs folder (OUT) or one run (OUT/as_of=DATE)."),
+            rules: str = typer.Option(..., "--rules", help="The rules file (TOML); see rules.toml."),
+            as_of: str = typer.Option(None, "--as-of", help="The run's date (default: the latest committed)."),
+            replace: bool = typer.Option(False, "--replace", help="Replace a decision set already committed."),
+            storage_options: str = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
+            check_only: bool = typer.Option(False, "--check", help="Only parse and check the rules file.")):
+    """Decide every account of a run by ordered rules; commit the decisions and the approved trade file."""
+    from engine.workflow import approve as approve_run, load_rules
+    from jobs.nightly import storage_options_from
+
+    parsed = load_rules(rules)
+    if check_only:
+        console.print(f"{rules}: {len(parsed.rules)} rule(s), default {parsed.default}: OK")
+        return
+    summary = approve_run(run, parsed, as_of=_date_option(as_of, "--as-of"), replace=replace,
+                          storage_options=storage_options_from(storage_options))
+    table = Table(title=f"decisions of run {summary['run_id']}")
+    table.add_column(Col.rule)
+    table.add_column(Col.decision)
+    table.add_column("accounts", justify="right")
+    decision_of = {r.name: r.decision for r in parsed.rules}
+    for name, count in summary["by_rule"].items():
+        table.add_row(name, decision_of.get(name, parsed.default), f"{count:,}")
+    console.print(table)
+    console.print(", ".join(f"{d}: {c:,}" for d, c in summary["by_decision"].items()))
+    console.print(f"{summary['approved_trades']:,} approved trades worth ${summary['approved_value']:,.0f} "
+                  f"written to {summary['folder']}/ (approved_trades.csv, approved_trades.parquet)")
+
+
+@app.command()
+@_clean_errors
+def report(run: str = typer.Option(..., "--run", help="The runs folder (OUT) or one run (OUT/as_of=DATE)."),
+           book: str = typer.Option(None, "--book", help="The run's book (default: the one its manifest names)."),
+           out: str = typer.Option(None, "--out", help="Folder for the report (default: OUT/as_of=DATE/report)."),
+           as_of: str = typer.Option(None, "--as-of", help="The run's date (default: the latest committed)."),
+           max_accounts: int = typer.Option(500, "--max-accounts", min=0,
+                                            help="Per-account pages at most (largest tax saved + deferred first)."),
+           account: list[str] = typer.Option([], "--account", help="An account that gets a page in any case (repeat)."),
+           replace: bool = typer.Option(False, "--replace", help="Replace a report already committed there."),
+           storage_options: str = typer.Option(None, "--storage-options", help="fsspec options as JSON.")):
+    """Write the run's HTML report with PNG charts, and a Taxes Saved or Deferred page per account."""
+    from engine.report import make_report
+    from jobs.nightly import storage_options_from
+
+    written = make_report(run, book=book, out=out, as_of=_date_option(as_of, "--as-of"), replace=replace,
+                          max_accounts=max_accounts, accounts=account,
+                          storage_options=storage_options_from(storage_options))
+    console.print(f"report written to {written['folder']}/index.html ({written['files']} files, "
+                  f"{written['account_pages']} account pages"
+                  f"{'' if written['book'] else '; no book, so no tax figures'})")
+
+
+def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        key, sep, item = value.partition("=")
+        if not sep or not key or not item:
+            raise typer.BadParameter(f"{option} takes ASSET_CLASS=VALUE, got {value!r}")
+        pairs.append((key, item))
+    return pairs
+
+
+@app.command()
+@_clean_errors
+def whatif(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of the book."),
+           account: str = typer.Option(..., "--account", help="The account to ask about."),
+           screen_tag: list[str] = typer.Option([], "--screen-tag", help="Add an exclude screen by tag (repeat)."),
+           screen_security: list[str] = typer.Option([], "--screen-security",
+                                                     help="Add an exclude screen of one security (repeat)."),
+           lift_tag: list[str] = typer.Option([], "--lift-screen-tag", help="Lift an exclude screen by tag."),
+           product: list[str] = typer.Option([], "--product", help="ASSET_CLASS=MODEL_ID: choose another product."),
+           weight: list[str] = typer.Option([], "--weight",
+                                            help="ASSET_CLASS=WEIGHT: a custom asset-class weight (0 removes it)."),
+           withdrawal: float = typer.Option(0.0, "--withdrawal", min=0.0,
+                                            help="USD to withdraw now, on top of any pending withdrawal."),
+           config: str = typer.Option(None, "--config", help="canopy.toml (default: solver eps 1e-5)."),
+           trades: int = typer.Option(10, "--trades", min=0, help="First trades to show in words."),
+           json_out: str = typer.Option(None, "--json", help="Also write the answer as JSON here.")):
+    """What if one account changed a screen, a product, its allocation, or withdrew cash?"""
+    import json
+    import os
+
+    # as the nightly actors: compiled solver shapes are kept, so the next question of a shape
+    # seen before loads it instead of compiling for 10-20 s
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "canopy", "jax"))
+
+    from engine.config import Config, load_config
+    from engine.targets import Allocation, CustomizationChange, Restriction
+    from engine.whatif import WHATIF_SOLVER, WhatIfSession
+
+    settings = load_config(config) if config else Config(solver=WHATIF_SOLVER)
+    allocations = {}
+    for asset_class, model in _pairs(product, "--product"):
+        allocations[asset_class] = Allocation(asset_class, None, model)
+    for asset_class, value in _pairs(weight, "--weight"):
+        try:
+            number = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"--weight takes ASSET_CLASS=NUMBER, got {asset_class}={value}") from None
+        model = allocations.get(asset_class, Allocation(asset_class)).model_id
+        allocations[asset_class] = Allocation(asset_class, number, model)
+    change = CustomizationChange(
+        add_restrictions=tuple([Restriction("exclude", None, t) for t in screen_tag]
+                               + [Restriction("exclude", s, None) for s in screen_security]),
+        remove_restrictions=tuple(Restriction("exclude", None, t) for t in lift_tag),
+        allocations=tuple(allocations.values()))
+    start = time.perf_counter()
+    session = WhatIfSession(book, settings)
+    loaded = time.perf_counter() - start
+    start = time.perf_counter()
+    before = session.warm_up(account)
+    warm = time.perf_counter() - start
+    answer = session.whatif(account, change, withdrawal=withdrawal, first=trades)
+    console.print(f"book read in {loaded:.1f} s; warm-up (tonight's proposal, compiles the solver) {warm:.1f} s; "
+                  f"what-if {answer.seconds * 1000:.0f} ms{' (warm start)' if answer.warm_started else ''}")
+    table = Table(title=f"account {account} (household {answer.household_id}): {answer.change}")
+    table.add_column("")
+    table.add_column("tonight, as is", justify="right")
+    table.add_column("with the change", justify="right")
+
+    def cell(result, name, style):
+        value = result.numbers.get(name)
+        if value is None:
+            return "-"
+        return {"usd": f"${value:,.0f}", "pct": f"{100 * value:.2f}%", "int": f"{value:,.0f}"}[style]
+
+    rows = [("proposal status", None, None), ("market value", Col.value, "usd"), ("value sold", Col.sold, "usd"),
+            ("share of the portfolio sold", "sold_fraction", "pct"), ("bought", Col.bought, "usd"),
+            ("short-term gains realized", Col.realized_st, "usd"), ("long-term gains realized", Col.realized_lt, "usd"),
+            ("estimated tax", Col.est_tax, "usd"), ("losses harvested", Col.harvested_loss, "usd"),
+            ("tax saved by them", Col.tax_saved, "usd"),
+            ("tracking error before", Col.tracking_error_before, "pct"),
+            ("tracking error after", Col.tracking_error_after, "pct"), ("trades", Col.trade_count, "int")]
+    for label, name, style in rows:
+        if name is None:
+            table.add_row(label, before.status, answer.status)
+        else:
+            table.add_row(label, cell(before, name, style), cell(answer, name, style))
+    console.print(table)
+    if answer.detail:
+        console.print(f"detail: {answer.detail}", highlight=False)
+    if answer.first_trades:
+        console.print("first trades:")
+        for sentence in answer.first_trades:
+            console.print(f"  {sentence}", highlight=False)
+    if json_out:
+        with open(json_out, "w") as fh:
+            json.dump({"as_is": before.to_dict(), "with_change": answer.to_dict()}, fh, indent=2, default=str)
+
+
 def _benchmark(name: str):
     """The module ``benchmarks/<name>.py`` of this source tree (benchmarks are not installed)."""
     import importlib.util
@@ -203,3 +365,7 @@ def bench_solver(sizes: list[int] = typer.Option([50, 100, 200, 500, 600], "--si
     _benchmark("solver").main(sizes=sizes, batch=batch, iterations=iterations, tolerance=tolerance,
                               dtype=dtype, device=device, households=households,
                               oracle_households=oracle, out=out, method=method)
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m engine.cli
+    main()

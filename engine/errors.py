@@ -45,3 +45,7 @@ class ConfigError(CanopyError):
 
 class RunError(CanopyError):
     """A run that cannot be committed (already committed, too many failures)."""
+
+
+class RulesError(ConfigError):
+    """An approval rules file that cannot be used: names the rule, its expression and what is wrong."""

@@ -114,6 +114,26 @@ class Col:
     table = "table"
     key = "key"
     message = "message"
+    # approvals (engine.workflow): decisions, and the per-account trade facts rules may name
+    decision = "decision"
+    bought = "bought"
+    sold = "sold"
+    largest_trade = "largest_trade"
+    reasons = "reasons"
+    traded_securities = "traded_securities"
+    rejection_rules = "rejection_rules"
+    # reports (engine.taxes): taxes saved or deferred against a plain rebalance, year to date
+    plain_sold = "plain_sold"
+    plain_realized = "plain_realized"
+    plain_gain_tax = "plain_gain_tax"
+    gain_tax = "gain_tax"
+    tax_deferred = "tax_deferred"
+    ytd_realized_st_before = "ytd_realized_st_before"
+    ytd_realized_lt_before = "ytd_realized_lt_before"
+    ytd_tax_before = "ytd_tax_before"
+    ytd_realized_st_after = "ytd_realized_st_after"
+    ytd_realized_lt_after = "ytd_realized_lt_after"
+    ytd_tax_after = "ytd_tax_after"
 
 
 # --------------------------------------------------------------------------
@@ -199,6 +219,14 @@ class Reject:
     screen_empties_product = "screen_empties_product"
     conflicting_allocation = "conflicting_allocation"
     unknown_product = "unknown_product"
+
+
+class Decision:
+    """What the rebalancing group's rules decide for an account (``decisions.decision``)."""
+    approve = "approve"      # its trades go to the trade management system
+    review = "review"        # held for a person to look at
+    suspend = "suspend"      # no trades today
+    all = (approve, review, suspend)
 
 
 # --------------------------------------------------------------------------
@@ -396,6 +424,54 @@ RUN_TABLES: dict[str, pa.Schema] = {
     "accounts": RUN_ACCOUNTS,
     "rejections": REJECTIONS,
 }
+
+# Approvals (engine.workflow) -----------------------------------------------
+# Not part of CONTRACT version 1: written beside a committed run by ``canopy approve``.
+
+DECISIONS = _schema("decisions", [
+    field(C.as_of, _date, unit="date"),
+    field(C.account_id, _str),
+    field(C.household_id, _str),
+    field(C.status, _str, doc="the account's status in the run"),
+    field(C.decision, _str, doc="approve, review, suspend"),
+    field(C.rule, _str, doc="name of the first rule that matched; 'default' when none did"),
+])
+
+#: The trade file for the trade management system: the run's trades of approved accounts.
+APPROVED_TRADES = _schema("approved_trades", [
+    *TRADES, field(C.rule, _str, doc="the rule that approved the account"),
+])
+
+#: What approval rules may name: the run's accounts row plus facts of the account's trades
+#: and rejections (engine.workflow.rule_inputs computes them).
+RULE_INPUTS = _schema("rule_inputs", [
+    *RUN_ACCOUNTS,
+    field(C.bought, _f64, unit="USD", doc="value of the account's buys"),
+    field(C.sold, _f64, unit="USD", doc="value of the account's sells"),
+    field(C.largest_trade, _f64, unit="USD", doc="value of its largest trade (0 without trades)"),
+    field(C.reasons, _strs, doc="reasons of its trades (trades.reason), each once"),
+    field(C.traded_securities, _strs, doc="securities it trades, each once"),
+    field(C.rejection_rules, _strs, doc="rules of its rows in the run's rejections table, each once"),
+])
+
+#: Per account, what a report says it saves or defers (engine.taxes.tax_report; the report's taxes.parquet).
+TAX_REPORT = _schema("tax_report", [
+    field(C.account_id, _str),
+    field(C.harvested_loss, _f64, unit="USD", doc="losses the proposal harvests (positive)"),
+    field(C.tax_saved, _f64, unit="USD", doc="tax those losses save at the account's rates"),
+    field(C.tax_budget, _f64, True, unit="USD"),
+    field(C.plain_sold, _f64, unit="USD", doc="value a plain FIFO rebalance to target would sell"),
+    field(C.plain_realized, _f64, unit="USD", doc="net gain it would realize"),
+    field(C.plain_gain_tax, _f64, unit="USD", doc="tax of its lots sold at a gain"),
+    field(C.gain_tax, _f64, unit="USD", doc="tax of the proposal's lots sold at a gain"),
+    field(C.tax_deferred, _f64, unit="USD", doc="plain_gain_tax - gain_tax"),
+    field(C.ytd_realized_st_before, _f64, unit="USD"),
+    field(C.ytd_realized_lt_before, _f64, unit="USD"),
+    field(C.ytd_tax_before, _f64, unit="USD"),
+    field(C.ytd_realized_st_after, _f64, unit="USD"),
+    field(C.ytd_realized_lt_after, _f64, unit="USD"),
+    field(C.ytd_tax_after, _f64, unit="USD"),
+])
 
 # Keys that must be unique within a table of the book.
 BOOK_KEYS: dict[str, tuple[str, ...]] = {

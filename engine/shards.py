@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +44,7 @@ SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models"
 ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
 
 __all__ = ["Shard", "ShardOutput", "plan_shards", "shard_tables", "solve_shard", "household_ids",
-           "household_transactions",
+           "household_transactions", "WarmStart",
            "SHARED_TABLES", "ACCOUNT_TABLES"]
 
 
@@ -82,6 +82,21 @@ class ShardOutput:
     accounts: pa.Table
     timings: dict[str, float] = field(default_factory=dict)
     iterations: int = 0
+    warm: "WarmStart | None" = None
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """A solved shard's final iterate, to start a re-solve of the same households from.
+
+    It applies only to a problem of the same padded shape over the same
+    universe in the same order (a what-if that changes a screen, weights or
+    cash; not one that brings new securities in): :func:`solve_shard` checks.
+    """
+
+    security_ids: np.ndarray
+    account_ids: np.ndarray
+    state: Any
 
 
 def pad_universe(count: int) -> int:
@@ -232,7 +247,8 @@ def shard_tables(tables: Mapping[str, pa.Table], shards: list[Shard]) -> Iterato
 
 
 def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], targets: Targets,
-                shard: Shard, as_of: dt.date, config: Config = Config()) -> ShardOutput:
+                shard: Shard, as_of: dt.date, config: Config = Config(), *,
+                warm: WarmStart | None = None, keep_warm: bool = False) -> ShardOutput:
     """Problem assembly, solve and proposals of one shard.
 
     Parameters
@@ -247,6 +263,11 @@ def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], 
         Which households, and their padded shape.
     as_of, config
         The run's date and settings.
+    warm
+        Start the solve from this iterate where it fits the assembled problem
+        (same universe and accounts; see :class:`WarmStart`), else cold.
+    keep_warm
+        Return the final iterate as ``ShardOutput.warm`` (what-ifs keep it).
     """
     from engine.proposals import propose
     from engine.solver import solve
@@ -260,9 +281,15 @@ def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], 
                                          pad_universe=lambda count: max(n, pad_universe(count)))
     timings["assemble"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    result = solve(problem, config.solver)
+    fits = (warm is not None and np.array_equal(warm.security_ids, index.security_ids)
+            and np.array_equal(warm.account_ids, index.account_ids))
+    result = solve(problem, config.solver, warm.state if fits else None)
     timings["solve"] = time.perf_counter() - clock
     clock = time.perf_counter()
     trades, accounts = propose(book, targets, problem, index, result, as_of, config.policy)
     timings["propose"] = time.perf_counter() - clock
-    return ShardOutput(shard.shard_id, trades, accounts, timings, int(np.asarray(result.iterations).sum()))
+    kept = None
+    if keep_warm:  # a host copy: the solver donates the device buffers of the state it starts from
+        kept = WarmStart(index.security_ids, index.account_ids,
+                         type(result.state)(*(np.array(v) for v in result.state)))
+    return ShardOutput(shard.shard_id, trades, accounts, timings, int(np.asarray(result.iterations).sum()), kept)

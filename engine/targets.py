@@ -542,11 +542,17 @@ def account_target(source: Any, account_id: str,
     if mine.num_rows == 0:
         raise ValueError(f"account {account_id!r} is not in the accounts table")
     found = Rejections()
-    restrictions = _changed_restrictions(tables, account_id, change, found)
-    allocations = _changed_allocations(tables["allocations"], account_id, change.allocations)
-    sliced = {**tables, "accounts": mine, "restrictions": restrictions, "allocations": allocations}
+    sliced = {**tables, "accounts": mine, **changed_rows(tables, account_id, change, found)}
     rejected = set() if found.table().num_rows == 0 else {account_id}
     return _build(sliced, rejected=rejected, check_allocations=True, found=found)
+
+
+def changed_rows(tables: Mapping[str, pa.Table], account_id: str, change: CustomizationChange,
+                 found: Rejections | None = None) -> dict[str, pa.Table]:
+    """The ``restrictions`` and ``allocations`` rows of one account after ``change`` (what a
+    what-if solves with); problems with the change are added to ``found``."""
+    return {"restrictions": _changed_restrictions(tables, account_id, change, found or Rejections()),
+            "allocations": _changed_allocations(tables["allocations"], account_id, change.allocations)}
 
 
 def _changed_restrictions(tables: Mapping[str, pa.Table], account_id: str, change: CustomizationChange,
@@ -596,5 +602,5 @@ def _changed_allocations(allocations: pa.Table, account_id: str,
 
 
 __all__ = ["Targets", "build_targets", "exclusion_matrix", "household_targets", "Restriction",
-           "Allocation", "CustomizationChange", "account_target", "REJECT_SCREEN_EMPTIES_PRODUCT",
+           "Allocation", "CustomizationChange", "account_target", "changed_rows", "REJECT_SCREEN_EMPTIES_PRODUCT",
            "REJECT_CONFLICTING_ALLOCATION", "REJECT_UNKNOWN_PRODUCT", "EMPTY_PRODUCT_TOLERANCE"]

@@ -135,3 +135,60 @@ def ray_session():
                  log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+#: Solver settings of the small runs below: canopy.toml's tolerance, fewer iterations.
+SMALL_RUN_SOLVER = dict(eps_abs=1e-5, eps_rel=1e-5, max_iterations=2000)
+
+
+def solve_locally(book_uri: str, out: str, accounts: int | None = None):
+    """The nightly job's work without Ray: every usable household in one shard of the largest shape.
+
+    One shape means one compile (~15 s); the rows are what the job's shards would write
+    (``engine.shards.solve_shard``), committed with ``engine.store.RunWriter``.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from engine.book import read_book
+    from engine.config import Config, SolverConfig
+    from engine.proposals import status_rows
+    from engine.schema import Status
+    from engine.shards import SHARED_TABLES, Shard, household_transactions, plan_shards, shard_tables, solve_shard
+    from engine.store import RunWriter
+    from engine.targets import build_targets
+
+    config = Config(solver=SolverConfig(**SMALL_RUN_SOLVER))
+    book = read_book(book_uri)
+    targets = build_targets(book)
+    rejected = set(book.rejected) | set(targets.rejections.column("account_id").drop_null().to_pylist())
+    usable = targets.account_ids[targets.usable & ~np.isin(targets.account_ids, sorted(rejected))]
+    tables = household_transactions(book.tables, usable)
+    plan = plan_shards(tables, targets, usable, config.run)
+    shape = tuple(int(max(s.shape[k] for s in plan)) for k in range(3))
+    shard = Shard(0, np.concatenate([s.account_ids for s in plan]), sum(s.households for s in plan), shape)
+    part = next(shard_tables(tables, [shard]))
+    row_of = {a: i for i, a in enumerate(targets.account_ids)}
+    output = solve_shard({n: tables[n] for n in SHARED_TABLES}, part,
+                         targets.take([row_of[a] for a in shard.account_ids]), shard, book.as_of, config)
+    others = [a for a in targets.account_ids if a not in set(usable)]
+    rows = [output.accounts]
+    if others:
+        rows.append(status_rows(book.accounts, others, Status.rejected, "rejected: see the rejections table",
+                                book.as_of, lots=book.lots, securities=book.securities))
+    writer = RunWriter(out, book.as_of)
+    writer.write("trades", output.trades)
+    writer.write("accounts", pa.concat_tables(rows).sort_by("account_id"))
+    writer.write("rejections", pa.concat_tables([book.rejections, targets.rejections.cast(book.rejections.schema)]))
+    return writer.commit({"book": book_uri, "summary": {}})
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """A committed run of a 32-account book with a few planted bad rows: (book_uri, out, as_of)."""
+    root = tmp_path_factory.mktemp("small-run")
+    book_uri = str(root / "book")
+    synth.generate(book_uri, 32, seed=21, bad_fraction=0.01)
+    out = str(root / "runs")
+    solve_locally(book_uri, out)
+    return book_uri, out, synth.AS_OF

@@ -10,7 +10,8 @@ import pytest
 from engine import schema
 from engine.errors import RunError, SchemaError
 from engine.schema import Col
-from engine.store import RunWriter, committed, read_run, run_path
+from engine.store import (RunWriter, committed, committed_dates, locate_run, read_decisions, read_run, run_path,
+                          write_decisions, write_report)
 
 AS_OF = dt.date(2026, 11, 20)
 
@@ -126,3 +127,78 @@ def test_commit_on_s3(s3_server):
     fs = s3fs.S3FileSystem(**s3_server)
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("canopy-test/runs/as_of=2026-11-20")) == sorted(
         ["_SUCCESS", "manifest.json", "trades", "accounts", "rejections"])
+
+
+# --------------------------------------------------------------------------
+# Folders beside a run: decision sets and reports.
+
+def _decisions(decision: str = "approve") -> tuple[pa.Table, pa.Table]:
+    rows = [{Col.as_of: AS_OF, Col.account_id: f"A{i}", Col.household_id: f"H{i}", Col.status: "proposed",
+             Col.decision: decision, Col.rule: "r"} for i in range(3)]
+    return pa.Table.from_pylist(rows, schema=schema.DECISIONS), schema.empty(schema.APPROVED_TRADES)
+
+
+@pytest.mark.parametrize("scheme", ["local", "memory"])
+def test_decisions_commit_beside_the_run(tmp_path, scheme):
+    out = str(tmp_path / "runs") if scheme == "local" else "memory://canopy-store/decisions"
+    with pytest.raises(RunError, match="no committed run"):
+        write_decisions(out, AS_OF, *_decisions(), {})
+    write_run(out)
+    assert read_decisions(out, AS_OF) is None
+    write_decisions(out, AS_OF, *_decisions(), {"run_id": "x"})
+    decisions, approved, manifest = read_decisions(out, AS_OF)
+    assert decisions.equals(_decisions()[0]) and approved.num_rows == 0 and manifest["run_id"] == "x"
+    assert manifest["rows"] == {"decisions": 3, "approved_trades": 0}
+    with pytest.raises(RunError, match="already committed.*--replace"):
+        write_decisions(out, AS_OF, *_decisions("review"), {})
+    assert read_decisions(out, AS_OF)[0].column(Col.decision)[0].as_py() == "approve"
+    write_decisions(out, AS_OF, *_decisions("review"), {}, replace=True)
+    assert read_decisions(out, AS_OF)[0].column(Col.decision)[0].as_py() == "review"
+    # the run itself is untouched, and a new run for the date takes its old decisions away
+    assert read_run(out, AS_OF)[0]["accounts"].num_rows == 3
+    write_run(out, "proposed", replace=True)
+    assert read_decisions(out, AS_OF) is None
+
+
+def test_a_decision_set_that_fails_midway_leaves_the_committed_one(tmp_path, monkeypatch):
+    from engine import store
+
+    out = str(tmp_path / "runs")
+    write_run(out)
+    write_decisions(out, AS_OF, *_decisions(), {})
+
+    def broken(self, relative, table):
+        raise OSError("disk full")
+    monkeypatch.setattr(store.FolderWriter, "put_csv", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_decisions(out, AS_OF, *_decisions("suspend"), {}, replace=True)
+    assert read_decisions(out, AS_OF)[0].column(Col.decision)[0].as_py() == "approve"
+    assert not any((tmp_path / "runs" / "_staging").iterdir())
+
+
+def test_locate_run(tmp_path):
+    out = str(tmp_path / "runs")
+    with pytest.raises(RunError, match="no committed run"):
+        locate_run(out)
+    write_run(out)
+    later = AS_OF + dt.timedelta(days=3)
+    writer = RunWriter(out, later)
+    writer.commit({})
+    (tmp_path / "runs" / "as_of=2026-11-30").mkdir()          # not committed: ignored
+    assert committed_dates(out) == [AS_OF, later]
+    assert locate_run(out) == (out, later)
+    assert locate_run(out, AS_OF) == (out, AS_OF)
+    assert locate_run(f"{out}/as_of=2026-11-20/") == (out, AS_OF)
+    with pytest.raises(RunError, match="no committed run for 2026-11-30"):
+        locate_run(f"{out}/as_of=2026-11-30")
+
+
+def test_a_report_folder_is_committed_and_kept(tmp_path):
+    where = write_report(str(tmp_path / "reports"), "night", {"index.html": b"<html></html>", "a/b.png": b"png"})
+    assert where.endswith("reports/night") and (tmp_path / "reports" / "night" / "_SUCCESS").exists()
+    assert (tmp_path / "reports" / "night" / "a" / "b.png").read_bytes() == b"png"
+    with pytest.raises(RunError, match="already committed"):
+        write_report(str(tmp_path / "reports" / "night"), "", {"index.html": b"x"})
+    write_report(str(tmp_path / "reports" / "night"), "", {"index.html": b"new"}, replace=True)
+    assert (tmp_path / "reports" / "night" / "index.html").read_bytes() == b"new"
+    assert not (tmp_path / "reports" / "night" / "a").exists()
