@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.config import SolverConfig
 from engine.solver import admm, evaluate, ipm
-from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SHARED_FIELDS, ProblemBatch,
+from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SHARED_FIELDS, SOLVED, ProblemBatch,
                                  SolverResult, SolverState)
 
 jax.config.update("jax_enable_x64", True)
@@ -115,26 +115,43 @@ MIN_BUCKET = 4
 
 
 def _bucket(count: int, total: int) -> int:
+    """The batch ``count`` households run in: 4, 6, 8, 12, 16, 24, 32, ... (at most ``total``).
+
+    Powers of two and 1.5 times them: a frozen or padded slot still costs its
+    iterations, and halving steps would waste up to half of every chunk.
+    """
     size = MIN_BUCKET
     while size < count:
-        size *= 2
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
     return min(size, total)
 
 
+def _fixed(problem: ProblemBatch) -> np.ndarray:
+    """Households with no free variable (an unreachable floor, everything screened or blocked), (B,).
+
+    Their solution is the one point of their bounds: they need no iteration.
+    """
+    buys = (np.asarray(problem.buy_upper) > 0).any(axis=(1, 2))
+    sells = (np.asarray(problem.sell_upper) > np.asarray(problem.sell_lower)).any(axis=(1, 2, 3))
+    return ~(buys | sells)
+
+
 def _iterate(problem: ProblemBatch, state, config: SolverConfig,
-             active: np.ndarray, chunk=_chunk):
+             active: np.ndarray, chunk=_chunk, fixed: np.ndarray | None = None):
     """Run chunks until every household in ``active`` has a final status.
 
-    The unconverged households are compacted into a batch of the next power of
-    two (at least :data:`MIN_BUCKET`) whenever that is smaller than the
-    current one; households that finish in between are frozen in place.
-    Returns the state and the iterations each household ran here.
+    The unconverged households are compacted into a smaller batch (see
+    :func:`_bucket`) whenever one fits them; households that finish in
+    between are frozen in place.  Households ``fixed`` (see :func:`_fixed`)
+    are solved at their start and never iterate.  Returns the state and the
+    iterations each household ran here.
     """
     total = active.size
-    running = active.copy()
-    active_j = jnp.asarray(active)
-    state = state._replace(status=jnp.where(active_j, admm.RUNNING, state.status),
-                           iteration=jnp.zeros_like(state.iteration))
+    fixed = np.zeros(total, bool) if fixed is None else fixed
+    running = active & ~fixed
+    status = jnp.where(jnp.asarray(active & fixed), SOLVED,
+                       jnp.where(jnp.asarray(active), admm.RUNNING, state.status))
+    state = state._replace(status=status.astype(jnp.int32), iteration=jnp.zeros_like(state.iteration))
     index = None
     sub_problem = sub_state = None
     while running.any():
@@ -266,7 +283,7 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
         state = SolverState(*[jnp.asarray(v).astype(dtype) if jnp.asarray(v).dtype.kind == "f"
                               else jnp.asarray(v) for v in warm])
         state = state._replace(status=jnp.full(total, admm.RUNNING, jnp.int32))
-    state, iterations = _iterate(device_problem, state, config, np.ones(total, bool))
+    state, iterations = _iterate(device_problem, state, config, np.ones(total, bool), fixed=_fixed(prepared))
     buy, sell = _solution(prepared, device_problem, state)
     rounds = config.wash_rounds
     for round_ in range(rounds):
@@ -304,7 +321,8 @@ def _solve_ipm(prepared, missing, device_problem, config: SolverConfig, warm, dt
         warm = SolverState(*[jnp.asarray(v).astype(dtype) if jnp.asarray(v).dtype.kind == "f"
                              else jnp.asarray(v) for v in warm])
     state = _ipm_init(device_problem, config, warm)
-    state, iterations = _iterate(device_problem, state, config, np.ones(total, bool), _ipm_chunk)
+    state, iterations = _iterate(device_problem, state, config, np.ones(total, bool), _ipm_chunk,
+                                 fixed=_fixed(prepared))
 
     def solution(prepared, state):
         return _repair(prepared, np.asarray(state.best_buy, float), np.asarray(state.best_sell, float))
