@@ -27,11 +27,13 @@ Measured per strategy and calendar year, and over the whole run
   same for the pre-tax (value) returns, the luck and cost of tracking the
   index differently; ``tax_alpha = after_tax_excess − pretax_excess``, what
   the taxes alone added (with 20 stocks a substitute's luck is several
-  percent a year and would swamp the tax effect);
+  percent a year and would swamp the tax effect); ``tax_alpha_liquidated``:
+  the same after selling everything on the last day and paying its tax (a
+  harvested loss lowers the basis: much of its saving is a deferral);
 * ``tracking_error``: the standard deviation of the step returns' difference
   from the index's, annualized by the square root of steps per year;
-* ``turnover``: (buys + sells) / 2 / the mean value, per year;
-* ``harvested_loss`` (USD of losses realized), ``disallowed_loss`` (USD of
+* ``turnover_rate``: (buys + sells) / 2 / the mean value, per year;
+* ``harvested_losses`` (USD of losses realized), ``disallowed_losses`` (USD of
   them the wash-sale rule disallowed), ``taxes`` (USD, of the year's gains).
 
 Pure: NumPy and the engine, no storage, no ray (:mod:`jobs.backtest` runs it).
@@ -46,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.histories import History
-from engine.kernels.dates import to_days
+from engine.kernels.dates import first_long_day, to_days
 from engine.kernels.wash import BUY, SELL
 from engine.ledger import Ledger
 from engine.strategies import Order, Step
@@ -95,6 +97,7 @@ class StrategyRun:
     index_return: list[float] = field(default_factory=list)   # index return since the last step
     ledger: Ledger | None = None
     taxes: dict[int, float] = field(default_factory=dict)     # year -> tax of its gains
+    liquidation_tax: float = 0.0                                # tax of selling everything at the end
     seconds: float = 0.0
 
 
@@ -216,6 +219,10 @@ def simulate(history: History, strategy, settings: BacktestSettings = BacktestSe
         previous_index = index_value
         if progress is not None:
             progress(strategy.name, n + 1, steps.size)
+    code, security, quantity, basis, acquired = ledger.open_lots()
+    long_ = first_long_day(acquired) <= day
+    run.liquidation_tax = float(np.sum((quantity * history.prices[steps[-1]][security] - basis)
+                                       * np.where(long_, settings.lt_rate, settings.st_rate)))
     run.seconds = time.perf_counter() - clock
     return run
 
@@ -262,9 +269,9 @@ def _metrics(run: StrategyRun, base: StrategyRun, steps: np.ndarray, steps_per_y
     return {
         "tax_alpha": alpha - excess, "after_tax_excess": alpha, "pretax_excess": excess,
         "tracking_error": float(active.std(ddof=1) * np.sqrt(steps_per_year)) if active.size > 1 else 0.0,
-        "turnover": float(turnover),
-        "harvested_loss": float(sum(-t.gain for t in sells if t.gain < 0)),
-        "disallowed_loss": float(sum(t.disallowed for t in sells)),
+        "turnover_rate": float(turnover),
+        "harvested_losses": float(sum(-t.gain for t in sells if t.gain < 0)),
+        "disallowed_losses": float(sum(t.disallowed for t in sells)),
         "short_term_gains": float(sum(t.short_term for t in sells)),
         "long_term_gains": float(sum(t.long_term for t in sells)),
     }
@@ -294,8 +301,17 @@ def summarize(runs: dict[str, StrategyRun], steps_per_year: float) -> dict:
                                "taxes": float(run.taxes.get(y, np.nan))}
         value = np.asarray(run.value)
         overall = _metrics(run, base, everything, steps_per_year, span)
-        overall.update(taxes_paid=float(sum(run.taxes.values())), final_value=float(value[-1]),
-                       final_after_tax_wealth=float(value[-1] - run.accrued_tax[-1]),
-                       seconds=run.seconds)
+        wealth = value[-1] - run.accrued_tax[-1]
+        liquidated = wealth - run.liquidation_tax
+        base_liquidated = base.value[-1] - base.accrued_tax[-1] - base.liquidation_tax
+        contributed = float(np.sum(run.contributions))
+        overall.update(
+            taxes_paid=float(sum(run.taxes.values())), final_value=float(value[-1]),
+            final_after_tax_wealth=float(wealth), final_liquidation_wealth=float(liquidated),
+            # annualized after liquidating everything at the end (the deferral's tax paid)
+            tax_alpha_liquidated=float(((liquidated - contributed) / value[0]) ** (1 / span)
+                                       - ((base_liquidated - contributed) / base.value[0]) ** (1 / span)
+                                       - overall["pretax_excess"]) if span > 0 else 0.0,
+            seconds=run.seconds)
         out["strategies"][name] = {"per_year": per_year, "overall": overall}
     return out

@@ -164,6 +164,33 @@ def check(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of 
         raise typer.Exit(1)
 
 
+@app.command()
+@_clean_errors
+def backtest(history: list[str] = typer.Option(["sp500", "synthetic"], "--history",
+                                              help="sp500 (skfolio's 20 stocks, 1991-2022) and/or synthetic."),
+             stocks: int = typer.Option(500, "--stocks", min=2, help="Stocks of the synthetic universe."),
+             years: int = typer.Option(3, "--years", min=1, help="Years of the synthetic history."),
+             seed: int = typer.Option(0, "--seed", help="Seed of the synthetic history."),
+             start: str = typer.Option(None, "--start", help="First day of the S&P 500 history."),
+             end: str = typer.Option(None, "--end", help="Last day of the S&P 500 history."),
+             frequency: str = typer.Option("monthly", "--frequency", help="monthly or weekly."),
+             contribution: float = typer.Option(0.0, "--contribution", help="USD added each rebalance day."),
+             tax_budget: float = typer.Option(None, "--tax-budget", help="Canopy's yearly tax budget, USD."),
+             config: str = typer.Option(None, "--config", help="canopy.toml for Canopy's [policy] and [solver]."),
+             out: str = typer.Option("benchmarks/results/backtest", "--out", help="Folder for the JSON and PNG.")):
+    """Tax-alpha backtest: buy-and-hold, a monthly harvester and Canopy on real and simulated prices."""
+    from jobs.backtest import main as backtest_main
+
+    argv = [f"--history={h}" for h in history] + [
+        f"--stocks={stocks}", f"--years={years}", f"--seed={seed}", f"--frequency={frequency}",
+        f"--contribution={contribution}", f"--out={out}"]
+    argv += [f"--start={start}"] if start else []
+    argv += [f"--end={end}"] if end else []
+    argv += [f"--tax-budget={tax_budget}"] if tax_budget is not None else []
+    argv += [f"--config={config}"] if config else []
+    raise typer.Exit(backtest_main(argv))
+
+
 def _benchmark(name: str):
     """The module ``benchmarks/<name>.py`` of this source tree (benchmarks are not installed)."""
     import importlib.util
@@ -198,3 +225,7 @@ def bench_solver(sizes: list[int] = typer.Option([50, 100, 200, 500, 600], "--si
     _benchmark("solver").main(sizes=sizes, batch=batch, iterations=iterations, tolerance=tolerance,
                               dtype=dtype, device=device, households=households,
                               oracle_households=oracle, out=out)
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m engine.cli
+    main()

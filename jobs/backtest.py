@@ -105,13 +105,13 @@ def print_report(report: dict) -> None:
     for name, summary in report["histories"].items():
         print(f"\n{name}: {summary['stocks']} stocks, {summary['first_day']} to {summary['last_day']}, "
               f"{summary['steps']} steps")
-        print(f"{'strategy':<20}{'tax alpha':>11}{'after-tax':>11}{'pre-tax':>10}{'TE':>8}{'turnover':>10}"
+        print(f"{'strategy':<20}{'tax alpha':>11}{'after-tax':>11}{'pre-tax':>10}{'TE':>8}{'turnover_rate':>10}"
               f"{'harvested':>14}{'disallowed':>12}{'seconds':>9}")
         for strategy, v in summary["strategies"].items():
             o = v["overall"]
             print(f"{strategy:<20}{o['tax_alpha']:>10.2%} {o['after_tax_excess']:>10.2%} {o['pretax_excess']:>9.2%}"
-                  f"{o['tracking_error']:>8.2%}{o['turnover']:>10.2%}{o['harvested_loss']:>14,.0f}"
-                  f"{o['disallowed_loss']:>12,.0f}{o['seconds']:>9.0f}")
+                  f"{o['tracking_error']:>8.2%}{o['turnover_rate']:>10.2%}{o['harvested_losses']:>14,.0f}"
+                  f"{o['disallowed_losses']:>12,.0f}{o['seconds']:>9.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:
