@@ -123,8 +123,13 @@ def book_tables(step, *, tax_budget: float | None = None) -> tuple[dict[str, pa.
     return tables, {lot_id: int(c) for lot_id, c in zip(lot_ids, code)}
 
 
-def run_engine(tables: Mapping[str, pa.Table], as_of: dt.date, config: Config) -> tuple[pa.Table, str]:
-    """Validation, targets and one shard's assembly, solve and proposals; the trades and the account status."""
+def run_engine(tables: Mapping[str, pa.Table], as_of: dt.date, config: Config,
+               account_ids=(ACCOUNT_ID,)) -> tuple[pa.Table, pa.Table]:
+    """Validation, targets and one shard's assembly, solve and proposals: the run's trades and accounts rows.
+
+    ``account_ids`` must be whole households; a rejected one raises (a
+    simulation writes its own books, so a rejection is its bug).
+    """
     from engine.shards import SHARED_TABLES, plan_shards, shard_tables, solve_shard
     from engine.targets import build_targets
     from engine.validate import validate
@@ -133,12 +138,15 @@ def run_engine(tables: Mapping[str, pa.Table], as_of: dt.date, config: Config) -
     if rejections.num_rows:
         raise CanopyError(f"the simulated book was rejected: {rejections.to_pylist()[:3]}")
     targets = build_targets(tables, rejected=[])
-    shards = plan_shards(tables, targets, [ACCOUNT_ID], config.run)
-    part = next(shard_tables(tables, shards))
+    shards = plan_shards(tables, targets, list(account_ids), config.run)
     shared = {name: tables[name] for name in SHARED_TABLES}
-    output = solve_shard(shared, part, targets, shards[0], as_of, config)
-    status = output.accounts.column(Col.status)[0].as_py()
-    return output.trades, status
+    trades, accounts = [], []
+    for shard, part in zip(shards, shard_tables(tables, shards)):
+        rows = [int(np.flatnonzero(targets.account_ids == a)[0]) for a in shard.account_ids]
+        output = solve_shard(shared, part, targets.take(rows), shard, as_of, config)
+        trades.append(output.trades)
+        accounts.append(output.accounts)
+    return pa.concat_tables(trades), pa.concat_tables(accounts)
 
 
 def lot_codes(trades: pa.Table, lot_ids: Mapping[str, int], security_ids: np.ndarray) -> list:

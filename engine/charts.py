@@ -62,8 +62,8 @@ def backtest_chart(histories: Mapping[str, dict], path: str | Path) -> None:
 
 
 def transition_chart(years: np.ndarray, tracking_error: np.ndarray, tax: np.ndarray, budget: float | None,
-                     path: str | Path, title: str) -> None:
-    """Projected tracking error (line) and tax (bars) of each year of a transition plan."""
+                     path: str | Path, title: str, start: float | None = None) -> None:
+    """Projected tracking error (line, from ``start`` at year 0) and tax (bars) of each year of a transition plan."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.bar(years, tax / 1000, color="#ff7f0e", alpha=0.7, label="tax realized, USD thousands")
@@ -71,14 +71,15 @@ def transition_chart(years: np.ndarray, tracking_error: np.ndarray, tax: np.ndar
         ax.axhline(budget / 1000, color="#ff7f0e", ls="--", lw=1, label="yearly tax budget")
     ax.set_xlabel("year of the plan")
     ax.set_ylabel("tax, USD thousands")
-    ax.set_xticks(years)
+    ax.set_xticks(np.r_[0, years] if start is not None else years)
     other = ax.twinx()
-    other.plot(years, 100 * tracking_error, color="#1f77b4", marker="o", label="tracking error at year end, %")
+    te_years, te = (np.r_[0, years], np.r_[start, tracking_error]) if start is not None else (years, tracking_error)
+    other.plot(te_years, 100 * te, color="#1f77b4", marker="o", label="tracking error after the year's trades, %")
     other.set_ylabel("tracking error, %")
     other.set_ylim(bottom=0)
     lines = ax.get_legend_handles_labels()
     more = other.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper right", fontsize=8)
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower left", fontsize=8, framealpha=0.9)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -31,6 +31,7 @@ from engine.config import Config
 from engine.histories import RiskModel
 from engine.kernels.wash import BUY, SELL, WINDOW_DAYS
 from engine.ledger import Ledger
+from engine.schema import Col
 
 __all__ = ["Order", "Step", "BuyAndHold", "MonthlyHarvester", "CanopyStrategy", "STRATEGIES"]
 
@@ -286,7 +287,7 @@ class CanopyStrategy:
         tables, lot_ids = book_tables(step, tax_budget=self.tax_budget)
         trades, accounts = run_engine(tables, step.date, self.config)
         self.solve_seconds += time.perf_counter() - clock
-        self.last_status = accounts
+        self.last_status = accounts.column(Col.status)[0].as_py()
         return lot_codes(trades, lot_ids, step.security_ids)
 
 

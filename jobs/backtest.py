@@ -43,15 +43,39 @@ log = logging.getLogger("canopy.backtest")
 STEPS_PER_YEAR = {"monthly": 12.0, "weekly": 52.0}
 
 
-def load_history(name: str, *, stocks: int = 500, years: int = 3, seed: int = 0,
-                 start: dt.date | None = None, end: dt.date | None = None) -> History:
-    """``sp500`` (optionally between ``start`` and ``end``) or ``synthetic``."""
-    if name == "sp500":
-        history = sp500_history()
-        return history.window(start, end) if start or end else history
+def load_histories(name: str, *, stocks: int = 500, years: int = 3, seed: int = 0,
+                   start: dt.date | None = None, end: dt.date | None = None,
+                   window_years: int = 0) -> dict[str, History]:
+    """``sp500`` (between ``start`` and ``end``, cut into fresh accounts of ``window_years``) or ``synthetic``."""
     if name == "synthetic":
-        return synthetic_history(stocks, years, seed)
-    raise ValueError(f"history must be sp500 or synthetic, got {name!r}")
+        history = synthetic_history(stocks, years, seed)
+        return {history.name: history}
+    if name != "sp500":
+        raise ValueError(f"history must be sp500 or synthetic, got {name!r}")
+    history = sp500_history()
+    first = start or history.days[history.first].astype(dt.date)
+    last = end or history.days[-1].astype(dt.date)
+    if window_years <= 0:
+        return {f"{history.name} {first.year}-{last.year}": history.window(first, last)}
+    out = {}
+    year = first.year
+    while year <= last.year:
+        stop = min(dt.date(year + window_years - 1, 12, 31), last)
+        if last.year - stop.year < (window_years + 1) // 2:    # a short last stub joins the window before
+            stop = last
+        out[f"{history.name} {year}-{stop.year}"] = history.window(max(first, dt.date(year, 1, 1)), stop)
+        year = stop.year + 1
+    return out
+
+
+def mean_of_windows(report: dict, prefix: str) -> dict:
+    """The mean of the overall metrics of every window whose name starts with ``prefix``."""
+    windows = [v for k, v in report["histories"].items() if k.startswith(prefix)]
+    if len(windows) < 2:
+        return {}
+    strategies = windows[0]["strategies"]
+    return {s: {key: float(np.mean([w["strategies"][s]["overall"][key] for w in windows]))
+                for key in strategies[s]["overall"]} for s in strategies}
 
 
 def _cumulative_tax_alpha(run, base) -> list[float]:
@@ -105,7 +129,7 @@ def print_report(report: dict) -> None:
     for name, summary in report["histories"].items():
         print(f"\n{name}: {summary['stocks']} stocks, {summary['first_day']} to {summary['last_day']}, "
               f"{summary['steps']} steps")
-        print(f"{'strategy':<20}{'tax alpha':>11}{'after-tax':>11}{'pre-tax':>10}{'TE':>8}{'turnover_rate':>10}"
+        print(f"{'strategy':<20}{'tax alpha':>11}{'after-tax':>11}{'pre-tax':>10}{'TE':>8}{'turnover':>10}"
               f"{'harvested':>14}{'disallowed':>12}{'seconds':>9}")
         for strategy, v in summary["strategies"].items():
             o = v["overall"]
@@ -123,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the synthetic history.")
     parser.add_argument("--start", type=dt.date.fromisoformat, help="First day of the S&P 500 history.")
     parser.add_argument("--end", type=dt.date.fromisoformat, help="Last day of the S&P 500 history.")
+    parser.add_argument("--window-years", type=int, default=10,
+                        help="Cut the S&P 500 history into fresh accounts of this many years (0: one run).")
     parser.add_argument("--frequency", choices=list(STEPS_PER_YEAR), default="monthly")
     parser.add_argument("--contribution", type=float, default=0.0, help="USD added each rebalance day.")
     parser.add_argument("--tax-budget", type=float, help="Canopy's yearly tax budget, USD.")
@@ -132,13 +158,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     histories = {}
     for name in args.history or ["sp500", "synthetic"]:
-        history = load_history(name, stocks=args.stocks, years=args.years, seed=args.seed,
-                               start=args.start, end=args.end)
-        histories[history.name] = history
+        histories.update(load_histories(name, stocks=args.stocks, years=args.years, seed=args.seed,
+                                        start=args.start, end=args.end, window_years=args.window_years))
     settings = BacktestSettings(frequency=args.frequency, contribution=args.contribution)
     report = run_backtest(histories, settings, load_config(args.config), Path(args.out),
                           tax_budget=args.tax_budget)
+    means = mean_of_windows(report, "sp500")
+    if means:
+        report["sp500_windows_mean"] = means
+        (Path(args.out) / "backtest.json").write_text(json.dumps(report, indent=1, default=float))
     print_report(report)
+    for strategy, o in means.items():
+        print(f"sp500 mean of windows  {strategy:<18} tax alpha {o['tax_alpha']:.2%}  "
+              f"TE {o['tracking_error']:.2%}  after-tax {o['after_tax_excess']:.2%}")
     print(f"\nwritten: {Path(args.out) / 'backtest.json'}, {Path(args.out) / 'backtest.png'}")
     return 0
 
