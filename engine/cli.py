@@ -240,8 +240,8 @@ def transition(book: str = typer.Option(..., "--book", help="Folder or fsspec UR
     for y in plan:
         table.add_row(str(y.year), str(y.date), f"{y.tracking_error_before:.2%}", f"{y.tracking_error_after:.2%}",
                       f"{y.tax:,.0f}", f"{y.realized_short:,.0f}", f"{y.realized_long:,.0f}", f"{y.traded:,.0f}")
-    console.print(table)
-    console.print(f"written: {folder / 'transition.json'}, {folder / 'transition.png'}")
+    console.print(table, width=max(console.width, 100))
+    console.print(f"written: {folder / 'transition.json'}, {folder / 'transition.png'}", width=200)
 
 
 def _benchmark(name: str):
