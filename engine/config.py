@@ -47,9 +47,9 @@ class PolicyConfig:
         fifteen months later: late in the year smaller losses are worth it.
     long_term_wait_days
         A lot at a short-term gain that turns long-term within this many days
-        is not sold unless a screen forces it or the account needs cash it
-        cannot raise otherwise: waiting turns the short-term rate into the
-        long-term one (0 = off).
+        is not sold unless a screen forces it or the account starts below its
+        cash floor: waiting turns the short-term rate into the long-term one
+        (0 = off).
     long_term_gain_weight
         Weight of the tax of a long-term gain in the trade-off against
         tracking error, as a fraction of the tax (1 = the full tax, deferred

@@ -18,7 +18,7 @@ each formula below names them.
   the year toward ``harvest_year_end_scale`` × themselves on December 31).
 * Near long-term: a lot at a short-term gain that turns long-term within
   ``long_term_wait_days`` is not sold (unless a screen forces it or the
-  account needs cash it can't otherwise raise): waiting turns ``st_rate`` into ``lt_rate``.
+  account starts below its cash floor): waiting turns ``st_rate`` into ``lt_rate``.
 * Forced harvest: in a taxable harvesting account, the loss lots with the
   largest loss per dollar are sold, whole and the last in part, until
   ``forced_harvest_dollars`` of loss is reached (lots the wash-sale rule
