@@ -294,7 +294,10 @@ class Config:
     run: RunConfig = RunConfig()
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        """Every setting, JSON-ready (lists for tuples), as the run's manifest records it."""
+        return {section: {key: list(value) if isinstance(value, tuple) else value
+                          for key, value in part.items()}
+                for section, part in dataclasses.asdict(self).items()}
 
 
 _SECTIONS = {"policy": PolicyConfig, "solver": SolverConfig, "run": RunConfig}

@@ -189,3 +189,19 @@ def test_every_policy_setting_is_documented():
     docs = _field_docs(PolicyConfig)
     for field in dataclasses.fields(PolicyConfig):
         assert docs.get(field.name), field.name
+
+
+def test_tax_inefficient_classes_come_from_toml_as_a_list_and_go_to_the_manifest_as_one():
+    import json
+
+    from engine.config import Config, config_from_dict
+    from engine.errors import ConfigError
+
+    config = config_from_dict({"policy": {"tax_inefficient_classes": ["real_estate"]}})
+    assert config.policy.tax_inefficient_classes == ("real_estate",)
+    hash(config)                                       # still a static argument
+    assert json.loads(json.dumps(config.to_dict())) == config.to_dict()
+    assert config_from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="list of strings"):
+        config_from_dict({"policy": {"tax_inefficient_classes": "real_estate"}})
+    assert Config().to_dict()["policy"]["tax_inefficient_classes"][0] == "us_aggregate_bonds"
