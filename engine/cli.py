@@ -175,6 +175,35 @@ def _date_option(value: str | None, option: str) -> dt.date | None:
 
 @app.command()
 @_clean_errors
+def backtest(history: list[str] = typer.Option(["sp500", "synthetic"], "--history",
+                                              help="sp500 (skfolio's 20 stocks, 1991-2022) and/or synthetic."),
+             stocks: int = typer.Option(500, "--stocks", min=2, help="Stocks of the synthetic universe."),
+             years: int = typer.Option(3, "--years", min=1, help="Years of the synthetic history."),
+             seed: int = typer.Option(0, "--seed", help="Seed of the synthetic history."),
+             start: str = typer.Option(None, "--start", help="First day of the S&P 500 history."),
+             end: str = typer.Option(None, "--end", help="Last day of the S&P 500 history."),
+             window_years: int = typer.Option(10, "--window-years", min=0,
+                                              help="S&P 500 history cut into fresh accounts of this many years (0: one)."),
+             frequency: str = typer.Option("monthly", "--frequency", help="monthly or weekly."),
+             contribution: float = typer.Option(0.0, "--contribution", help="USD added each rebalance day."),
+             tax_budget: float = typer.Option(None, "--tax-budget", help="Canopy's yearly tax budget, USD."),
+             config: str = typer.Option(None, "--config", help="canopy.toml for Canopy's [policy] and [solver]."),
+             out: str = typer.Option("benchmarks/results/backtest", "--out", help="Folder for the JSON and PNG.")):
+    """Tax-alpha backtest: buy-and-hold, a monthly harvester and Canopy on real and simulated prices."""
+    from jobs.backtest import main as backtest_main
+
+    argv = [f"--history={h}" for h in history] + [
+        f"--stocks={stocks}", f"--years={years}", f"--seed={seed}", f"--frequency={frequency}",
+        f"--contribution={contribution}", f"--window-years={window_years}", f"--out={out}"]
+    argv += [f"--start={start}"] if start else []
+    argv += [f"--end={end}"] if end else []
+    argv += [f"--tax-budget={tax_budget}"] if tax_budget is not None else []
+    argv += [f"--config={config}"] if config else []
+    raise typer.Exit(backtest_main(argv))
+
+
+@app.command()
+@_clean_errors
 def approve(run: str = typer.Option(..., "--run", help="The runs folder (OUT) or one run (OUT/as_of=DATE)."),
             rules: str = typer.Option(..., "--rules", help="The rules file (TOML); see rules.toml."),
             as_of: str = typer.Option(None, "--as-of", help="The run's date (default: the latest committed)."),
@@ -324,6 +353,57 @@ def whatif(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of
     if json_out:
         with open(json_out, "w") as fh:
             json.dump({"as_is": before.to_dict(), "with_change": answer.to_dict()}, fh, indent=2, default=str)
+
+
+@app.command()
+@_clean_errors
+def transition(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of the book."),
+               account: str = typer.Option(..., "--account", help="The account to transition."),
+               years: int = typer.Option(5, "--years", min=1, help="Most years of the plan."),
+               tax_budget: float = typer.Option(None, "--tax-budget",
+                                                help="Yearly tax budget, USD (default: the account's)."),
+               config: str = typer.Option(None, "--config", help="canopy.toml with [policy] and [solver]."),
+               out: str = typer.Option(None, "--out", help="Folder for transition.json and .png "
+                                                           "(default: transition-ACCOUNT).")):
+    """A multi-year transition plan: tracking error and tax year by year, within a yearly tax budget."""
+    import json
+    from pathlib import Path
+
+    from engine.book import read_book
+    from engine.charts import transition_chart
+    from engine.config import load_config
+    from engine.errors import BookError
+    from engine.transition import plan_table, plan_transition
+
+    settings = load_config(config)
+    source = read_book(book, settings.policy)
+    if account in source.rejected:
+        raise BookError(f"account {account} is rejected by validation; see canopy validate")
+    plan = plan_transition(source.tables, source.as_of, account, years, settings, tax_budget=tax_budget)
+    folder = Path(out or f"transition-{account}")
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = plan_table(plan)
+    budget = tax_budget if tax_budget is not None else next(
+        r[Col.tax_budget] for r in source.accounts.to_pylist() if r[Col.account_id] == account)
+    (folder / "transition.json").write_text(json.dumps(
+        {"book": book, "account": account, "as_of": str(source.as_of), "yearly_tax_budget": budget,
+         "assumptions": "prices held at the book's; tax paid from outside the account", "plan": columns},
+        indent=1))
+    import numpy as np
+
+    transition_chart(np.asarray(columns["year"]), np.asarray(columns["tracking_error_after"]),
+                     np.asarray(columns["tax"]), budget, folder / "transition.png",
+                     f"transition of {account}: yearly tax budget "
+                     + (f"USD {budget:,.0f}" if budget is not None else "none") + ", prices held",
+                     start=columns["tracking_error_before"][0] if plan else None)
+    table = Table(title=f"transition of {account} from {source.as_of} (prices held)")
+    for name in ("year", "date", "TE before", "TE after", "tax", "gains ST", "gains LT", "traded"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for y in plan:
+        table.add_row(str(y.year), str(y.date), f"{y.tracking_error_before:.2%}", f"{y.tracking_error_after:.2%}",
+                      f"{y.tax:,.0f}", f"{y.realized_short:,.0f}", f"{y.realized_long:,.0f}", f"{y.traded:,.0f}")
+    console.print(table, width=max(console.width, 100))
+    console.print(f"written: {folder / 'transition.json'}, {folder / 'transition.png'}", width=200)
 
 
 def _benchmark(name: str):

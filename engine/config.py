@@ -30,13 +30,50 @@ class PolicyConfig:
     model_weight_tolerance
         How far a model's or template's weights may sum from 1.
     harvest_deferral
-        Value of a harvested loss as a fraction of the tax it saves today: a
-        loss lowers the basis of the replacement, so the saving is a deferral,
-        worth less than the full tax.
+        Value of a harvested loss as a fraction of the tax it saves today
+        (tax rate × loss × this): a loss lowers the basis of the replacement,
+        so the saving is a deferral, worth less than the full tax.
     harvest_min_fraction
-        Smallest loss worth harvesting, as a fraction of the lot's value.
+        Smallest loss worth harvesting, as a fraction of the lot's value
+        (a loss must pass both thresholds; both scale through the year, see
+        ``harvest_year_end_scale``).
     harvest_min_dollars
         Smallest loss worth harvesting, in USD.
+    harvest_year_end_scale
+        The harvest thresholds tighten through the year: on each day they are
+        ``1 − (1 − this) × (share of the year gone)`` times themselves, so
+        this times themselves on December 31 (1 = the same all year).  A loss
+        harvested in December saves its tax the next April, one in January
+        fifteen months later: late in the year smaller losses are worth it.
+    long_term_wait_days
+        A lot at a short-term gain that turns long-term within this many days
+        is not sold unless a screen forces it or the account starts below its
+        cash floor: waiting turns the short-term rate into the long-term one
+        (0 = off).
+    long_term_gain_weight
+        Weight of the tax of a long-term gain in the trade-off against
+        tracking error, as a fraction of the tax (1 = the full tax, deferred
+        unless the risk it removes is worth it; lower realizes long-term gains
+        more readily to stay on target).
+    forced_harvest_dollars
+        Realize up to this many USD of losses now in every taxable account
+        that harvests: its loss lots, largest loss per dollar first, are sold
+        (the last in part) unless the wash-sale rule blocks them; the solver
+        chooses their replacements through the risk model, never from their
+        wash group (0 = off; a one-off lever for a run).
+    tax_inefficient_classes
+        Asset classes whose income is taxed every year (taxable bonds, REITs):
+        in a household with a tax-deferred or exempt account, its taxable
+        accounts buy none of them while the tax-advantaged accounts can hold
+        the household's target of them (asset location).
+    asset_location_credit
+        Objective credit per USD sold of a tax-inefficient class in such a
+        taxable account (times its tax sensitivity): moves it to the
+        tax-advantaged accounts when that costs little tax.
+    prorate_tax_budget
+        Prorate each account's yearly ``tax_budget`` to the day: on a day a
+        share ``f`` into the year, at most ``f × tax_budget`` of tax realized
+        so far (false = the whole budget from January 1).
     risk_aversion
         Weight of the tracking-error variance against taxes and costs, per
         unit of variance (annualized) and per unit of account value.
@@ -47,6 +84,14 @@ class PolicyConfig:
     harvest_deferral: float = 0.5
     harvest_min_fraction: float = 0.05
     harvest_min_dollars: float = 100.0
+    harvest_year_end_scale: float = 0.5
+    long_term_wait_days: int = 31
+    long_term_gain_weight: float = 1.0
+    forced_harvest_dollars: float = 0.0
+    tax_inefficient_classes: tuple[str, ...] = ("us_aggregate_bonds", "high_yield_bonds",
+                                                "inflation_bonds", "real_estate")
+    asset_location_credit: float = 0.002
+    prorate_tax_budget: bool = False
     risk_aversion: float = 1.0
 
 
@@ -253,7 +298,10 @@ class Config:
     run: RunConfig = RunConfig()
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        """Every setting, JSON-ready (lists for tuples), as the run's manifest records it."""
+        return {section: {key: list(value) if isinstance(value, tuple) else value
+                          for key, value in part.items()}
+                for section, part in dataclasses.asdict(self).items()}
 
 
 _SECTIONS = {"policy": PolicyConfig, "solver": SolverConfig, "run": RunConfig}
@@ -274,6 +322,10 @@ def _build(cls: type, values: Mapping[str, Any], where: str):
             value = type(default)(value) if isinstance(default, float) else value
             if isinstance(default, int) and not isinstance(value, int):
                 raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
+        elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}.{key}: expected a list of strings, got {value!r}")
+            value = tuple(value)
         elif default is not None and not isinstance(value, type(default)):
             raise ConfigError(f"{where}.{key}: expected {type(default).__name__}, got {value!r}")
         kwargs[key] = value
@@ -331,6 +383,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value)
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
     return repr(value)
 
 

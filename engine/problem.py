@@ -45,6 +45,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from engine import policy as tax_policy
 from engine.config import PolicyConfig
 from engine.kernels import wash as wash_kernel
 from engine.kernels.dates import to_days
@@ -257,11 +258,10 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     lot_position = np.repeat(np.arange(pos_acc.size), counts)
     lot_acc = pos_acc[lot_position]
     w, slope, gain = curves.width, curves.slope, curves.gain_per_dollar
-    loss_dollars = -gain * w
-    small = (gain < 0) & ((loss_dollars < policy.harvest_min_fraction * w)
-                          | (loss_dollars < policy.harvest_min_dollars))
-    valued = np.where(slope < 0, np.where(harvest[lot_acc], policy.harvest_deferral * slope, 0.0), slope)
-    valued = np.where(small, 0.0, valued) * theta[lot_acc]
+    valued = tax_policy.lot_costs(slope, gain, w, curves.long_term, harvest[lot_acc], theta[lot_acc],
+                                  as_of, policy)
+    waiting = tax_policy.near_long_term(acquired[curves.order], gain, curves.long_term,
+                                        int(to_days(as_of)), policy)
     resort = np.lexsort((np.arange(valued.size), valued, lot_position))
     position = lot_position[resort]
     rank = np.arange(resort.size) - offsets[position]
@@ -273,6 +273,10 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     # a loss in any account counts for the wash-sale rule (CONTRACT §3 rule 6: anywhere in the household)
     lot_loss[slots] = gain[resort] < 0
     lot_row[slots] = rows_sorted[curves.order[resort]]
+    lot_gain = np.zeros(shape)
+    lot_gain[slots] = gain[resort]
+    lot_waiting = np.zeros(shape, bool)
+    lot_waiting[slots] = waiting[resort] & (slope[resort] > 0)
     np.add.at(holdings, slots[:3], w[resort] / V[member[a_of]])
 
     # restrictions
@@ -309,11 +313,15 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     sell_upper[never_sell] = 0.0
     forced = exclude & ~never_sell
     sell_lower[forced] = width[forced]
+    # near long-term gains wait, unless a screen forces them or the account needs cash
+    keep_cash = (_column(acc, Col.min_cash) + _column(acc, Col.reserve_cash) + _column(acc, Col.withdrawal))
+    short_of_cash = np.zeros((B, m), bool)
+    short_of_cash[member, slot] = cash < keep_cash
+    sell_upper[lot_waiting & ~forced[..., None] & ~short_of_cash[:, :, None, None]] = 0.0
     # only held or targeted securities may be bought; padding never
     targeted = np.zeros((B, n), bool)
     tw = target_weights.tocoo()
     w_star = np.zeros((B, n))
-    keep_cash = (_column(acc, Col.min_cash) + _column(acc, Col.reserve_cash) + _column(acc, Col.withdrawal))
     invest = np.maximum(account_value - keep_cash, 0.0)
     cols = local[target_sec[tw.col]]
     ok = cols >= 0
@@ -358,6 +366,11 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
                     lots_g = lot_loss[h] & in_group[None, :, None] & (sell_lower[h] <= 0)
                     sell_upper[h][lots_g] = 0.0
 
+    _asset_location(buy_upper, lot_cost, member, slot, tax_status, theta, account_value, keep_cash,
+                    class_of_security, classes, w_star, policy)
+    _force_harvest(sell_lower, sell_upper, width, lot_loss, lot_gain, member, slot, taxable & harvest,
+                   V, policy)
+
     # account rows
     def per_slot(values, fill):
         out = np.full((B, m), fill, dtype=float)
@@ -367,7 +380,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     max_cash = _column(acc, Col.max_cash, fill=np.nan).astype(float)
     cap = np.where(np.isnan(max_cash), np.inf,
                    max_cash + _column(acc, Col.withdrawal) + _column(acc, Col.reserve_cash))
-    budget = _column(acc, Col.tax_budget, fill=np.nan).astype(float)
+    budget = tax_policy.prorated_budget(_column(acc, Col.tax_budget, fill=np.nan), as_of, policy)
     ytd = st_rate * _column(acc, Col.realized_st_ytd) + lt_rate * _column(acc, Col.realized_lt_ytd)
     budget = np.where(np.isnan(budget) | ~taxable, np.inf, budget - ytd)
     turnover = _column(acc, Col.turnover_limit, fill=np.nan).astype(float)
@@ -406,3 +419,44 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     account_grid[member, slot] = wanted
     index = BatchIndex(households.astype(object), account_grid, universe, V, lot_row)
     return problem, index
+
+
+def _asset_location(buy_upper, lot_cost, member, slot, tax_status, theta, account_value, keep_cash,
+                    class_of_security, classes, w_star, policy: PolicyConfig) -> None:
+    """Tax-inefficient classes go to tax-advantaged accounts (:mod:`engine.policy`), in place.
+
+    In a household with a tax-deferred or exempt account whose investable
+    value covers the household's target of those classes, the taxable
+    accounts may not buy them, and selling them there earns the credit.
+    """
+    inefficient = np.isin(np.asarray(classes, dtype=object)[class_of_security],
+                          list(policy.tax_inefficient_classes)) if len(classes) else np.zeros(0, bool)
+    if not inefficient.any():
+        return
+    B = w_star.shape[0]
+    advantaged = tax_status != TaxStatus.taxable
+    room = np.bincount(member, weights=np.where(advantaged, np.maximum(account_value - keep_cash, 0.0), 0.0),
+                       minlength=B)
+    V = np.bincount(member, weights=account_value, minlength=B)
+    need = w_star[:, inefficient].sum(axis=1) * np.where(V > 0, V, 1.0)
+    located = (room > 0) & (room >= need)
+    for a in np.flatnonzero((tax_status == TaxStatus.taxable) & located[member]):
+        h, s = member[a], slot[a]
+        buy_upper[h, s, inefficient] = 0.0
+        lot_cost[h, s, inefficient] -= policy.asset_location_credit * theta[a]
+
+
+def _force_harvest(sell_lower, sell_upper, width, lot_loss, lot_gain, member, slot, eligible, V,
+                   policy: PolicyConfig) -> None:
+    """``forced_harvest_dollars`` of losses sold in each eligible account (:mod:`engine.policy`), in place."""
+    if policy.forced_harvest_dollars <= 0 or not eligible.any():
+        return
+    for a in np.flatnonzero(eligible):
+        h, s = member[a], slot[a]
+        usd = width[h, s] * V[h]
+        loss = -lot_gain[h, s] * usd
+        open_ = lot_loss[h, s] & (sell_upper[h, s] > 0) & (sell_lower[h, s] < width[h, s]) & (loss > 0)
+        forced = tax_policy.forced_harvest(np.zeros(usd.size, np.int64), lot_gain[h, s].ravel(),
+                                           usd.ravel(), open_.ravel(), policy)
+        amount = forced.reshape(usd.shape) / V[h]
+        sell_lower[h, s] = np.maximum(sell_lower[h, s], np.minimum(amount, sell_upper[h, s]))

@@ -91,6 +91,7 @@ from engine.kernels.dates import to_days
 from engine.kernels.lots import long_term
 from engine.kernels.rounding import CASH_TOLERANCE, round_trades
 from engine.kernels.wash import BUY, SELL
+from engine.policy import prorated_budget
 from engine.problem import BatchIndex
 from engine.schema import Col, Reason, Rule, Side, Status, TaxStatus, Term, index_in
 from engine.solver.types import NON_FINITE, ProblemBatch, SolverResult
@@ -445,6 +446,7 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
         ordered by account, side, security and lot, accounts by account.
     """
     accounts = _Accounts(tables, problem, index)
+    accounts.tax_budget = prorated_budget(accounts.tax_budget, as_of, policy)
     A = len(accounts)
     security_ids = np.asarray(index.security_ids, dtype=object)
     real = np.flatnonzero(security_ids != None)  # noqa: E711
