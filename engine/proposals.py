@@ -39,7 +39,9 @@ Trades, per account (not suspended, not in a household whose solve failed):
 
 Reasons (``trades.reason``), the first that applies:
 
-* sells: ``exclude`` (the security is screened out of the account),
+* sells: ``exclude`` (the security is screened out of the account, or the
+  problem forces the sale for a screen: the shares a household bought in the
+  last 30 days, sold with a household-mate's screened loss lots, rule 6),
   ``withdrawal`` (the account has a withdrawal), ``overdraft`` (cash < 0),
   ``cash_floor`` (cash < min_cash + reserve_cash), ``harvest`` (a loss lot, in
   a taxable account with harvesting on), ``model_change`` (the account holds
@@ -455,7 +457,11 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     for matrix, rule in ((exclude, Rule.exclude), (never_sell, Rule.never_sell)):
         matrix[:, real] = _rule_matrix(restrictions, rule, tables["securities"], account_keys,
                                        security_ids[real].astype(str))
-    mandated = _mandated(accounts, exclude, never_sell)
+    # lots the problem forces out: screens, and the purchases rule 6's exception sells with them
+    width = np.asarray(problem.lot_width, float)[accounts.h, accounts.s]
+    forced = ((np.asarray(problem.sell_lower, float)[accounts.h, accounts.s] >= width * (1.0 - _DUST))
+              & (width > 0)).any(axis=2)
+    mandated = _mandated(accounts, exclude, never_sell) | forced.any(axis=1)
     failed = np.asarray(result.status)[accounts.h] == NON_FINITE
     trading = ~accounts.suspended & ~failed
 
@@ -472,7 +478,7 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     est_tax = np.where(sell, gain * lines.rate, 0.0)
     raw_weights, target, class_target = _targets(targets, accounts, security_ids,
                                                  np.shape(problem.class_target)[1])
-    reasons = _reasons(lines, shares, accounts, exclude, raw_weights > 0, np.asarray(problem.asset_class))
+    reasons = _reasons(lines, shares, accounts, exclude | forced, raw_weights > 0, np.asarray(problem.asset_class))
 
     # trades table
     k = np.flatnonzero(keep)
