@@ -32,7 +32,7 @@ Trades, per account (not suspended, not in a household whose solve failed):
    A line left under ``min_trade`` is dropped.  Where rounding left cash above the cap
    (``max_cash + withdrawal + reserve_cash``) in an account without a turnover limit,
    the buys the solver asked for get whole shares back, the largest shortfall first,
-   never below the floor.
+   then the largest buys take the rest, never below the floor.
 4. Per sell: ``realized_gain = q·price − cost_basis·q / lot quantity``,
    ``term`` by rule 7 (:func:`engine.kernels.lots.long_term`), ``est_tax`` at
    the term's rate, 0 unless taxable (rule 8).
@@ -349,9 +349,13 @@ def _trim(shares: np.ndarray, lines: _Lines, accounts: _Accounts, mandated: np.n
 def _invest(shares: np.ndarray, lines: _Lines, accounts: _Accounts, result: SolverResult) -> None:
     """Rule 5 after rounding: buy whole shares back where rounding left cash above the cap, in place.
 
-    Only in accounts without a turnover limit, only lines the solver bought, largest shortfall
-    against the solver's dollars first, never below the floor; a line that rounding dropped
-    comes back at ``min_trade`` unless the household sells its wash group at a loss.
+    Only in accounts without a turnover limit, only lines the solver bought, never below the
+    floor.  First each buy gets back what rounding took off it (the solver's dollars), the
+    largest shortfall first; then, while cash is still above the cap, the largest buys take
+    the rest, a line at a time, in whole shares (cash ends at most one share's price under the
+    cap).  A line that rounding dropped comes back at ``min_trade`` or more, unless the
+    household sells its wash group at a loss.  Rounding a tax-budgeted account's loss sells up
+    can add up to a share's price per line, so the excess can be many shares of one line.
     """
     value = shares * lines.price
     signed = np.where(lines.side == SELL, value, -value)
@@ -361,27 +365,39 @@ def _invest(shares: np.ndarray, lines: _Lines, accounts: _Accounts, result: Solv
     if not over.any():
         return
     groups = np.asarray(result.problem.wash_group)
-    loss_groups = {(accounts.household[lines.account[i]], groups[lines.security[i]])
-                   for i in np.flatnonzero((lines.side == SELL) & lines.loss & (shares > 0))}
+    loss = np.flatnonzero((lines.side == SELL) & lines.loss & (shares > 0))
+    loss_groups = set(zip(accounts.household[lines.account[loss]].tolist(), groups[lines.security[loss]].tolist()))
+    is_buy = lines.side == BUY
     for a in np.flatnonzero(over):
-        span = np.arange(lines.offsets[a], lines.offsets[a + 1])
-        buys = span[lines.side[span] == BUY]
-        cash = cash_after[a]
-        for _ in range(4 * buys.size + 4):
-            if cash <= accounts.cap[a]:
-                break
-            step = np.where(lines.fractional[buys], (cash - accounts.cap[a]) / lines.price[buys], 1.0)
-            step = np.where(shares[buys] > 0, step, np.maximum(step, accounts.min_trade[a] / lines.price[buys]))
-            step = np.where(lines.fractional[buys] | (shares[buys] > 0), step, np.ceil(step - _DUST))
-            ok = cash - step * lines.price[buys] >= accounts.floor[a]
-            ok &= np.asarray([shares[i] > 0 or (accounts.household[a], groups[lines.security[i]]) not in loss_groups
-                              for i in buys], bool)
-            if not ok.any():
-                break
-            shortfall = np.where(ok, lines.dollars[buys] - shares[buys] * lines.price[buys], -np.inf)
-            k = int(np.argmax(shortfall))
-            shares[buys[k]] += step[k]
-            cash -= step[k] * lines.price[buys[k]]
+        buys = lines.offsets[a] + np.flatnonzero(is_buy[lines.offsets[a]:lines.offsets[a + 1]])
+        if not buys.size:
+            continue
+        cap, floor, smallest = float(accounts.cap[a]), float(accounts.floor[a]), float(accounts.min_trade[a])
+        household = accounts.household[a]
+        cash = float(cash_after[a])
+        shortfall = lines.dollars[buys] - shares[buys] * lines.price[buys]
+        by_shortfall = buys[np.lexsort((buys, -shortfall))][np.sort(-shortfall) < 0]
+        by_size = buys[np.lexsort((buys, -lines.dollars[buys]))]
+        for topping_up, order in ((True, by_shortfall), (False, by_size)):
+            for i in order.tolist():
+                if cash <= cap:
+                    break
+                price, fractional, held = float(lines.price[i]), bool(lines.fractional[i]), shares[i] > 0
+                if not held and (household, int(groups[lines.security[i]])) in loss_groups:
+                    continue
+                want = (cash - cap) / price
+                if topping_up:
+                    want = min(want, (lines.dollars[i] - shares[i] * price) / price)
+                if not held:
+                    want = max(want, smallest / price)
+                room = (cash - floor) / price
+                if not fractional:
+                    want, room = np.ceil(want - _DUST), np.floor(room + _DUST)
+                add = min(want, room)
+                if add <= 0 or (not held and add * price < smallest - CASH_TOLERANCE):
+                    continue
+                shares[i] += add
+                cash -= add * price
 
 
 def _reasons(lines: _Lines, shares: np.ndarray, accounts: _Accounts, exclude: np.ndarray,

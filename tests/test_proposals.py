@@ -298,3 +298,34 @@ def test_a_screen_inside_a_wash_window_sells_the_household_s_recent_purchases_to
     assert sold == {(SCREENING, "L-OLD"): shares, (BUYING, "L-RECENT"): bought}
     assert {t[Col.reason] for t in run["trades"].to_pylist() if t[Col.security_id] == screened} == {Reason.exclude}
     assert _account(run, BUYING)[Col.mandated]
+
+
+def test_cash_above_the_cap_after_rounding_is_invested_in_whole_shares():
+    """Rule 5: rounding a tax-budgeted account's loss sells up can leave thousands above the cap;
+    the buys take it back in whole shares, many at a time, down to within a share of the cap."""
+    from types import SimpleNamespace
+
+    from engine.kernels.wash import BUY, SELL
+    from engine.proposals import _invest
+
+    # one account: two buys the solver asked for, already met, and one loss sell
+    side = np.array([BUY, BUY, SELL], np.int8)
+    price = np.array([10.0, 50.0, 20.0])
+    shares = np.array([100.0, 10.0, 250.0])
+    lines = SimpleNamespace(side=side, price=price, fractional=np.zeros(3, bool), dollars=shares * price,
+                            account=np.zeros(3, np.int64), security=np.array([0, 1, 2]),
+                            loss=np.array([False, False, True]), offsets=np.array([0, 3]))
+    cash_after = 5_000.0 - 1_000.0 - 500.0 + 5_000.0           # 8,500 after trading
+    class Accounts(SimpleNamespace):
+        def __len__(self):
+            return self.cash.size
+
+    accounts = Accounts(cash=np.array([5_000.0]), cap=np.array([3_000.0]), floor=np.array([100.0]),
+                               min_trade=np.array([25.0]), turnover_limit=np.array([np.nan]),
+                               suspended=np.array([False]), household=np.array(["H"], dtype=object))
+    result = SimpleNamespace(problem=SimpleNamespace(wash_group=np.array([0, 1, 2])))
+    before = shares.copy()
+    _invest(shares, lines, accounts, result)
+    cash = cash_after - ((shares - before) * price)[:2].sum()
+    assert 3_000.0 - 50.0 <= cash <= 3_000.0
+    assert shares[2] == before[2] and (shares == np.round(shares)).all() and (shares >= before).all()
