@@ -51,7 +51,7 @@ from engine.config import PolicyConfig
 from engine.kernels import wash as wash_kernel
 from engine.kernels.dates import to_days
 from engine.kernels.lots import tax_curves
-from engine.schema import Col, TaxStatus, index_in
+from engine.schema import Col, TaxStatus, index_in, unique_sorted
 from engine.solver.types import DEFAULT_PENALTIES, ProblemBatch
 from engine.targets import Targets
 
@@ -195,7 +195,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     target_weights = targets.weights[target_rows]
     # targets.security_ids may order securities differently from the table
     target_sec = np.asarray([sec_index[s] for s in targets.security_ids], dtype=np.int64)
-    used = np.union1d(lot_security, target_sec[np.unique(target_weights.indices)])
+    used = unique_sorted(np.r_[lot_security, target_sec[unique_sorted(target_weights.indices)]])
     n_real = used.size
     n = (pad_universe or pad_securities)(n_real)
     local = -np.ones(sec_ids.size, np.int64)
@@ -209,9 +209,9 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     factor_index = {f: i for i, f in enumerate(factors)}
     k = factors.size
     X = np.zeros((n, k))
-    e_sec = np.asarray([local[sec_index[s]] if s in sec_index else -1
-                        for s in _strings(exposures_t, Col.security_id)])
-    e_fac = np.asarray([factor_index.get(f, -1) for f in _strings(exposures_t, Col.factor)])
+    e_sec = index_in(exposures_t.column(Col.security_id), sec_ids)
+    e_sec = np.where(e_sec >= 0, local[e_sec], -1)
+    e_fac = index_in(exposures_t.column(Col.factor), factors)
     keep = (e_sec >= 0) & (e_fac >= 0)
     X[e_sec[keep], e_fac[keep]] = _column(exposures_t, Col.exposure)[keep]
     F = np.zeros((k, k))
@@ -381,15 +381,18 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
                 lg = local_group[g]
                 if lg < 0:
                     continue
-                in_group = wash_group == lg
+                in_group = np.flatnonzero(wash_group == lg)
                 if no_buy:
                     buy_upper[h][:, in_group] = 0.0
                 if no_loss:
-                    if (lot_loss[h] & in_group[None, :, None] & (sell_lower[h] > 0)).any():
+                    loss_g, lower_g = lot_loss[h][:, in_group], sell_lower[h][:, in_group]
+                    if (loss_g & (lower_g > 0)).any():
                         _sell_window_purchases(blocks, pair, member, slot, local, lots, lot_row, width, sell_lower)
                         buy_upper[h][:, in_group] = 0.0
-                    lots_g = lot_loss[h] & in_group[None, :, None] & (sell_lower[h] <= 0)
-                    sell_upper[h][lots_g] = 0.0
+                        lower_g = sell_lower[h][:, in_group]
+                    upper_g = sell_upper[h][:, in_group]
+                    upper_g[loss_g & (lower_g <= 0)] = 0.0
+                    sell_upper[h][:, in_group] = upper_g
 
     # account rows
     def per_slot(values, fill):

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from engine.config import Config, RunConfig
 from engine.problem import SECURITY_BUCKET, bucket, build_problem_batch
-from engine.schema import Col, index_in
+from engine.schema import Col, index_in, unique_sorted
 from engine.targets import Targets
 
 #: The tables every shard shares (the driver ``ray.put``s them once).
@@ -183,8 +183,8 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
 
     weights = targets.weights[index_in(ids, targets.account_ids)].tocoo()
     target_security = index_in(targets.security_ids, securities)
-    pairs = np.unique(np.concatenate([member[position_account] * S + positions % S,
-                                      member[weights.row] * S + target_security[weights.col]]))
+    pairs = unique_sorted(np.concatenate([member[position_account] * S + positions % S,
+                                          member[weights.row] * S + target_security[weights.col]]))
     universe = np.bincount(pairs // S, minlength=H)
     members = np.bincount(member, minlength=H)
 
