@@ -81,6 +81,7 @@ still proposes; its ``residual`` tells.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -94,7 +95,7 @@ from engine.kernels.lots import long_term
 from engine.kernels.rounding import CASH_TOLERANCE, round_trades
 from engine.kernels.wash import BUY, SELL
 from engine.problem import BatchIndex
-from engine.schema import Col, Reason, Rule, Side, Status, TaxStatus, Term, index_in
+from engine.schema import Col, Reason, Rule, Side, Status, TaxStatus, Term, index_in, unique_sorted
 from engine.solver.types import NON_FINITE, ProblemBatch, SolverResult
 from engine.targets import Targets, exclusion_matrix
 
@@ -228,8 +229,8 @@ def _lines(tables, problem, index, result, accounts: _Accounts, trading: np.ndar
     wash_groups = np.asarray(final.wash_group)
     household_buys = np.zeros((np.asarray(V).size, int(wash_groups.max()) + 1 if n else 0), bool)
     bought_any = (np.asarray(result.buy, float) > 0).any(axis=1)          # (B, n)
-    for g_h, g_i in zip(*np.nonzero(bought_any)):
-        household_buys[g_h, wash_groups[g_i]] = True
+    g_h, g_i = np.nonzero(bought_any)
+    household_buys[g_h, wash_groups[g_i]] = True
     extra = ((upper > 0) & ~sold & (lot_row >= 0) & (sell <= 0)
              & (trading & (accounts.cash < accounts.floor - CASH_TOLERANCE))[:, None, None])
     a_s, i_s, l_s = np.nonzero(sold | extra)
@@ -378,26 +379,30 @@ def _invest(shares: np.ndarray, lines: _Lines, accounts: _Accounts, result: Solv
         shortfall = lines.dollars[buys] - shares[buys] * lines.price[buys]
         by_shortfall = buys[np.lexsort((buys, -shortfall))][np.sort(-shortfall) < 0]
         by_size = buys[np.lexsort((buys, -lines.dollars[buys]))]
+        # plain floats from here: a line costs a microsecond, not ten of NumPy scalars
+        fractional = lines.fractional
         for topping_up, order in ((True, by_shortfall), (False, by_size)):
-            for i in order.tolist():
+            for i, line_price, whole, wanted, group in zip(
+                    order.tolist(), lines.price[order].tolist(), (~fractional[order]).tolist(),
+                    lines.dollars[order].tolist(), groups[lines.security[order]].tolist()):
                 if cash <= cap:
                     break
-                price, fractional, held = float(lines.price[i]), bool(lines.fractional[i]), shares[i] > 0
-                if not held and (household, int(groups[lines.security[i]])) in loss_groups:
+                held = float(shares[i])
+                if held <= 0 and (household, group) in loss_groups:
                     continue
-                want = (cash - cap) / price
+                want = (cash - cap) / line_price
                 if topping_up:
-                    want = min(want, (lines.dollars[i] - shares[i] * price) / price)
-                if not held:
-                    want = max(want, smallest / price)
-                room = (cash - floor) / price
-                if not fractional:
-                    want, room = np.ceil(want - _DUST), np.floor(room + _DUST)
+                    want = min(want, (wanted - held * line_price) / line_price)
+                if held <= 0:
+                    want = max(want, smallest / line_price)
+                room = (cash - floor) / line_price
+                if whole:
+                    want, room = math.ceil(want - _DUST), math.floor(room + _DUST)
                 add = min(want, room)
-                if add <= 0 or (not held and add * price < smallest - CASH_TOLERANCE):
+                if add <= 0 or (held <= 0 and add * line_price < smallest - CASH_TOLERANCE):
                     continue
-                shares[i] += add
-                cash -= add * price
+                shares[i] = held + add
+                cash -= add * line_price
 
 
 def _reasons(lines: _Lines, shares: np.ndarray, accounts: _Accounts, exclude: np.ndarray,
@@ -408,12 +413,16 @@ def _reasons(lines: _Lines, shares: np.ndarray, accounts: _Accounts, exclude: np
     held = accounts.held[a, i] > 0
     # households that harvest a loss today, per asset class and security
     loss_sale = sell & (shares > 0) & lines.loss & accounts.taxable[a] & accounts.harvest[a]
-    household = accounts.household[a].astype(str)
-    losses: dict[tuple[str, int], set[int]] = {}
-    for h, c, s in zip(household[loss_sale], asset_class[i[loss_sale]], i[loss_sale]):
-        losses.setdefault((h, int(c)), set()).add(int(s))
-    replacement = np.asarray([bool(losses.get((h, int(c)), set()) - {int(s)})
-                              for h, c, s in zip(household, asset_class[i], i)], bool) & ~sell
+    # a buy replaces when its household's (asset class) harvests a security other than its own:
+    # codes (household, class) * n + security, distinct over the loss sales, counted per key
+    n = int(i.max()) + 1 if i.size else 1
+    key = accounts.h[a] * (int(asset_class.max()) + 1 if asset_class.size else 1) + asset_class[i]
+    harvested = unique_sorted(key[loss_sale] * n + i[loss_sale])
+    in_key = np.searchsorted(harvested, key * n + n) - np.searchsorted(harvested, key * n)
+    own = np.searchsorted(harvested, key * n + i)
+    own = (own < harvested.size) & (harvested[np.minimum(own, max(harvested.size - 1, 0))] == key * n + i) \
+        if harvested.size else np.zeros(i.size, bool)
+    replacement = (in_key - own > 0) & ~sell
     cash = accounts.cash[a]
     choices = [
         (sell & exclude[a, i], Reason.exclude),
@@ -499,29 +508,27 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     # trades table
     k = np.flatnonzero(keep)
     lots = tables["lots"]
-    lot_ids = np.full(k.size, None, dtype=object)
+    lot_ids = pa.nulls(k.size, pa.string())
     sold_rows = lines.lot_row[k] >= 0
-    lot_ids[sold_rows] = np.asarray(lots.column(Col.lot_id).take(pa.array(lines.lot_row[k][sold_rows]))
-                                    .to_pylist(), dtype=object)
-    trade_account = accounts.ids[lines.account[k]]
-    trade_security = security_ids[lines.security[k]]
-    side_names = np.where(sell[k], Side.sell, Side.buy).astype(object)
-    order = np.lexsort((np.asarray([x or "" for x in lot_ids], dtype=str), trade_security.astype(str),
-                        side_names.astype(str), trade_account.astype(str)))
-    k, lot_ids = k[order], lot_ids[order]
-    term = np.where(lines.long[k], Term.long, Term.short).astype(object)
-    term[~sell[k]] = None
+    if sold_rows.any():
+        taken = lots.column(Col.lot_id).take(pa.array(lines.lot_row[k][sold_rows])).combine_chunks()
+        lot_ids = pc.replace_with_mask(lot_ids, pa.array(sold_rows), taken)
+    term = pa.array(np.where(lines.long[k], Term.long, Term.short), pa.string())
+    strings = lambda values: pa.array(values.astype(str), pa.string())  # noqa: E731
     trades = pa.table({
-        Col.as_of: pa.array([as_of] * k.size, pa.date32()),
-        Col.account_id: pa.array(accounts.ids[lines.account[k]].tolist(), pa.string()),
-        Col.household_id: pa.array(accounts.household[lines.account[k]].tolist(), pa.string()),
-        Col.security_id: pa.array(security_ids[lines.security[k]].tolist(), pa.string()),
-        Col.side: pa.array(np.where(sell[k], Side.sell, Side.buy).tolist(), pa.string()),
-        Col.lot_id: pa.array(lot_ids.tolist(), pa.string()),
+        Col.as_of: pa.array(np.full(k.size, np.datetime64(as_of, "D")), pa.date32()),
+        Col.account_id: strings(accounts.ids[lines.account[k]]),
+        Col.household_id: strings(accounts.household[lines.account[k]]),
+        Col.security_id: strings(security_ids[lines.security[k]]),
+        Col.side: pa.array(np.where(sell[k], Side.sell, Side.buy), pa.string()),
+        Col.lot_id: lot_ids,
         Col.quantity: shares[k], Col.price: lines.price[k], Col.value: value[k],
         Col.realized_gain: pa.array(gain[k], pa.float64(), mask=~sell[k]),
-        Col.term: pa.array(term.tolist(), pa.string()),
-        Col.est_tax: est_tax[k], Col.reason: pa.array(reasons[k].tolist(), pa.string())})
+        Col.term: pc.if_else(pa.array(sell[k]), term, pa.scalar(None, pa.string())),
+        Col.est_tax: est_tax[k], Col.reason: strings(reasons[k])})
+    # Arrow sorts the strings in C++ (a NumPy lexsort of str arrays was a tenth of a shard's proposals)
+    trades = trades.sort_by([(Col.account_id, "ascending"), (Col.side, "ascending"),
+                             (Col.security_id, "ascending"), (Col.lot_id, "ascending")])
 
     # accounts table
     def per_account(values, where=keep):
