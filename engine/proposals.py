@@ -483,9 +483,9 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
         matrix[:, real] = _rule_matrix(restrictions, rule, tables["securities"], account_keys,
                                        security_ids[real].astype(str))
     # lots the problem forces out: screens, and the purchases rule 6's exception sells with them
-    width = np.asarray(problem.lot_width, float)[accounts.h, accounts.s]
-    forced = ((np.asarray(problem.sell_lower, float)[accounts.h, accounts.s] >= width * (1.0 - _DUST))
-              & (width > 0)).any(axis=2)
+    width = np.asarray(problem.lot_width, float)
+    forced = ((np.asarray(problem.sell_lower, float) >= width * (1.0 - _DUST)) & (width > 0)).any(axis=3)
+    forced = forced[accounts.h, accounts.s]
     mandated = _mandated(accounts, exclude, never_sell) | forced.any(axis=1)
     failed = np.asarray(result.status)[accounts.h] == NON_FINITE
     trading = ~accounts.suspended & ~failed
@@ -514,18 +514,18 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
         taken = lots.column(Col.lot_id).take(pa.array(lines.lot_row[k][sold_rows])).combine_chunks()
         lot_ids = pc.replace_with_mask(lot_ids, pa.array(sold_rows), taken)
     term = pa.array(np.where(lines.long[k], Term.long, Term.short), pa.string())
-    strings = lambda values: pa.array(values.astype(str), pa.string())  # noqa: E731
+    account_of = pa.array(lines.account[k])          # per-account and per-security strings, taken by Arrow
     trades = pa.table({
         Col.as_of: pa.array(np.full(k.size, np.datetime64(as_of, "D")), pa.date32()),
-        Col.account_id: strings(accounts.ids[lines.account[k]]),
-        Col.household_id: strings(accounts.household[lines.account[k]]),
-        Col.security_id: strings(security_ids[lines.security[k]]),
+        Col.account_id: pa.array(accounts.ids.tolist(), pa.string()).take(account_of),
+        Col.household_id: pa.array(accounts.household.tolist(), pa.string()).take(account_of),
+        Col.security_id: pa.array(security_ids.tolist(), pa.string()).take(pa.array(lines.security[k])),
         Col.side: pa.array(np.where(sell[k], Side.sell, Side.buy), pa.string()),
         Col.lot_id: lot_ids,
         Col.quantity: shares[k], Col.price: lines.price[k], Col.value: value[k],
         Col.realized_gain: pa.array(gain[k], pa.float64(), mask=~sell[k]),
         Col.term: pc.if_else(pa.array(sell[k]), term, pa.scalar(None, pa.string())),
-        Col.est_tax: est_tax[k], Col.reason: strings(reasons[k])})
+        Col.est_tax: est_tax[k], Col.reason: pa.array(reasons[k].tolist(), pa.string())})
     # Arrow sorts the strings in C++ (a NumPy lexsort of str arrays was a tenth of a shard's proposals)
     trades = trades.sort_by([(Col.account_id, "ascending"), (Col.side, "ascending"),
                              (Col.security_id, "ascending"), (Col.lot_id, "ascending")])
