@@ -365,31 +365,35 @@ def _invest(shares: np.ndarray, lines: _Lines, accounts: _Accounts, result: Solv
         & (cash_after >= accounts.floor - CASH_TOLERANCE)
     if not over.any():
         return
+    # buy lines that may take shares: held, or dropped but clear of the household's loss sales
     groups = np.asarray(result.problem.wash_group)
-    loss = np.flatnonzero((lines.side == SELL) & lines.loss & (shares > 0))
-    loss_groups = set(zip(accounts.household[lines.account[loss]].tolist(), groups[lines.security[loss]].tolist()))
-    is_buy = lines.side == BUY
+    width = int(groups.max()) + 1 if groups.size else 1
+    code = accounts.h[lines.account] * width + groups[lines.security]       # (household, wash group)
+    loss_sold = unique_sorted(code[(lines.side == SELL) & lines.loss & (shares > 0)])
+    at = np.minimum(np.searchsorted(loss_sold, code), max(loss_sold.size - 1, 0))
+    clash = (loss_sold[at] == code) if loss_sold.size else np.zeros(code.size, bool)
+    eligible = (lines.side == BUY) & ((shares > 0) | ~clash) & over[lines.account]
     for a in np.flatnonzero(over):
-        buys = lines.offsets[a] + np.flatnonzero(is_buy[lines.offsets[a]:lines.offsets[a + 1]])
+        buys = lines.offsets[a] + np.flatnonzero(eligible[lines.offsets[a]:lines.offsets[a + 1]])
         if not buys.size:
             continue
         cap, floor, smallest = float(accounts.cap[a]), float(accounts.floor[a]), float(accounts.min_trade[a])
-        household = accounts.household[a]
         cash = float(cash_after[a])
         shortfall = lines.dollars[buys] - shares[buys] * lines.price[buys]
         by_shortfall = buys[np.lexsort((buys, -shortfall))][np.sort(-shortfall) < 0]
         by_size = buys[np.lexsort((buys, -lines.dollars[buys]))]
         # plain floats from here: a line costs a microsecond, not ten of NumPy scalars
         fractional = lines.fractional
+        whole_prices = lines.price[buys][~fractional[buys]]
+        least = float(whole_prices.min()) if whole_prices.size else np.inf     # one share of the cheapest
+        some_fractional = bool(fractional[buys].any())
         for topping_up, order in ((True, by_shortfall), (False, by_size)):
-            for i, line_price, whole, wanted, group in zip(
-                    order.tolist(), lines.price[order].tolist(), (~fractional[order]).tolist(),
-                    lines.dollars[order].tolist(), groups[lines.security[order]].tolist()):
-                if cash <= cap:
+            for i, line_price, whole, wanted in zip(order.tolist(), lines.price[order].tolist(),
+                                                    (~fractional[order]).tolist(), lines.dollars[order].tolist()):
+                room_left = cash - floor
+                if cash <= cap or (room_left < least and (not some_fractional or room_left <= CASH_TOLERANCE)):
                     break
                 held = float(shares[i])
-                if held <= 0 and (household, group) in loss_groups:
-                    continue
                 want = (cash - cap) / line_price
                 if topping_up:
                     want = min(want, (wanted - held * line_price) / line_price)

@@ -322,7 +322,8 @@ def test_cash_above_the_cap_after_rounding_is_invested_in_whole_shares():
 
     accounts = Accounts(cash=np.array([5_000.0]), cap=np.array([3_000.0]), floor=np.array([100.0]),
                                min_trade=np.array([25.0]), turnover_limit=np.array([np.nan]),
-                               suspended=np.array([False]), household=np.array(["H"], dtype=object))
+                               suspended=np.array([False]), household=np.array(["H"], dtype=object),
+                               h=np.array([0]))
     result = SimpleNamespace(problem=SimpleNamespace(wash_group=np.array([0, 1, 2])))
     before = shares.copy()
     _invest(shares, lines, accounts, result)
