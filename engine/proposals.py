@@ -15,8 +15,10 @@ Trades, per account (not suspended, not in a household whose solve failed):
    only where the problem marks it for the wash-sale rule and the household
    buys nothing of its wash group), so that rounding can raise sells to the
    floor (:func:`engine.kernels.rounding.round_trades`).  A lot the problem
-   forces out (a screen; everything, where the floor is out of reach) is
-   sold whole.
+   forces out (a screen; the shares a household bought in the wash window,
+   sold with a screened loss lot under rule 6's exception; everything, where
+   the floor is out of reach) is sold whole, and an account with such a lot
+   is mandated: its limits do not trim the forced sale.
 2. Rounding to shares (rules 10, 11), with the direction chosen so that the
    limits stay met for accounts that are not mandated: an account with a
    turnover limit rounds every line down (floor); an account with a tax
@@ -220,7 +222,8 @@ def _lines(tables, problem, index, result, accounts: _Accounts, trading: np.ndar
     fractional_of = np.zeros(n, bool)
     fractional_of[real] = _numbers(securities, Col.fractional, sec_rows[real], False).astype(bool)
 
-    # a lot the problem forces out (screens; everything, where the floor is out of reach) closes whole
+    # a lot the problem forces out (screens and their wash-window purchases; everything, where the
+    # floor is out of reach) closes whole
     width = np.asarray(final.lot_width, float)[accounts.h, accounts.s]
     forced = (np.asarray(final.sell_lower, float)[accounts.h, accounts.s] >= width * (1.0 - _DUST)) & (width > 0)
     sell = np.where(forced, width, sell)
