@@ -18,7 +18,7 @@ Trades, per account (not suspended, not in a household whose solve failed):
    forces out (a screen; the shares a household bought in the wash window,
    sold with a screened loss lot under rule 6's exception; everything, where
    the floor is out of reach) is sold whole, and an account with such a lot
-   is mandated: its limits do not trim the forced sale.
+   is mandated, as a screened account is: step 3 does not trim it.
 2. Rounding to shares (rules 10, 11), with the direction chosen so that the
    limits stay met for accounts that are not mandated: an account with a
    turnover limit rounds every line down (floor); an account with a tax
