@@ -129,7 +129,7 @@ def check_run(book: Mapping[str, pa.Table], as_of: dt.date, run: Mapping[str, pa
             continue
         _check_account(found, account, row, by_account.get(account_id, []), held, largest_price,
                        restricted[account_id])
-    _check_wash(found, book, as_of, trades, household, group)
+    _check_wash(found, book, as_of, trades, household, group, held)
     return found.table()
 
 
@@ -232,9 +232,14 @@ def _check_account(found, account, row, trades, held, largest_price, restricted)
             found.add(5, account_id, None, f"cash after trading {cash_after:.2f} is above the cap {cap:.2f}")
 
 
-def _check_wash(found, book, as_of, trades, household, group) -> None:
+def _check_wash(found, book, as_of, trades, household, group, held) -> None:
+    """Rule 6.  The exception "unless every share bought then is sold today too" holds only where
+    each account that bought the group in the window sells today, of each security it bought, the
+    shares it bought (or all it still holds of it, where it holds fewer), and the household sells
+    at least as many shares of the group as it bought."""
     window_start = as_of - dt.timedelta(days=WASH_DAYS)
     loss_sold, bought = set(), defaultdict(float)
+    bought_where: dict[tuple, dict[tuple[str, str], float]] = defaultdict(lambda: defaultdict(float))
     for r in _rows(book["transactions"]):
         if not (window_start <= r[Col.trade_date] < as_of) or r[Col.account_id] not in household:
             continue
@@ -243,7 +248,9 @@ def _check_wash(found, book, as_of, trades, household, group) -> None:
             loss_sold.add(key)
         elif r[Col.side] == Side.buy:
             bought[key] += r[Col.quantity]
+            bought_where[key][(r[Col.account_id], r[Col.security_id])] += r[Col.quantity]
     buys_today, loss_sales_today, sold_shares = set(), set(), defaultdict(float)
+    sold_where = defaultdict(float)
     for t in trades:
         if t[Col.account_id] not in household or t[Col.security_id] not in group:
             continue
@@ -256,14 +263,22 @@ def _check_wash(found, book, as_of, trades, household, group) -> None:
         else:
             if t[Col.side] == Side.sell:
                 sold_shares[key] += t[Col.quantity]
+                sold_where[(t[Col.account_id], t[Col.security_id])] += t[Col.quantity]
             if (t[Col.realized_gain] or 0.0) < 0:
                 loss_sales_today.add(key)
-    for key in loss_sales_today:
+    for key in sorted(loss_sales_today):
         if key in buys_today:
             found.add(6, None, key[1], f"household {key[0]} sells wash group {key[1]} at a loss and buys it today")
         if bought.get(key, 0.0) > 0 and sold_shares[key] < bought[key] - 1e-9:
             found.add(6, None, key[1], f"household {key[0]} sells wash group {key[1]} at a loss after buying "
                       f"{bought[key]:g} shares in the last {WASH_DAYS} days, and sells only {sold_shares[key]:g}")
+            continue
+        for (account_id, security_id), shares in sorted(bought_where.get(key, {}).items()):
+            owed = min(shares, held.get((account_id, security_id), 0.0))
+            if sold_where[(account_id, security_id)] < owed - 1e-9:
+                found.add(6, account_id, key[1], f"household {key[0]} sells wash group {key[1]} at a loss, but "
+                          f"{account_id} bought {shares:g} shares of {security_id} in the last {WASH_DAYS} days "
+                          f"and sells only {sold_where[(account_id, security_id)]:g} of them")
 
 
 def violations_by_rule(violations: pa.Table) -> dict[int, int]:

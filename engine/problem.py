@@ -28,8 +28,10 @@ units of each household's value ``V = Σ_a (cash_a + Σ_lots quantity × price)`
   sale; ``exclude`` → every lot sold (unless ``never_sell``); wash blocks
   (:func:`engine.kernels.wash.wash_sale_blocks`): a blocked purchase → no buy
   of the group anywhere in the household, a blocked loss sale → the group's
-  loss lots may not be sold (the exception "unless every share bought in the
-  window is sold today" is not used: the safe side); suspended accounts →
+  loss lots may not be sold, except where a screen forces a loss sale of the
+  group: then the rule's exception is used, every share the household bought
+  in the window is sold too (:func:`_sell_window_purchases`) and the group is
+  not bought anywhere in the household today; suspended accounts →
   every variable fixed at 0 and no cash rows.
 
 Households are padded to ``m`` accounts, a power of two (1, 2, 4, ...), so a
@@ -50,7 +52,7 @@ from engine.config import PolicyConfig
 from engine.kernels import wash as wash_kernel
 from engine.kernels.dates import to_days
 from engine.kernels.lots import tax_curves
-from engine.schema import Col, TaxStatus, index_in
+from engine.schema import Col, TaxStatus, index_in, unique_sorted
 from engine.solver.types import DEFAULT_PENALTIES, ProblemBatch
 from engine.targets import Targets
 
@@ -114,6 +116,34 @@ def _strings(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_pylist(), dtype=object)
 
 
+def _sell_window_purchases(blocks, pair, member, slot, local, lots, lot_row, width, sell_lower) -> None:
+    """Force out every share the household bought in the window of wash-block ``pair``, in place.
+
+    A screen forces a loss sale of a wash group the household bought in the last 30 days.
+    CONTRACT §3 rule 6 allows that loss sale only if every share bought then is sold today too,
+    so each account that bought sells, of each security it bought, the shares it bought: its
+    latest lots first, whole, until they cover them (all it holds where it holds fewer).  A lot
+    that may not be sold (never_sell, a suspended account) stays: ``sell_upper`` caps the bound.
+    """
+    quantity = acquired = None
+    for d in np.flatnonzero(blocks.detail_pair == pair):
+        account, column = blocks.detail_account[d], local[blocks.detail_security[d]]
+        if column < 0:
+            continue
+        h, a = member[account], slot[account]
+        held = np.flatnonzero(lot_row[h, a, column] >= 0)
+        if not held.size:
+            continue
+        if quantity is None:
+            quantity = _column(lots, Col.quantity).astype(float)
+            acquired = to_days(lots.column(Col.acquired))
+        rows = lot_row[h, a, column, held]
+        latest = held[np.lexsort((-rows, -acquired[rows]))]
+        covered = np.cumsum(quantity[lot_row[h, a, column, latest]])
+        take = latest[:int(np.searchsorted(covered, blocks.detail_shares_bought[d] - 1e-9)) + 1]
+        sell_lower[h, a, column, take] = width[h, a, column, take]
+
+
 def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, account_ids: Sequence[str],
                         as_of: dt.date, policy: PolicyConfig = PolicyConfig(), *,
                         accounts_per_household: int | None = None,
@@ -166,7 +196,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     target_weights = targets.weights[target_rows]
     # targets.security_ids may order securities differently from the table
     target_sec = np.asarray([sec_index[s] for s in targets.security_ids], dtype=np.int64)
-    used = np.union1d(lot_security, target_sec[np.unique(target_weights.indices)])
+    used = unique_sorted(np.r_[lot_security, target_sec[unique_sorted(target_weights.indices)]])
     n_real = used.size
     n = (pad_universe or pad_securities)(n_real)
     local = -np.ones(sec_ids.size, np.int64)
@@ -180,9 +210,9 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     factor_index = {f: i for i, f in enumerate(factors)}
     k = factors.size
     X = np.zeros((n, k))
-    e_sec = np.asarray([local[sec_index[s]] if s in sec_index else -1
-                        for s in _strings(exposures_t, Col.security_id)])
-    e_fac = np.asarray([factor_index.get(f, -1) for f in _strings(exposures_t, Col.factor)])
+    e_sec = index_in(exposures_t.column(Col.security_id), sec_ids)
+    e_sec = np.where(e_sec >= 0, local[e_sec], -1)
+    e_fac = index_in(exposures_t.column(Col.factor), factors)
     keep = (e_sec >= 0) & (e_fac >= 0)
     X[e_sec[keep], e_fac[keep]] = _column(exposures_t, Col.exposure)[keep]
     F = np.zeros((k, k))
@@ -354,17 +384,23 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
                 int(to_days(as_of)))          # a loss in any account of the household counts (rule 6)
             local_group = -np.ones(group_codes_all.max() + 1, np.int64)
             local_group[group_codes_all[used]] = wash_group[:n_real]
-            for h, g, no_buy, no_loss in zip(blocks.household, blocks.wash_group,
-                                             blocks.buy_blocked, blocks.loss_sale_blocked):
+            for pair, (h, g, no_buy, no_loss) in enumerate(zip(blocks.household, blocks.wash_group,
+                                                               blocks.buy_blocked, blocks.loss_sale_blocked)):
                 lg = local_group[g]
                 if lg < 0:
                     continue
-                in_group = wash_group == lg
+                in_group = np.flatnonzero(wash_group == lg)
                 if no_buy:
                     buy_upper[h][:, in_group] = 0.0
                 if no_loss:
-                    lots_g = lot_loss[h] & in_group[None, :, None] & (sell_lower[h] <= 0)
-                    sell_upper[h][lots_g] = 0.0
+                    loss_g, lower_g = lot_loss[h][:, in_group], sell_lower[h][:, in_group]
+                    if (loss_g & (lower_g > 0)).any():
+                        _sell_window_purchases(blocks, pair, member, slot, local, lots, lot_row, width, sell_lower)
+                        buy_upper[h][:, in_group] = 0.0
+                        lower_g = sell_lower[h][:, in_group]
+                    upper_g = sell_upper[h][:, in_group]
+                    upper_g[loss_g & (lower_g <= 0)] = 0.0
+                    sell_upper[h][:, in_group] = upper_g
 
     _asset_location(buy_upper, lot_cost, member, slot, tax_status, theta, account_value, keep_cash,
                     class_of_security, classes, w_star, policy)

@@ -15,8 +15,10 @@ Trades, per account (not suspended, not in a household whose solve failed):
    only where the problem marks it for the wash-sale rule and the household
    buys nothing of its wash group), so that rounding can raise sells to the
    floor (:func:`engine.kernels.rounding.round_trades`).  A lot the problem
-   forces out (a screen; everything, where the floor is out of reach) is
-   sold whole.
+   forces out (a screen; the shares a household bought in the wash window,
+   sold with a screened loss lot under rule 6's exception; everything, where
+   the floor is out of reach) is sold whole, and an account with such a lot
+   is mandated, as a screened account is: step 3 does not trim it.
 2. Rounding to shares (rules 10, 11), with the direction chosen so that the
    limits stay met for accounts that are not mandated: an account with a
    turnover limit rounds every line down (floor); an account with a tax
@@ -32,14 +34,16 @@ Trades, per account (not suspended, not in a household whose solve failed):
    A line left under ``min_trade`` is dropped.  Where rounding left cash above the cap
    (``max_cash + withdrawal + reserve_cash``) in an account without a turnover limit,
    the buys the solver asked for get whole shares back, the largest shortfall first,
-   never below the floor.
+   then the largest buys take the rest, never below the floor.
 4. Per sell: ``realized_gain = q·price − cost_basis·q / lot quantity``,
    ``term`` by rule 7 (:func:`engine.kernels.lots.long_term`), ``est_tax`` at
    the term's rate, 0 unless taxable (rule 8).
 
 Reasons (``trades.reason``), the first that applies:
 
-* sells: ``exclude`` (the security is screened out of the account),
+* sells: ``exclude`` (the security is screened out of the account, or the
+  problem forces the sale for a screen: the shares a household bought in the
+  last 30 days, sold with a household-mate's screened loss lots, rule 6),
   ``withdrawal`` (the account has a withdrawal), ``overdraft`` (cash < 0),
   ``cash_floor`` (cash < min_cash + reserve_cash), ``harvest`` (a loss lot, in
   a taxable account with harvesting on), ``model_change`` (the account holds
@@ -79,6 +83,7 @@ still proposes; its ``residual`` tells.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -93,7 +98,7 @@ from engine.kernels.rounding import CASH_TOLERANCE, round_trades
 from engine.kernels.wash import BUY, SELL
 from engine.policy import prorated_budget
 from engine.problem import BatchIndex
-from engine.schema import Col, Reason, Rule, Side, Status, TaxStatus, Term, index_in
+from engine.schema import Col, Reason, Rule, Side, Status, TaxStatus, Term, index_in, unique_sorted
 from engine.solver.types import NON_FINITE, ProblemBatch, SolverResult
 from engine.targets import Targets, exclusion_matrix
 
@@ -218,7 +223,8 @@ def _lines(tables, problem, index, result, accounts: _Accounts, trading: np.ndar
     fractional_of = np.zeros(n, bool)
     fractional_of[real] = _numbers(securities, Col.fractional, sec_rows[real], False).astype(bool)
 
-    # a lot the problem forces out (screens; everything, where the floor is out of reach) closes whole
+    # a lot the problem forces out (screens and their wash-window purchases; everything, where the
+    # floor is out of reach) closes whole
     width = np.asarray(final.lot_width, float)[accounts.h, accounts.s]
     forced = (np.asarray(final.sell_lower, float)[accounts.h, accounts.s] >= width * (1.0 - _DUST)) & (width > 0)
     sell = np.where(forced, width, sell)
@@ -227,8 +233,8 @@ def _lines(tables, problem, index, result, accounts: _Accounts, trading: np.ndar
     wash_groups = np.asarray(final.wash_group)
     household_buys = np.zeros((np.asarray(V).size, int(wash_groups.max()) + 1 if n else 0), bool)
     bought_any = (np.asarray(result.buy, float) > 0).any(axis=1)          # (B, n)
-    for g_h, g_i in zip(*np.nonzero(bought_any)):
-        household_buys[g_h, wash_groups[g_i]] = True
+    g_h, g_i = np.nonzero(bought_any)
+    household_buys[g_h, wash_groups[g_i]] = True
     extra = ((upper > 0) & ~sold & (lot_row >= 0) & (sell <= 0)
              & (trading & (accounts.cash < accounts.floor - CASH_TOLERANCE))[:, None, None])
     a_s, i_s, l_s = np.nonzero(sold | extra)
@@ -348,9 +354,13 @@ def _trim(shares: np.ndarray, lines: _Lines, accounts: _Accounts, mandated: np.n
 def _invest(shares: np.ndarray, lines: _Lines, accounts: _Accounts, result: SolverResult) -> None:
     """Rule 5 after rounding: buy whole shares back where rounding left cash above the cap, in place.
 
-    Only in accounts without a turnover limit, only lines the solver bought, largest shortfall
-    against the solver's dollars first, never below the floor; a line that rounding dropped
-    comes back at ``min_trade`` unless the household sells its wash group at a loss.
+    Only in accounts without a turnover limit, only lines the solver bought, never below the
+    floor.  First each buy gets back what rounding took off it (the solver's dollars), the
+    largest shortfall first; then, while cash is still above the cap, the largest buys take
+    the rest, a line at a time, in whole shares (cash ends at most one share's price under the
+    cap).  A line that rounding dropped comes back at ``min_trade`` or more, unless the
+    household sells its wash group at a loss.  Rounding a tax-budgeted account's loss sells up
+    can add up to a share's price per line, so the excess can be many shares of one line.
     """
     value = shares * lines.price
     signed = np.where(lines.side == SELL, value, -value)
@@ -359,28 +369,48 @@ def _invest(shares: np.ndarray, lines: _Lines, accounts: _Accounts, result: Solv
         & (cash_after >= accounts.floor - CASH_TOLERANCE)
     if not over.any():
         return
+    # buy lines that may take shares: held, or dropped but clear of the household's loss sales
     groups = np.asarray(result.problem.wash_group)
-    loss_groups = {(accounts.household[lines.account[i]], groups[lines.security[i]])
-                   for i in np.flatnonzero((lines.side == SELL) & lines.loss & (shares > 0))}
+    width = int(groups.max()) + 1 if groups.size else 1
+    code = accounts.h[lines.account] * width + groups[lines.security]       # (household, wash group)
+    loss_sold = unique_sorted(code[(lines.side == SELL) & lines.loss & (shares > 0)])
+    at = np.minimum(np.searchsorted(loss_sold, code), max(loss_sold.size - 1, 0))
+    clash = (loss_sold[at] == code) if loss_sold.size else np.zeros(code.size, bool)
+    eligible = (lines.side == BUY) & ((shares > 0) | ~clash) & over[lines.account]
     for a in np.flatnonzero(over):
-        span = np.arange(lines.offsets[a], lines.offsets[a + 1])
-        buys = span[lines.side[span] == BUY]
-        cash = cash_after[a]
-        for _ in range(4 * buys.size + 4):
-            if cash <= accounts.cap[a]:
-                break
-            step = np.where(lines.fractional[buys], (cash - accounts.cap[a]) / lines.price[buys], 1.0)
-            step = np.where(shares[buys] > 0, step, np.maximum(step, accounts.min_trade[a] / lines.price[buys]))
-            step = np.where(lines.fractional[buys] | (shares[buys] > 0), step, np.ceil(step - _DUST))
-            ok = cash - step * lines.price[buys] >= accounts.floor[a]
-            ok &= np.asarray([shares[i] > 0 or (accounts.household[a], groups[lines.security[i]]) not in loss_groups
-                              for i in buys], bool)
-            if not ok.any():
-                break
-            shortfall = np.where(ok, lines.dollars[buys] - shares[buys] * lines.price[buys], -np.inf)
-            k = int(np.argmax(shortfall))
-            shares[buys[k]] += step[k]
-            cash -= step[k] * lines.price[buys[k]]
+        buys = lines.offsets[a] + np.flatnonzero(eligible[lines.offsets[a]:lines.offsets[a + 1]])
+        if not buys.size:
+            continue
+        cap, floor, smallest = float(accounts.cap[a]), float(accounts.floor[a]), float(accounts.min_trade[a])
+        cash = float(cash_after[a])
+        shortfall = lines.dollars[buys] - shares[buys] * lines.price[buys]
+        by_shortfall = buys[np.lexsort((buys, -shortfall))][np.sort(-shortfall) < 0]
+        by_size = buys[np.lexsort((buys, -lines.dollars[buys]))]
+        # plain floats from here: a line costs a microsecond, not ten of NumPy scalars
+        fractional = lines.fractional
+        whole_prices = lines.price[buys][~fractional[buys]]
+        least = float(whole_prices.min()) if whole_prices.size else np.inf     # one share of the cheapest
+        some_fractional = bool(fractional[buys].any())
+        for topping_up, order in ((True, by_shortfall), (False, by_size)):
+            for i, line_price, whole, wanted in zip(order.tolist(), lines.price[order].tolist(),
+                                                    (~fractional[order]).tolist(), lines.dollars[order].tolist()):
+                room_left = cash - floor
+                if cash <= cap or (room_left < least and (not some_fractional or room_left <= CASH_TOLERANCE)):
+                    break
+                held = float(shares[i])
+                want = (cash - cap) / line_price
+                if topping_up:
+                    want = min(want, (wanted - held * line_price) / line_price)
+                if held <= 0:
+                    want = max(want, smallest / line_price)
+                room = (cash - floor) / line_price
+                if whole:
+                    want, room = math.ceil(want - _DUST), math.floor(room + _DUST)
+                add = min(want, room)
+                if add <= 0 or (held <= 0 and add * line_price < smallest - CASH_TOLERANCE):
+                    continue
+                shares[i] = held + add
+                cash -= add * line_price
 
 
 def _reasons(lines: _Lines, shares: np.ndarray, accounts: _Accounts, exclude: np.ndarray,
@@ -391,12 +421,16 @@ def _reasons(lines: _Lines, shares: np.ndarray, accounts: _Accounts, exclude: np
     held = accounts.held[a, i] > 0
     # households that harvest a loss today, per asset class and security
     loss_sale = sell & (shares > 0) & lines.loss & accounts.taxable[a] & accounts.harvest[a]
-    household = accounts.household[a].astype(str)
-    losses: dict[tuple[str, int], set[int]] = {}
-    for h, c, s in zip(household[loss_sale], asset_class[i[loss_sale]], i[loss_sale]):
-        losses.setdefault((h, int(c)), set()).add(int(s))
-    replacement = np.asarray([bool(losses.get((h, int(c)), set()) - {int(s)})
-                              for h, c, s in zip(household, asset_class[i], i)], bool) & ~sell
+    # a buy replaces when its household's (asset class) harvests a security other than its own:
+    # codes (household, class) * n + security, distinct over the loss sales, counted per key
+    n = int(i.max()) + 1 if i.size else 1
+    key = accounts.h[a] * (int(asset_class.max()) + 1 if asset_class.size else 1) + asset_class[i]
+    harvested = unique_sorted(key[loss_sale] * n + i[loss_sale])
+    in_key = np.searchsorted(harvested, key * n + n) - np.searchsorted(harvested, key * n)
+    own = np.searchsorted(harvested, key * n + i)
+    own = (own < harvested.size) & (harvested[np.minimum(own, max(harvested.size - 1, 0))] == key * n + i) \
+        if harvested.size else np.zeros(i.size, bool)
+    replacement = (in_key - own > 0) & ~sell
     cash = accounts.cash[a]
     choices = [
         (sell & exclude[a, i], Reason.exclude),
@@ -457,7 +491,11 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     for matrix, rule in ((exclude, Rule.exclude), (never_sell, Rule.never_sell)):
         matrix[:, real] = _rule_matrix(restrictions, rule, tables["securities"], account_keys,
                                        security_ids[real].astype(str))
-    mandated = _mandated(accounts, exclude, never_sell)
+    # lots the problem forces out: screens, and the purchases rule 6's exception sells with them
+    width = np.asarray(problem.lot_width, float)
+    forced = ((np.asarray(problem.sell_lower, float) >= width * (1.0 - _DUST)) & (width > 0)).any(axis=3)
+    forced = forced[accounts.h, accounts.s]
+    mandated = _mandated(accounts, exclude, never_sell) | forced.any(axis=1)
     failed = np.asarray(result.status)[accounts.h] == NON_FINITE
     trading = ~accounts.suspended & ~failed
 
@@ -474,34 +512,32 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     est_tax = np.where(sell, gain * lines.rate, 0.0)
     raw_weights, target, class_target = _targets(targets, accounts, security_ids,
                                                  np.shape(problem.class_target)[1])
-    reasons = _reasons(lines, shares, accounts, exclude, raw_weights > 0, np.asarray(problem.asset_class))
+    reasons = _reasons(lines, shares, accounts, exclude | forced, raw_weights > 0, np.asarray(problem.asset_class))
 
     # trades table
     k = np.flatnonzero(keep)
     lots = tables["lots"]
-    lot_ids = np.full(k.size, None, dtype=object)
+    lot_ids = pa.nulls(k.size, pa.string())
     sold_rows = lines.lot_row[k] >= 0
-    lot_ids[sold_rows] = np.asarray(lots.column(Col.lot_id).take(pa.array(lines.lot_row[k][sold_rows]))
-                                    .to_pylist(), dtype=object)
-    trade_account = accounts.ids[lines.account[k]]
-    trade_security = security_ids[lines.security[k]]
-    side_names = np.where(sell[k], Side.sell, Side.buy).astype(object)
-    order = np.lexsort((np.asarray([x or "" for x in lot_ids], dtype=str), trade_security.astype(str),
-                        side_names.astype(str), trade_account.astype(str)))
-    k, lot_ids = k[order], lot_ids[order]
-    term = np.where(lines.long[k], Term.long, Term.short).astype(object)
-    term[~sell[k]] = None
+    if sold_rows.any():
+        taken = lots.column(Col.lot_id).take(pa.array(lines.lot_row[k][sold_rows])).combine_chunks()
+        lot_ids = pc.replace_with_mask(lot_ids, pa.array(sold_rows), taken)
+    term = pa.array(np.where(lines.long[k], Term.long, Term.short), pa.string())
+    account_of = pa.array(lines.account[k])          # per-account and per-security strings, taken by Arrow
     trades = pa.table({
-        Col.as_of: pa.array([as_of] * k.size, pa.date32()),
-        Col.account_id: pa.array(accounts.ids[lines.account[k]].tolist(), pa.string()),
-        Col.household_id: pa.array(accounts.household[lines.account[k]].tolist(), pa.string()),
-        Col.security_id: pa.array(security_ids[lines.security[k]].tolist(), pa.string()),
-        Col.side: pa.array(np.where(sell[k], Side.sell, Side.buy).tolist(), pa.string()),
-        Col.lot_id: pa.array(lot_ids.tolist(), pa.string()),
+        Col.as_of: pa.array(np.full(k.size, np.datetime64(as_of, "D")), pa.date32()),
+        Col.account_id: pa.array(accounts.ids.tolist(), pa.string()).take(account_of),
+        Col.household_id: pa.array(accounts.household.tolist(), pa.string()).take(account_of),
+        Col.security_id: pa.array(security_ids.tolist(), pa.string()).take(pa.array(lines.security[k])),
+        Col.side: pa.array(np.where(sell[k], Side.sell, Side.buy), pa.string()),
+        Col.lot_id: lot_ids,
         Col.quantity: shares[k], Col.price: lines.price[k], Col.value: value[k],
         Col.realized_gain: pa.array(gain[k], pa.float64(), mask=~sell[k]),
-        Col.term: pa.array(term.tolist(), pa.string()),
+        Col.term: pc.if_else(pa.array(sell[k]), term, pa.scalar(None, pa.string())),
         Col.est_tax: est_tax[k], Col.reason: pa.array(reasons[k].tolist(), pa.string())})
+    # Arrow sorts the strings in C++ (a NumPy lexsort of str arrays was a tenth of a shard's proposals)
+    trades = trades.sort_by([(Col.account_id, "ascending"), (Col.side, "ascending"),
+                             (Col.security_id, "ascending"), (Col.lot_id, "ascending")])
 
     # accounts table
     def per_account(values, where=keep):

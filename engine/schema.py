@@ -535,3 +535,17 @@ def index_in(values, keys) -> np.ndarray:
         return x if isinstance(x, pa.Array) else pa.array(np.asarray(x, dtype=object), pa.string())
     found = pc.index_in(arrow(values), value_set=arrow(keys))
     return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def unique_sorted(values) -> np.ndarray:
+    """The distinct values of an integer (or any sortable) array, ascending: ``np.unique(values)``.
+
+    By sorting: NumPy 2.4's ``np.unique`` and ``np.union1d`` hash integer and string arrays
+    without ``return_*`` and take ~3.5 s on a million int64 keys where a sort takes 0.05 s
+    (measured on the 2-core development machine), which made problem assembly and shard
+    planning grow with lots like 60 times their other work.
+    """
+    ordered = np.sort(np.asarray(values).ravel())
+    if ordered.size:
+        ordered = ordered[np.r_[True, ordered[1:] != ordered[:-1]]]
+    return ordered

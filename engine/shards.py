@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from engine.config import Config, RunConfig
 from engine.problem import SECURITY_BUCKET, bucket, build_problem_batch
-from engine.schema import Col, index_in
+from engine.schema import Col, index_in, unique_sorted
 from engine.targets import Targets
 
 #: The tables every shard shares (the driver ``ray.put``s them once).
@@ -198,8 +198,8 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
 
     weights = targets.weights[index_in(ids, targets.account_ids)].tocoo()
     target_security = index_in(targets.security_ids, securities)
-    pairs = np.unique(np.concatenate([member[position_account] * S + positions % S,
-                                      member[weights.row] * S + target_security[weights.col]]))
+    pairs = unique_sorted(np.concatenate([member[position_account] * S + positions % S,
+                                          member[weights.row] * S + target_security[weights.col]]))
     universe = np.bincount(pairs // S, minlength=H)
     members = np.bincount(member, minlength=H)
 
@@ -225,6 +225,20 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
     return shards
 
 
+def _one_chunk(table: pa.Table) -> pa.Table:
+    """``table`` in one chunk where its string columns fit one (2 GB each).
+
+    Arrow's ``take`` from a table of many chunks costs time with the whole table, not with the
+    rows taken: 8 times a one-chunk take for a shard of a 10,000-account book's lots (27 chunks),
+    so slicing every shard grew with the square of the book (787 s of wall time at 100,000
+    accounts with the stand-in solver of ``benchmarks/stages.py``).
+    """
+    try:
+        return table.combine_chunks()
+    except pa.ArrowInvalid:                      # offsets overflow: keep the chunks
+        return table
+
+
 def shard_tables(tables: Mapping[str, pa.Table], shards: list[Shard]) -> Iterator[dict[str, pa.Table]]:
     """The per-account tables of each shard, in the order of ``shards``.
 
@@ -240,7 +254,7 @@ def shard_tables(tables: Mapping[str, pa.Table], shards: list[Shard]) -> Iterato
         code = np.where(position >= 0, shard_of[np.maximum(position, 0)] if all_ids.size else -1, -1)
         order = np.argsort(code, kind="stable")
         bounds = np.searchsorted(code[order], np.arange(len(shards) + 1))
-        cuts[name] = (table, order, bounds)
+        cuts[name] = (_one_chunk(table), order, bounds)
     for i in range(len(shards)):
         yield {name: table.take(pa.array(order[bounds[i]:bounds[i + 1]]))
                for name, (table, order, bounds) in cuts.items()}

@@ -61,20 +61,54 @@ def _np(table: pa.Table, column: str) -> np.ndarray:
 # --------------------------------------------------------------------------
 # Whole-book checks.
 
+def _key_codes(table: pa.Table, key: tuple[str, ...]) -> np.ndarray | None:
+    """One int64 per row that is equal exactly where the rows' ``key`` values are, or None when
+    the columns' distinct values are too many to combine (then hash the rows instead)."""
+    codes = np.zeros(table.num_rows, np.int64)
+    span = 1
+    for name in key:
+        column = table.column(name)
+        distinct = pc.unique(column)
+        span *= len(distinct) + 1
+        if span >= 2**62:
+            return None
+        position = pc.index_in(column, value_set=distinct).fill_null(-1)
+        codes = codes * (len(distinct) + 1) + (np.asarray(position.to_numpy(), np.int64) + 1)
+    return codes
+
+
 def check_keys(tables: Tables) -> None:
-    """Raise :class:`BookError` on a duplicate key in any keyed table."""
+    """Raise :class:`BookError` on a duplicate key in any keyed table.
+
+    By sorting an integer code per row: a hash aggregation of the 33 million (account_id,
+    lot_id) pairs of a 100,000-account book held ~3.4 GB at once, most of validation's peak.
+    """
     for name, key in schema.BOOK_KEYS.items():
         table = tables[name]
         if table.num_rows == 0:
             continue
-        counts = table.group_by(list(key)).aggregate([([], "count_all")])
-        dup = counts.filter(pc.greater(counts.column("count_all"), 1))
-        if dup.num_rows:
+        codes = _key_codes(table, key)
+        if codes is None:
+            counts = table.group_by(list(key)).aggregate([([], "count_all")])
+            dup = counts.filter(pc.greater(counts.column("count_all"), 1))
+            if not dup.num_rows:
+                continue
             first = {k: dup.column(k)[0].as_py() for k in key}
-            raise BookError(
-                f"duplicate key {'/'.join(key)}: {first} occurs {dup.column('count_all')[0].as_py()} "
-                f"times ({dup.num_rows} duplicated key(s) in all); each must be unique",
-                table=name, column="/".join(key), key="/".join(str(v) for v in first.values()))
+            times, keys = dup.column("count_all")[0].as_py(), dup.num_rows
+        else:
+            ordered = np.sort(codes)
+            repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+            if not repeated.size:
+                continue
+            duplicated = repeated[np.r_[True, repeated[1:] != repeated[:-1]]]
+            rows = np.flatnonzero(np.isin(codes, duplicated))
+            row = int(rows[0])                     # the first duplicated key, in table order
+            first = {k: table.column(k)[row].as_py() for k in key}
+            times, keys = int((codes[rows] == codes[row]).sum()), int(duplicated.size)
+        raise BookError(
+            f"duplicate key {'/'.join(key)}: {first} occurs {times} "
+            f"times ({keys} duplicated key(s) in all); each must be unique",
+            table=name, column="/".join(key), key="/".join(str(v) for v in first.values()))
 
 
 def check_risk_model(tables: Tables) -> None:

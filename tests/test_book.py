@@ -352,6 +352,25 @@ def test_duplicate_lot_key(tmp_path, clean_tables):
     assert (error.table, error.column, error.key) == ("lots", "account_id/lot_id", f"{aid}/{lid}")
 
 
+def test_duplicate_keys_by_sorted_codes_and_by_hashing_say_the_same(clean_tables, monkeypatch):
+    """check_keys sorts integer codes; where the columns have too many distinct values to combine
+    it hashes the rows instead.  Both name the first duplicated key, its count and how many."""
+    from engine import validate
+
+    lots = clean_tables["lots"]
+    tables = {**clean_tables, "lots": pa.concat_tables([lots, lots.slice(10, 1), lots.slice(3, 2), lots.slice(3, 1)])}
+    messages = []
+    for codes in (validate._key_codes, lambda table, key: None):
+        monkeypatch.setattr(validate, "_key_codes", codes)
+        with pytest.raises(BookError) as info:
+            validate.check_keys(tables)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    aid, lid = lots.column(Col.account_id)[3].as_py(), lots.column(Col.lot_id)[3].as_py()
+    assert f"'lot_id': '{lid}'" in messages[0] and f"'{aid}'" in messages[0]
+    assert "occurs 3 times (3 duplicated key(s) in all)" in messages[0]
+
+
 def test_empty_risk_model(tmp_path, clean_tables):
     error = _book_error(tmp_path, clean_tables,
                         factor_exposures=schema.empty(schema.FACTOR_EXPOSURES))

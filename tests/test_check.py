@@ -28,7 +28,7 @@ def account(**changes):
     return {**row, **changes}
 
 
-def book(accounts=None, restrictions=(), transactions=(), fractional=False):
+def book(accounts=None, restrictions=(), transactions=(), fractional=False, extra_lots=()):
     securities = [{Col.security_id: s, Col.kind: "etf", Col.asset_class: "x", Col.price: 100.0,
                    Col.price_date: AS_OF, Col.fractional: fractional, Col.wash_group: g,
                    Col.tags: tags, Col.specific_variance: 0.01, Col.spread_bps: 1.0}
@@ -36,7 +36,7 @@ def book(accounts=None, restrictions=(), transactions=(), fractional=False):
     lots = [{Col.account_id: "A1", Col.lot_id: "L1", Col.security_id: "S1", Col.quantity: 10.0,
              Col.cost_basis: 1200.0, Col.acquired: dt.date(2025, 11, 20)},
             {Col.account_id: "A1", Col.lot_id: "L2", Col.security_id: "S3", Col.quantity: 5.0,
-             Col.cost_basis: 400.0, Col.acquired: dt.date(2024, 2, 29)}]
+             Col.cost_basis: 400.0, Col.acquired: dt.date(2024, 2, 29)}, *extra_lots]
     return {"securities": table(schema.SECURITIES, securities),
             "accounts": table(schema.ACCOUNTS, accounts or [account()]),
             "lots": table(schema.LOTS, lots),
@@ -152,6 +152,24 @@ def test_wash_sales():
     assert rules(book(household, transactions=recent_buy), run([sell(quantity=2.0)], others=["A2"])) == {6: 1}
     assert rules(book(household, transactions=recent_buy), run([sell()], others=["A2"])) == {}     # 10 >= 3 bought
     assert rules(book(household), run([sell(), buy()], others=["A2"])) == {6: 1}   # same day
+
+
+def test_wash_exception_needs_the_shares_bought_sold():
+    """A1 sells its old lot at a loss after A2 bought 3 shares: the 10 shares A1 sells are not
+    the 3 A2 bought, which A2 still holds, so the exception does not apply until A2 sells them."""
+    recent_buy = [{Col.account_id: "A2", Col.security_id: "S1", Col.trade_date: AS_OF - dt.timedelta(days=5),
+                   Col.side: "buy", Col.quantity: 3.0, Col.price: 100.0, Col.realized_gain: None}]
+    kept = [{Col.account_id: "A2", Col.lot_id: "L9", Col.security_id: "S1", Col.quantity: 3.0,
+             Col.cost_basis: 300.0, Col.acquired: AS_OF - dt.timedelta(days=5)}]
+    household = [account(), account(account_id="A2", tax_status="tax_exempt", st_rate=0.0, lt_rate=0.0)]
+    tables = book(household, transactions=recent_buy, extra_lots=kept)
+    assert rules(tables, run([sell()], others=["A2"])) == {6: 1}
+    theirs = {**sell(lot="L9", quantity=3.0, rate=0.0, basis_per_share=100.0), Col.account_id: "A2"}
+    both = run([sell(), theirs])
+    both["accounts"] = table(schema.RUN_ACCOUNTS, [{**r, Col.cash_after: r[Col.cash_after] if r[Col.account_id] == "A1"
+                                                    else 1300.0} for r in run([sell()], others=["A2"])["accounts"]
+                                                   .to_pylist()])
+    assert rules(tables, both) == {}
 
 
 def test_suspended_and_rejected_get_no_trades():

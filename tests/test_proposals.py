@@ -6,6 +6,8 @@ bucket), so the solver compiles once for the module.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -245,3 +247,86 @@ def test_status_rows(handmade):
     assert violations.num_rows == 0, violations.to_pylist()[:5]
     cash_only = status_rows(tables["accounts"], [SUSPENDED], Status.failed, "solver actor died", AS_OF)
     assert cash_only.column(Col.value).to_pylist() == cash_only.column(Col.cash_before).to_pylist()
+
+
+SCREENING, BUYING = "A0000005", "A0000004"          # one household: a Roth and a taxable account
+
+
+def _screen_inside_a_wash_window(tables):
+    """Book 12/3 where a screen forces the Roth ``SCREENING`` to sell at a loss a stock that its
+    household-mate ``BUYING`` bought 10 days ago, more shares than ``SCREENING`` holds, at a gain
+    that ``BUYING``'s tax budget has no room left for."""
+    price = dict(zip(tables["securities"].column(Col.security_id).to_pylist(),
+                     tables["securities"].column(Col.price).to_pylist()))
+    lots = tables["lots"].to_pylist()
+    held = {r[Col.security_id] for r in lots if r[Col.account_id] in (SCREENING, BUYING)}
+    direct_index = pc.filter(tables["models"].column(Col.security_id),
+                             pc.equal(tables["models"].column(Col.model_id), "DI-US-LARGE")).to_pylist()
+    screened = next(s for s in direct_index if s not in held)
+    shares, bought, day = 10.0, 15.0, AS_OF - dt.timedelta(days=10)
+    lots += [{Col.account_id: SCREENING, Col.lot_id: "L-OLD", Col.security_id: screened, Col.quantity: shares,
+              Col.cost_basis: 1.5 * shares * price[screened], Col.acquired: AS_OF - dt.timedelta(days=700)},
+             {Col.account_id: BUYING, Col.lot_id: "L-RECENT", Col.security_id: screened, Col.quantity: bought,
+              Col.cost_basis: 0.3 * bought * price[screened], Col.acquired: day}]
+    accounts = tables["accounts"].to_pylist()
+    for row in accounts:
+        if row[Col.account_id] == BUYING:
+            row[Col.tax_budget] = round(row[Col.st_rate] * row[Col.realized_st_ytd]
+                                        + row[Col.lt_rate] * row[Col.realized_lt_ytd], 2)
+    transactions = pa.concat_tables([tables["transactions"], pa.Table.from_pylist(
+        [{Col.account_id: BUYING, Col.security_id: screened, Col.trade_date: day, Col.side: Side.buy,
+          Col.quantity: bought, Col.price: price[screened], Col.realized_gain: None}],
+        schema=tables["transactions"].schema)])
+    restrictions = pa.concat_tables([tables["restrictions"], pa.Table.from_pylist(
+        [{Col.account_id: SCREENING, Col.rule: Rule.exclude, Col.security_id: screened, Col.tag: None}],
+        schema=tables["restrictions"].schema)])
+    changed = dict(tables, lots=pa.Table.from_pylist(lots, schema=tables["lots"].schema),
+                   accounts=pa.Table.from_pylist(accounts, schema=tables["accounts"].schema),
+                   transactions=transactions, restrictions=restrictions)
+    return changed, screened, shares, bought
+
+
+def test_a_screen_inside_a_wash_window_sells_the_household_s_recent_purchases_too():
+    """Rule 3 forces the loss sale; rule 6 allows it only with every share bought in the window,
+    which is then sold whatever the buyer's tax budget says (rule 9: the screen forces it)."""
+    tables, screened, shares, bought = _screen_inside_a_wash_window(synth.generate_tables(12, seed=3,
+                                                                                          bad_fraction=0.0))
+    run = _run(tables)
+    _assert_clean(run)
+    sold = {(t[Col.account_id], t[Col.lot_id]): t[Col.quantity] for t in run["trades"].to_pylist()
+            if t[Col.security_id] == screened}
+    assert sold == {(SCREENING, "L-OLD"): shares, (BUYING, "L-RECENT"): bought}
+    assert {t[Col.reason] for t in run["trades"].to_pylist() if t[Col.security_id] == screened} == {Reason.exclude}
+    assert _account(run, BUYING)[Col.mandated]
+
+
+def test_cash_above_the_cap_after_rounding_is_invested_in_whole_shares():
+    """Rule 5: rounding a tax-budgeted account's loss sells up can leave thousands above the cap;
+    the buys take it back in whole shares, many at a time, down to within a share of the cap."""
+    from types import SimpleNamespace
+
+    from engine.kernels.wash import BUY, SELL
+    from engine.proposals import _invest
+
+    # one account: two buys the solver asked for, already met, and one loss sell
+    side = np.array([BUY, BUY, SELL], np.int8)
+    price = np.array([10.0, 50.0, 20.0])
+    shares = np.array([100.0, 10.0, 250.0])
+    lines = SimpleNamespace(side=side, price=price, fractional=np.zeros(3, bool), dollars=shares * price,
+                            account=np.zeros(3, np.int64), security=np.array([0, 1, 2]),
+                            loss=np.array([False, False, True]), offsets=np.array([0, 3]))
+    cash_after = 5_000.0 - 1_000.0 - 500.0 + 5_000.0           # 8,500 after trading
+    class Accounts(SimpleNamespace):
+        def __len__(self):
+            return self.cash.size
+
+    accounts = Accounts(cash=np.array([5_000.0]), cap=np.array([3_000.0]), floor=np.array([100.0]),
+                               min_trade=np.array([25.0]), turnover_limit=np.array([np.nan]),
+                               suspended=np.array([False]), household=np.array(["H"], dtype=object),
+                               h=np.array([0]))
+    result = SimpleNamespace(problem=SimpleNamespace(wash_group=np.array([0, 1, 2])))
+    before = shares.copy()
+    _invest(shares, lines, accounts, result)
+    cash = cash_after - ((shares - before) * price)[:2].sum()
+    assert 3_000.0 - 50.0 <= cash <= 3_000.0
+    assert shares[2] == before[2] and (shares == np.round(shares)).all() and (shares >= before).all()
