@@ -165,6 +165,12 @@ class SolverConfig:
         relaxation, which may buy and loss-sell one group.
     wash_tolerance
         A buy or loss sale smaller than this (units of V) counts as none.
+    dust
+        A solution's trade within this of a bound (units of V: 1e-8 is one
+        cent on USD 1M) is put on the bound.  The interior-point method ends a
+        hair inside every bound, and a dust purchase would still open a
+        wash-sale window for the household; its effect on the objective is
+        that of a trade of this size.
     method
         ``"ipm"`` (default): the primal–dual interior-point method of
         :mod:`engine.solver.ipm` (Mehrotra's predictor–corrector on the same
@@ -243,6 +249,7 @@ class SolverConfig:
     check_interval: int = 25
     wash_rounds: int = 3
     wash_tolerance: float = 1e-7
+    dust: float = 1e-8
     method: str = "ipm"
     ipm_absolute: float = 1e-2
     ipm_initial_mu: float = 0.1

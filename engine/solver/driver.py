@@ -58,9 +58,9 @@ def _polish(problem: ProblemBatch, state: SolverState):
     return jax.vmap(admm.polish, in_axes=(BATCH_AXES, 0))(problem, state)
 
 
-def _solution(prepared, device_problem, state):
+def _solution(prepared, device_problem, state, config: SolverConfig):
     buy, sell = _polish(device_problem, state)
-    return _repair(prepared, np.asarray(buy, float), np.asarray(sell, float))
+    return _repair(prepared, np.asarray(buy, float), np.asarray(sell, float), config.dust)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -172,10 +172,21 @@ def _iterate(problem: ProblemBatch, state, config: SolverConfig,
     return state, iterations
 
 
-def _repair(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project onto the bounds, then close any cash-floor shortfall: fewer buys, then more sells."""
+def _repair(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray,
+            dust: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Project onto the bounds, then close any cash-floor shortfall: fewer buys, then more sells.
+
+    A variable within ``dust`` (units of V) of a bound is put on it first: an
+    interior point leaves every buy and lot a hair off its bounds, and a dust
+    buy is still a purchase that opens a wash-sale window downstream.
+    """
+    lower = np.asarray(problem.sell_lower)
+    upper = np.asarray(problem.sell_upper)
+    if dust > 0:
+        buy = np.where(buy < dust, 0.0, buy)
+        sell = np.where(sell - lower < dust, lower, np.where(upper - sell < dust, upper, sell))
     buy = np.clip(buy, 0.0, np.asarray(problem.buy_upper))
-    sell = np.clip(sell, np.asarray(problem.sell_lower), np.asarray(problem.sell_upper))
+    sell = np.clip(sell, lower, upper)
     cash_after = evaluate.rows(problem, buy, sell)[0]
     short = np.maximum(np.asarray(problem.cash_floor) - cash_after, 0.0)
     if (short > 0).any():
@@ -284,7 +295,7 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
                               else jnp.asarray(v) for v in warm])
         state = state._replace(status=jnp.full(total, admm.RUNNING, jnp.int32))
     state, iterations = _iterate(device_problem, state, config, np.ones(total, bool), fixed=_fixed(prepared))
-    buy, sell = _solution(prepared, device_problem, state)
+    buy, sell = _solution(prepared, device_problem, state, config)
     rounds = config.wash_rounds
     for round_ in range(rounds):
         # the last round blocks buys only: it never takes cash away from a floor
@@ -295,7 +306,7 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
         device_problem = _device_problem(prepared, dtype)
         state, more = _iterate(device_problem, state, config, changed)
         iterations += more
-        buy, sell = _solution(prepared, device_problem, state)
+        buy, sell = _solution(prepared, device_problem, state, config)
     if rounds > 0:
         # still two-sided after the last re-solve (rare): the buys of the group are dropped;
         # what is left two-sided is below wash_tolerance on one side: drop that side
@@ -325,7 +336,8 @@ def _solve_ipm(prepared, missing, device_problem, config: SolverConfig, warm, dt
                                  fixed=_fixed(prepared))
 
     def solution(prepared, state):
-        return _repair(prepared, np.asarray(state.best_buy, float), np.asarray(state.best_sell, float))
+        return _repair(prepared, np.asarray(state.best_buy, float), np.asarray(state.best_sell, float),
+                       config.dust)
 
     buy, sell = solution(prepared, state)
     rounds = config.wash_rounds
