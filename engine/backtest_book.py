@@ -11,8 +11,12 @@ from the simulation's state on the day:
   one template holding it at 100%;
 * ``accounts``: one taxable account with the simulation's cash (negative
   when taxes are owed: an overdraft the engine cures), rates, year-to-date
-  realized gains, harvesting on, and ``max_cash`` a tenth of a percent of its
-  value so that new cash is invested;
+  realized gains, harvesting on, ``max_cash`` a tenth of a percent of its
+  value so that new cash is invested, and a ``min_trade`` of USD 1: no
+  broker places a 20-cent trade, and a solver's dust sale at a loss would
+  still block the household's purchases of its wash group for 30 days
+  (with a 0 minimum the interior-point method's dust did exactly that, and
+  the tiny test history harvested nothing);
 * ``lots``: the ledger's open lots (adjusted basis and holding period), one
   lot id per kernel piece; ``transactions``: the ledger's trades of the last
   31 days with their realized gains (the wash-sale windows).
@@ -90,7 +94,7 @@ def book_tables(step, *, tax_budget: float | None = None) -> tuple[dict[str, pa.
         Col.template_id: [TEMPLATE_ID], Col.tax_status: [TaxStatus.taxable],
         Col.st_rate: [step.st_rate], Col.lt_rate: [step.lt_rate], Col.cash: [step.cash],
         Col.min_cash: [0.0], Col.max_cash: [MAX_CASH_FRACTION * max(value, 0.0)],
-        Col.reserve_cash: [0.0], Col.withdrawal: [0.0], Col.min_trade: [0.0],
+        Col.reserve_cash: [0.0], Col.withdrawal: [0.0], Col.min_trade: [1.0],
         Col.tax_budget: pa.array([tax_budget], pa.float64()),
         Col.realized_st_ytd: [step.ytd_short], Col.realized_lt_ytd: [step.ytd_long],
         Col.harvest: [True], Col.tax_sensitivity: [1.0],
