@@ -370,7 +370,7 @@ def _index(manifest, as_of, rows, statuses, decision_of, traded, proposed, total
         picked = sorted([r for r in traded if keep(r)], key=key)[:outliers]
         if picked:
             parts.append(f"<h3>{_e(title)}</h3>")
-            parts.append(_table(["account", Col.status, Col.decision, "market value", "turnover", "score (bps)",
+            parts.append(_table(["account", Col.status, Col.decision, "market value", Col.turnover, "score (bps)",
                                  "TE before", "TE after", "est. tax", "measure"],
                                 [[link(r[Col.account_id]), _e(r[Col.status]),
                                   _e(decision_of.get(r[Col.account_id], "")), _money(r[Col.value]),

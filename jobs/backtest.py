@@ -129,7 +129,7 @@ def print_report(report: dict) -> None:
     for name, summary in report["histories"].items():
         print(f"\n{name}: {summary['stocks']} stocks, {summary['first_day']} to {summary['last_day']}, "
               f"{summary['steps']} steps")
-        print(f"{'strategy':<20}{'tax alpha':>11}{'after-tax':>11}{'pre-tax':>10}{'TE':>8}{'turnover':>10}"
+        print(f"{'strategy':<20}{'tax alpha':>11}{'after-tax':>11}{'pre-tax':>10}{'TE':>8}{'turn/yr':>10}"
               f"{'harvested':>14}{'disallowed':>12}{'seconds':>9}")
         for strategy, v in summary["strategies"].items():
             o = v["overall"]
