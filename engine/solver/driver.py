@@ -8,8 +8,9 @@
    night compiles a handful of times).
 3. Wash sales inside the proposal: a wash group bought and sold at a loss in
    one household is fixed to one direction (the larger side is kept, unless
-   dropping the loss sales would put the cash floor out of reach) and the
-   batch is solved again from the warm start (DESIGN.md; Moehle et al. 2021).
+   dropping the loss sales would put the cash floor out of reach), the
+   household's other groups keep the direction they took, and the changed
+   households are solved again (DESIGN.md; Moehle et al. 2021).
 4. The solution is the projection of the iterate onto the bounds, with any
    remaining shortfall of a cash floor (at most the primal residual) repaired
    by trimming buys, then selling more.
@@ -220,7 +221,7 @@ def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig, buys_only:
         return problem, changed
     groups = np.asarray(problem.wash_group)
     n_groups = two_sided.shape[1]
-    sell_upper = np.array(problem.sell_upper, copy=True)
+    sell_upper = np.asarray(problem.sell_upper)
     lot_loss = np.asarray(problem.lot_loss)
     loss = lot_loss & (np.asarray(problem.sell_lower) <= 0)
     forced = evaluate.group_sums((lot_loss & (np.asarray(problem.sell_lower) > 0)).any(axis=(1, 3)),
