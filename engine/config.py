@@ -208,7 +208,9 @@ class SolverConfig:
         Steps of iterative refinement of each Newton solve (each costs one
         more Woodbury solve and one product with the matrix).  Near the end the barrier's diagonal spans ~20
         orders of magnitude and the Woodbury solve loses digits; without a
-        step some households stall short of the tolerance.
+        step some households stall short of the tolerance, and with one a
+        degenerate household's last iterations still depend on rounding
+        (how XLA fuses a chunk), so two steps are the default.
     ipm_regularization
         Primal regularization δ added to the barrier's diagonal (units of
         objective per V²).  Degenerate households (equal-cost lots, one
@@ -255,7 +257,7 @@ class SolverConfig:
     ipm_initial_mu: float = 0.1
     ipm_warm_margin: float = 0.01
     ipm_check_interval: int = 5
-    ipm_refine: int = 1
+    ipm_refine: int = 2
     ipm_regularization: float = 1e-8
     ipm_accept: float = 100.0
     ipm_stall_iterations: int = 4

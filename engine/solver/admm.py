@@ -4,7 +4,8 @@ The problem of :mod:`engine.solver.types` is written as OSQP's QP
 
     minimize ½ xᵀ P x + qᵀ x   subject to   A x = ζ,  ζ ∈ 𝒵 (bounds; soft rows via their prox)
 
-with ``x = (b, z)`` (N = m·n + m·n·L variables), ``P = 2λ Mᵀ Σ M`` where
+with ``x = (b, z)`` (N = m·n + P variables: a buy per position and the P
+lots of the compact layout, :mod:`engine.solver.layout`), ``P = 2λ Mᵀ Σ M`` where
 ``M x = Σ_a (b[a] − Σ_l z[a,:,l])`` is the household trade per security,
 ``q = 2λ Mᵀ Σ r0 + c + lot_cost`` with ``r0 = Σ_a h0[a] − w*``, and ``A``
 stacking the identity (bounds of b and z), the account rows ``G`` (net
@@ -30,8 +31,12 @@ blocks, so Sherman–Morrison inverts it in O(N):
 
 and Woodbury removes the rest with one r×r Cholesky per household
 (r = k + C + 3m):  ``K⁻¹ = B⁻¹ − B⁻¹ W (I + Wᵀ B⁻¹ W)⁻¹ Wᵀ B⁻¹``.  No n×n matrix
-is ever formed; an iteration costs O(m·n·L + n·k), its big products being the
+is ever formed; an iteration costs O(m·n + P + n·k), its big products being the
 (batch × n) @ (n × k) products with the shared X.
+
+Every function here takes one household in the compact layout: the lot
+fields are (P,), and a sum over the lots of a position is a segment sum over
+``p.lot_position`` (:func:`position_sums`).
 """
 
 from __future__ import annotations
@@ -55,29 +60,52 @@ _BUY_ROW = (-1.0, 0.0, 1.0)
 
 # --- linear maps of one household ------------------------------------------------------
 
-def trade(buy, sell):
+def position_sums(p: ProblemBatch, values):
+    """Σ over the lots of each position: (P,) → (m, n), or (P, c) → (m, n, c)."""
+    m, n = p.holdings.shape
+    out = jax.ops.segment_sum(values, p.lot_position, num_segments=m * n, indices_are_sorted=True)
+    return out.reshape((m, n) + values.shape[1:])
+
+
+def lot_security(p: ProblemBatch):
+    """The security of each lot, (P,)."""
+    return p.lot_position % p.holdings.shape[1]
+
+
+def lot_account(p: ProblemBatch):
+    """The account of each lot, (P,)."""
+    return p.lot_position // p.holdings.shape[1]
+
+
+def trade(p: ProblemBatch, buy, sell):
     """``M x``: household net purchase per security, (n,)."""
-    return buy.sum(0) - sell.sum((0, 2))
+    return buy.sum(0) - position_sums(p, sell).sum(0)
 
 
-def trade_adjoint(q, buy_shape, sell_shape):
+def trade_adjoint(p: ProblemBatch, q):
     """``Mᵀ q``: +q on every buy of security i, −q on every lot of i."""
-    return (jnp.broadcast_to(q[None, :], buy_shape),
-            jnp.broadcast_to(-q[None, :, None], sell_shape))
+    return jnp.broadcast_to(q[None, :], p.holdings.shape), -q[lot_security(p)]
+
+
+def trade_and_rows(p: ProblemBatch, buy, sell):
+    """``(M x, G x)`` from one segment sum: the trade per security (n,) and the account rows (m, 3)."""
+    sums = position_sums(p, jnp.stack([sell, p.lot_tax * sell], axis=-1))      # (m, n, 2)
+    bought = buy.sum(1)
+    sold = sums[..., 0].sum(1)
+    tax = sums[..., 1].sum(1)
+    return buy.sum(0) - sums[..., 0].sum(0), jnp.stack([sold - bought, tax, sold + bought], axis=1)
 
 
 def account_rows(p: ProblemBatch, buy, sell):
     """``G x`` per account: (net proceeds, tax, turnover), (m, 3)."""
-    bought = buy.sum(1)
-    sold = sell.sum((1, 2))
-    tax = (p.lot_tax * sell).sum((1, 2))
-    return jnp.stack([sold - bought, tax, sold + bought], axis=1)
+    return trade_and_rows(p, buy, sell)[1]
 
 
 def account_rows_adjoint(p: ProblemBatch, s):
     """``Gᵀ s`` for s of shape (m, 3)."""
     buy = (_BUY_ROW[0] * s[:, 0] + _BUY_ROW[2] * s[:, 2])[:, None]
-    sell = (s[:, 0] + s[:, 2])[:, None, None] + s[:, 1][:, None, None] * p.lot_tax
+    account = lot_account(p)
+    sell = (s[:, 0] + s[:, 2])[account] + s[:, 1][account] * p.lot_tax
     m, n = p.holdings.shape
     return jnp.broadcast_to(buy, (m, n)), sell
 
@@ -137,8 +165,8 @@ def linear_cost(p: ProblemBatch):
     """``q = 2λ Mᵀ Σ r0 + spread + lot_cost`` as (buy, sell) arrays."""
     r0 = p.holdings.sum(0) - p.target
     g = 2.0 * p.risk_aversion * covariance_apply(p, r0)
-    qb, qz = trade_adjoint(g, p.holdings.shape, p.lot_width.shape)
-    return qb + p.spread[None, :], qz + p.spread[None, :, None] + p.lot_cost
+    qb, qz = trade_adjoint(p, g)
+    return qb + p.spread[None, :], qz + p.spread[lot_security(p)] + p.lot_cost
 
 
 def bound_rho(p: ProblemBatch, rho, config: SolverConfig):
@@ -170,7 +198,7 @@ class Factor(NamedTuple):
     """What the x-update needs for one ρ: Δ⁻¹, γ, the Woodbury core's Cholesky factor."""
 
     inv_buy: jnp.ndarray      # A on buys, (m, n)
-    inv_sell: jnp.ndarray     # A on lots, (m, n, L)
+    inv_sell: jnp.ndarray     # A on lots, (P,)
     gamma: jnp.ndarray        # (n,)
     chol: jnp.ndarray         # (r, r)
     factor_scale: jnp.ndarray  # √(2λ) L_F, (k, k)
@@ -215,7 +243,10 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
     the whole batch instead of B small ones.
     """
     beta = 2.0 * p.risk_aversion * p.specific_variance
-    tau = inv_buy.sum(0) + inv_sell.sum((0, 2))           # diag(M A Mᵀ)
+    taxed_sell = inv_sell * p.lot_tax
+    sums = position_sums(p, jnp.stack([inv_sell, taxed_sell, taxed_sell * p.lot_tax], axis=-1))  # (m, n, 3)
+    sell_sum, sell_tax = sums[..., 0], sums[..., 1]
+    tau = inv_buy.sum(0) + sell_sum.sum(0)                 # diag(M A Mᵀ)
     psi = 1.0 / (1.0 + beta * tau)
     gamma = beta * psi
     omega = tau * psi                                      # diag(M B⁻¹ Mᵀ)
@@ -229,8 +260,6 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
     s_ee = scale[:, None] * (omega @ outer).reshape(r_e, r_e) * scale[None, :]
     # P = M A Gᵀ (n, m, 3), √ρ folded in: column (a, r) = Σ over a's variables of security i of s·a·g_r
     gb = jnp.asarray(_BUY_ROW, p.holdings.dtype)
-    sell_sum = inv_sell.sum(-1)
-    sell_tax = (inv_sell * p.lot_tax).sum(-1)
     Pm = root_rows.T[:, :, None] * (gb[:, None, None] * inv_buy[None]
                                     - jnp.stack([sell_sum, sell_tax, sell_sum]))          # (3, m, n)
     m, n = inv_buy.shape
@@ -240,7 +269,7 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
     bought = inv_buy.sum(1)
     sold = sell_sum.sum(1)
     taxed = sell_tax.sum(1)
-    taxed2 = (inv_sell * p.lot_tax * p.lot_tax).sum((1, 2))
+    taxed2 = sums[..., 2].sum(1)
     gag = jnp.stack([jnp.stack([sold + bought, taxed, sold - bought], -1),
                      jnp.stack([taxed, taxed2, taxed], -1),
                      jnp.stack([sold - bought, taxed, sold + bought], -1)], 1)                 # (m, 3, 3)
@@ -256,28 +285,28 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
     return Factor(inv_buy, inv_sell, gamma, jnp.linalg.cholesky(core), factor_scale, root_rows, root_class)
 
 
-def _b_inverse(fac: Factor, vb, vz):
+def _b_inverse(p: ProblemBatch, fac: Factor, vb, vz):
     """``B⁻¹ v = A v − A Mᵀ(γ ⊙ M A v)`` (Sherman–Morrison per security)."""
     ab = fac.inv_buy * vb
     az = fac.inv_sell * vz
-    q = fac.gamma * trade(ab, az)
-    return ab - fac.inv_buy * q[None, :], az + fac.inv_sell * q[None, :, None]
+    q = fac.gamma * trade(p, ab, az)
+    return ab - fac.inv_buy * q[None, :], az + fac.inv_sell * q[lot_security(p)]
 
 
 def solve_kkt(p: ProblemBatch, fac: Factor, vb, vz):
     """``K⁻¹ v`` by Woodbury: ``u = B⁻¹v;  x = u − B⁻¹ W (I + WᵀB⁻¹W)⁻¹ Wᵀ u``."""
-    ub, uz = _b_inverse(fac, vb, vz)
-    mu = trade(ub, uz)
+    ub, uz = _b_inverse(p, fac, vb, vz)
+    mu, rows = trade_and_rows(p, ub, uz)
     t = jnp.concatenate([fac.factor_scale.T @ (p.exposures.T @ mu),
                          fac.root_class * (mu @ class_onehot(p)),
-                         (fac.root_rows * account_rows(p, ub, uz)).reshape(-1)])
+                         (fac.root_rows * rows).reshape(-1)])
     s = jsl.cho_solve((fac.chol, True), t)
     k = fac.factor_scale.shape[0]
     n_classes = p.class_target.shape[-1]
     en = p.exposures @ (fac.factor_scale @ s[:k]) + class_onehot(p) @ (fac.root_class * s[k:k + n_classes])
-    wb, wz = trade_adjoint(en, ub.shape, uz.shape)
+    wb, wz = trade_adjoint(p, en)
     gb, gz = account_rows_adjoint(p, fac.root_rows * s[k + n_classes:].reshape(-1, 3))
-    cb, cz = _b_inverse(fac, wb + gb, wz + gz)
+    cb, cz = _b_inverse(p, fac, wb + gb, wz + gz)
     return ub - cb, uz - cz
 
 
@@ -314,13 +343,13 @@ def step(p: ProblemBatch, s: SolverState, fac: Factor, q, lim: Limits, rho_bound
     vr = rho * s.z_rows - s.y_rows
     vc = rho_c * s.z_class - s.y_class
     gb, gz = account_rows_adjoint(p, vr)
-    cb, cz = trade_adjoint(onehot @ vc, p.holdings.shape, p.lot_width.shape)
+    cb, cz = trade_adjoint(p, onehot @ vc)
     vb = config.sigma * s.buy - q[0] + rb * s.z_buy - s.y_buy + gb + cb
     vz = config.sigma * s.sell - q[1] + rz * s.z_sell - s.y_sell + gz + cz
     xb, xz = solve_kkt(p, fac, vb, vz)
     # line 4: ζ̃ = A x̃
-    zr_t = account_rows(p, xb, xz)
-    zc_t = trade(xb, xz) @ onehot
+    trade_t, zr_t = trade_and_rows(p, xb, xz)
+    zc_t = trade_t @ onehot
     a = config.alpha
     # line 5: relaxed x
     buy = a * xb + (1 - a) * s.buy
@@ -353,15 +382,15 @@ def residuals(p: ProblemBatch, s: SolverState, q):
     ``r_dual = ‖Px + q + Aᵀy‖``, normalized by ``max(‖Px‖, ‖Aᵀy‖, ‖q‖)``.
     """
     onehot = class_onehot(p)
-    ax_rows = account_rows(p, s.buy, s.sell)
-    ax_class = trade(s.buy, s.sell) @ onehot
+    traded, ax_rows = trade_and_rows(p, s.buy, s.sell)
+    ax_class = traded @ onehot
     prim = _amax(s.buy - s.z_buy, s.sell - s.z_sell, ax_rows - s.z_rows, ax_class - s.z_class)
     prim_norm = jnp.maximum(_amax(s.buy, s.sell, ax_rows, ax_class),
                             _amax(s.z_buy, s.z_sell, s.z_rows, s.z_class))
-    px = 2.0 * p.risk_aversion * covariance_apply(p, trade(s.buy, s.sell))
-    pxb, pxz = trade_adjoint(px, s.buy.shape, s.sell.shape)
+    px = 2.0 * p.risk_aversion * covariance_apply(p, traded)
+    pxb, pxz = trade_adjoint(p, px)
     gb, gz = account_rows_adjoint(p, s.y_rows)
-    cb, cz = trade_adjoint(onehot @ s.y_class, s.buy.shape, s.sell.shape)
+    cb, cz = trade_adjoint(p, onehot @ s.y_class)
     ayb = s.y_buy + gb + cb
     ayz = s.y_sell + gz + cz
     dual = _amax(pxb + q[0] + ayb, pxz + q[1] + ayz)
@@ -403,13 +432,14 @@ def chunk(p: ProblemBatch, s: SolverState, config: SolverConfig) -> SolverState:
 
 
 def _all_rows(p: ProblemBatch, buy, sell):
-    return jnp.concatenate([account_rows(p, buy, sell).reshape(-1), trade(buy, sell) @ class_onehot(p)])
+    traded, rows = trade_and_rows(p, buy, sell)
+    return jnp.concatenate([rows.reshape(-1), traded @ class_onehot(p)])
 
 
 def _all_rows_adjoint(p: ProblemBatch, s):
     m = p.cash.shape[0]
     gb, gz = account_rows_adjoint(p, s[:3 * m].reshape(m, 3))
-    cb, cz = trade_adjoint(class_onehot(p) @ s[3 * m:], p.holdings.shape, p.lot_width.shape)
+    cb, cz = trade_adjoint(p, class_onehot(p) @ s[3 * m:])
     return gb + cb, gz + cz
 
 

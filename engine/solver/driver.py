@@ -27,6 +27,7 @@ import numpy as np
 
 from engine.config import SolverConfig
 from engine.solver import admm, evaluate, ipm
+from engine.solver.layout import LotLayout, compact_problem, compact_state, expand_state, lot_layout
 from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SHARED_FIELDS, SOLVED, ProblemBatch,
                                  SolverResult, SolverState)
 
@@ -59,9 +60,9 @@ def _polish(problem: ProblemBatch, state: SolverState):
     return jax.vmap(admm.polish, in_axes=(BATCH_AXES, 0))(problem, state)
 
 
-def _solution(prepared, device_problem, state, config: SolverConfig):
+def _solution(prepared, device_problem, layout: LotLayout, state, config: SolverConfig):
     buy, sell = _polish(device_problem, state)
-    return _repair(prepared, np.asarray(buy, float), np.asarray(sell, float), config.dust)
+    return _repair(prepared, np.asarray(buy, float), layout.expand(np.asarray(sell, float)), config.dust)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -94,9 +95,10 @@ def _ipm_solver_state(problem: ProblemBatch, state: ipm.IPMState) -> SolverState
     return jax.vmap(ipm.to_solver_state, in_axes=(BATCH_AXES, 0))(problem, state)
 
 
-def _device_problem(problem: ProblemBatch, dtype) -> ProblemBatch:
+def _device_problem(problem: ProblemBatch, layout: LotLayout, dtype) -> ProblemBatch:
+    """The dense host batch on the device, in the compact lot layout, floats in ``dtype``."""
     out = []
-    for field, value in zip(ProblemBatch._fields, problem):
+    for field, value in zip(ProblemBatch._fields, compact_problem(problem, layout)):
         value = np.asarray(value)
         if value.dtype.kind == "f":
             value = value.astype(dtype)
@@ -264,7 +266,7 @@ def _drop_wash_dust(problem: ProblemBatch, buy, sell) -> ProblemBatch:
 
 
 def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
-          warm: SolverState | None = None) -> SolverResult:
+          warm: SolverState | None = None, *, lots: int | None = None) -> SolverResult:
     """Solve every household of a batch.
 
     Parameters
@@ -276,6 +278,11 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
     warm
         A previous result's ``state`` for the same shapes (e.g. yesterday's
         solution), or None for a cold start at "no trade".
+    lots
+        Pad the compact lot layout (:mod:`engine.solver.layout`) to at least
+        this many lots per household (default: the batch's most real lots, on
+        :func:`~engine.solver.layout.pad_lots`'s ladder).  A household solved
+        alone at its batch's padding takes exactly the batch's steps.
 
     Returns
     -------
@@ -285,18 +292,18 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
     """
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
     prepared, missing = evaluate.prepare(problem)
-    device_problem = _device_problem(prepared, dtype)
+    layout = lot_layout(prepared, lots)
+    device_problem = _device_problem(prepared, layout, dtype)
     total = np.shape(prepared.target)[0]
+    warm = None if warm is None else _device_state(warm, layout, dtype)
     if config.method == "ipm":
-        return _solve_ipm(prepared, missing, device_problem, config, warm, dtype)
+        return _solve_ipm(prepared, missing, device_problem, layout, config, warm, dtype)
     if warm is None:
         state = _init(device_problem, config)
     else:
-        state = SolverState(*[jnp.asarray(v).astype(dtype) if jnp.asarray(v).dtype.kind == "f"
-                              else jnp.asarray(v) for v in warm])
-        state = state._replace(status=jnp.full(total, admm.RUNNING, jnp.int32))
+        state = warm._replace(status=jnp.full(total, admm.RUNNING, jnp.int32))
     state, iterations = _iterate(device_problem, state, config, np.ones(total, bool), fixed=_fixed(prepared))
-    buy, sell = _solution(prepared, device_problem, state, config)
+    buy, sell = _solution(prepared, device_problem, layout, state, config)
     rounds = config.wash_rounds
     for round_ in range(rounds):
         # the last round blocks buys only: it never takes cash away from a floor
@@ -304,15 +311,21 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
         if not changed.any():
             break
         prepared = prepared_new
-        device_problem = _device_problem(prepared, dtype)
+        device_problem = _device_problem(prepared, layout, dtype)
         state, more = _iterate(device_problem, state, config, changed)
         iterations += more
-        buy, sell = _solution(prepared, device_problem, state, config)
+        buy, sell = _solution(prepared, device_problem, layout, state, config)
     if rounds > 0:
         # still two-sided after the last re-solve (rare): the buys of the group are dropped;
         # what is left two-sided is below wash_tolerance on one side: drop that side
         prepared, buy, sell = _separate_wash(prepared, buy, sell, config)
-    return _result(prepared, missing, state, iterations, buy, sell)
+    return _result(prepared, missing, expand_state(state, layout), iterations, buy, sell)
+
+
+def _device_state(state: SolverState, layout: LotLayout, dtype) -> SolverState:
+    """A dense warm start on the device, in the compact layout."""
+    state = compact_state(SolverState(*[np.asarray(v) for v in state]), layout)
+    return SolverState(*[jnp.asarray(v).astype(dtype) if v.dtype.kind == "f" else jnp.asarray(v) for v in state])
 
 
 def _separate_wash(prepared, buy, sell, config):
@@ -326,19 +339,17 @@ def _separate_wash(prepared, buy, sell, config):
     return prepared, buy, sell
 
 
-def _solve_ipm(prepared, missing, device_problem, config: SolverConfig, warm, dtype) -> SolverResult:
+def _solve_ipm(prepared, missing, device_problem, layout: LotLayout, config: SolverConfig, warm,
+               dtype) -> SolverResult:
     """``solve`` by the interior-point method; wash re-solves start the changed households afresh."""
     total = np.shape(prepared.target)[0]
-    if warm is not None:
-        warm = SolverState(*[jnp.asarray(v).astype(dtype) if jnp.asarray(v).dtype.kind == "f"
-                             else jnp.asarray(v) for v in warm])
     state = _ipm_init(device_problem, config, warm)
     state, iterations = _iterate(device_problem, state, config, np.ones(total, bool), _ipm_chunk,
                                  fixed=_fixed(prepared))
 
     def solution(prepared, state):
-        return _repair(prepared, np.asarray(state.best_buy, float), np.asarray(state.best_sell, float),
-                       config.dust)
+        return _repair(prepared, np.asarray(state.best_buy, float),
+                       layout.expand(np.asarray(state.best_sell, float)), config.dust)
 
     buy, sell = solution(prepared, state)
     rounds = config.wash_rounds
@@ -347,14 +358,15 @@ def _solve_ipm(prepared, missing, device_problem, config: SolverConfig, warm, dt
         if not changed.any():
             break
         prepared = prepared_new
-        device_problem = _device_problem(prepared, dtype)
+        device_problem = _device_problem(prepared, layout, dtype)
         state = _ipm_restart(device_problem, state, _ipm_init(device_problem, config), jnp.asarray(changed))
         state, more = _iterate(device_problem, state, config, changed, _ipm_chunk)
         iterations += more
         buy, sell = solution(prepared, state)
     if rounds > 0:
         prepared, buy, sell = _separate_wash(prepared, buy, sell, config)
-    return _result(prepared, missing, _ipm_solver_state(device_problem, state), iterations, buy, sell)
+    return _result(prepared, missing, expand_state(_ipm_solver_state(device_problem, state), layout),
+                   iterations, buy, sell)
 
 
 def _result(prepared, missing, state: SolverState, iterations, buy, sell) -> SolverResult:

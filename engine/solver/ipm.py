@@ -24,14 +24,13 @@ exactly by :func:`engine.solver.admm.factorize_diagonal` (Sherman–Morrison
 per security, then an r×r Cholesky per household).  One factorization
 serves both solves of an iteration.
 
-Status (experimental, ``SolverConfig(method="ipm")``): 10–15 iterations on
-the oracle test's small households, ~60 at 500 securities (wash re-solves,
-which start afresh, included), instead of ADMM's hundreds to thousands; but
-an iteration costs ~25 ADMM iterations as written (~3 ms per household at
-n = 500, L = 9, on this CPU: dozens of unfused elementwise passes over the
-lots), so it is no faster yet.  Near μ ≈ 1e-10 the Newton matrix of
-degenerate households is singular to working precision and the solves lose
-their digits; such a household stops at its best point (``ipm_accept``).
+The default method (``SolverConfig.method``): about 12 iterations for a
+first solve and 8 more for a wash-sale re-solve (which starts afresh), where
+ADMM takes hundreds to thousands.  An iteration is a few hundred elementwise
+passes over the compact layout's lots (:mod:`engine.solver.layout`) plus the
+factorization; it is memory traffic, not arithmetic.  Near μ ≈ 1e-10 the
+Newton matrix of degenerate households is singular to working precision and
+the solves lose their digits; such a household stops at its best point (``ipm_accept``).
 """
 
 from __future__ import annotations
@@ -53,9 +52,9 @@ class Sides(NamedTuple):
     """The inequalities of one household: bounds of x and the two sides of each row."""
 
     free_b: jnp.ndarray      # (m, n) bool: b is a variable (not fixed)
-    free_z: jnp.ndarray      # (m, n, L)
+    free_z: jnp.ndarray      # (P,): the compact layout's lots
     hi_b: jnp.ndarray        # (m, n) bool: b has a finite upper bound
-    lo_z: jnp.ndarray        # (m, n, L) bool: z has its lower bound (always, when free)
+    lo_z: jnp.ndarray        # (P,) bool: z has its lower bound (always, when free)
     hi_z: jnp.ndarray
     lower: jnp.ndarray       # (R,) row lower limit (−inf: none), R = 3m + C
     upper: jnp.ndarray
@@ -234,14 +233,15 @@ def _point(p: ProblemBatch, sd: Sides, q, st: IPMState, constant) -> _Point:
     szu = jnp.where(sd.hi_z, st.su_z, 1.0)
     rbu = jnp.where(sd.hi_b, p.buy_upper - st.buy - st.su_b, 0.0)
     rzu = jnp.where(sd.hi_z, p.sell_upper - st.sell - st.su_z, 0.0)
-    g = _rows(p, st.buy, st.sell)
+    traded, rows = admm.trade_and_rows(p, st.buy, st.sell)
+    g = jnp.concatenate([rows.reshape(-1), traded @ admm.class_onehot(p)])
     rpl = jnp.where(sd.has_lower, g - sd.lower + st.t_l - st.s_l, 0.0)
     rpu = jnp.where(sd.has_upper, sd.upper - g + st.t_u - st.s_u, 0.0)
     rtl = jnp.where(sd.soft_lower, sd.pen_lower - st.lam_l - st.nu_l, 0.0)
     rtu = jnp.where(sd.soft_upper, sd.pen_upper - st.lam_u - st.nu_u, 0.0)
     # r_d = P x + q − z_lo + z_hi + Aᵀ(λ_hi − λ_lo)
-    px = 2.0 * p.risk_aversion * admm.covariance_apply(p, admm.trade(st.buy, st.sell))
-    pb, pz = admm.trade_adjoint(px, st.buy.shape, st.sell.shape)
+    px = 2.0 * p.risk_aversion * admm.covariance_apply(p, traded)
+    pb, pz = admm.trade_adjoint(p, px)
     ab, az = _rows_adjoint(p, st.lam_u - st.lam_l)
     rdb = jnp.where(sd.free_b, pb + q[0] - st.zl_b + st.zu_b + ab, 0.0)
     rdz = jnp.where(sd.free_z, pz + q[1] - st.zl_z + st.zu_z + az, 0.0)
@@ -253,7 +253,7 @@ def _point(p: ProblemBatch, sd: Sides, q, st: IPMState, constant) -> _Point:
     count = (jnp.sum(sd.free_b) + jnp.sum(sd.hi_b) + jnp.sum(sd.lo_z) + jnp.sum(sd.hi_z)
              + jnp.sum(sd.has_lower) + jnp.sum(sd.has_upper) + jnp.sum(sd.soft_lower) + jnp.sum(sd.soft_upper))
     count = jnp.maximum(count, 1).astype(sbl.dtype)
-    objective = (constant + 0.5 * jnp.dot(admm.trade(st.buy, st.sell), px) + jnp.sum(q[0] * st.buy)
+    objective = (constant + 0.5 * jnp.dot(traded, px) + jnp.sum(q[0] * st.buy)
                  + jnp.sum(q[1] * st.sell) + jnp.sum(jnp.where(sd.soft_lower, sd.pen_lower * st.t_l, 0.0))
                  + jnp.sum(jnp.where(sd.soft_upper, sd.pen_upper * st.t_u, 0.0)))
     return _Point(sbl, sbu, szl, szu, rbu, rzu, rdb, rdz, rpl, rpu, rtl, rtu, gap / count, gap, objective)
@@ -296,9 +296,10 @@ class _Matrix(NamedTuple):
 
 def _apply(p, sd: Sides, mat: _Matrix, vb, vz):
     """``K v = P v + D v + Aᵀ (w ⊙ A v)`` on the free variables (0 elsewhere)."""
-    pv = 2.0 * p.risk_aversion * admm.covariance_apply(p, admm.trade(vb, vz))
-    pb, pz = admm.trade_adjoint(pv, vb.shape, vz.shape)
-    ab, az = _rows_adjoint(p, mat.w * _rows(p, vb, vz))
+    traded, rows = admm.trade_and_rows(p, vb, vz)
+    pv = 2.0 * p.risk_aversion * admm.covariance_apply(p, traded)
+    pb, pz = admm.trade_adjoint(p, pv)
+    ab, az = _rows_adjoint(p, mat.w * jnp.concatenate([rows.reshape(-1), traded @ admm.class_onehot(p)]))
     return (jnp.where(sd.free_b, pb + mat.d_b * vb + ab, 0.0), jnp.where(sd.free_z, pz + mat.d_z * vz + az, 0.0))
 
 

@@ -113,6 +113,13 @@ class ProblemBatch(NamedTuple):
     class_target, class_band : (B, C)
         Household asset-class target weight and allowed drift (``inf`` band =
         no row).
+    lot_position : (B, P) int32 or None
+        None in the *dense* layout above, the one assembly, the oracle and
+        the host-side steps of ``solve`` read.  The jitted solver runs on the
+        *compact* layout (:mod:`engine.solver.layout`): the ``lot_*`` and
+        ``sell_*`` fields are then (B, P), the household's real lots one
+        after another, and ``lot_position`` is the position ``a·n + i`` of
+        each (padding lots: width and bounds 0, at the last position).
     """
 
     exposures: np.ndarray
@@ -140,6 +147,7 @@ class ProblemBatch(NamedTuple):
     account_value: np.ndarray
     class_target: np.ndarray
     class_band: np.ndarray
+    lot_position: np.ndarray | None = None
 
 
 #: Which fields carry the batch axis (``vmap`` in_axes).
@@ -154,14 +162,14 @@ def batch_size(problem: ProblemBatch) -> int:
 
 def take(problem: ProblemBatch, index) -> ProblemBatch:
     """The households ``index`` of a batch (shared fields kept)."""
-    return ProblemBatch(*[v if f in SHARED_FIELDS else v[index]
+    return ProblemBatch(*[v if f in SHARED_FIELDS or v is None else v[index]
                           for f, v in zip(ProblemBatch._fields, problem)])
 
 
 def concatenate(problems: list[ProblemBatch]) -> ProblemBatch:
     """Households of several batches of one shape and one shared universe."""
     first = problems[0]
-    return ProblemBatch(*[getattr(first, f) if f in SHARED_FIELDS
+    return ProblemBatch(*[getattr(first, f) if f in SHARED_FIELDS or getattr(first, f) is None
                           else np.concatenate([np.asarray(getattr(p, f)) for p in problems])
                           for f in ProblemBatch._fields])
 
