@@ -8,7 +8,11 @@ converges, so households of like shape go together:
 * ``m``: accounts in the household, padded to a power of two;
 * ``L``: most lots any of its positions holds, padded to a power of four;
 * ``n``: securities it holds or targets, padded to :func:`pad_universe`'s
-  ladder (64 × 1, 2, 4, 8, 12, 16, 24, 32, ...).
+  ladder (64 × 1, 2, 4, 8, 12, 16, 24, 32, ...);
+* ``P``: lots it holds, padded to :func:`engine.solver.layout.pad_lots`'s
+  ladder (64, 96, 128, 192, ...): the solver runs on each household's real
+  lots (the compact layout), so this, not ``m × n × L``, is what an
+  iteration costs; ``L`` only sizes the dense arrays of assembly.
 
 The ladders are coarse on purpose: every distinct shape costs a compile of
 10–20 s per actor (less from JAX's persistent cache), and a padded variable
@@ -36,6 +40,7 @@ import pyarrow.compute as pc
 from engine.config import Config, RunConfig
 from engine.problem import SECURITY_BUCKET, bucket, build_problem_batch
 from engine.schema import Col, index_in, unique_sorted
+from engine.solver.layout import pad_lots as pad_lots_total
 from engine.targets import Targets
 
 #: The tables every shard shares (the driver ``ray.put``s them once).
@@ -61,12 +66,16 @@ class Shard:
     households : int
     shape : (m, L, n)
         Accounts per household, lots per position and securities, padded.
+    lots : int
+        Lots per household of the solver's compact layout, P, padded (0: the
+        batch's own most).
     """
 
     shard_id: int
     account_ids: np.ndarray
     households: int
     shape: tuple[int, int, int]
+    lots: int = 0
 
     @property
     def accounts(self) -> int:
@@ -195,6 +204,7 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
     position_account = positions // S
     most_lots = np.zeros(H, np.int64)
     np.maximum.at(most_lots, member[position_account], lots_held)
+    household_lots = np.bincount(member[lot_account], minlength=H)
 
     weights = targets.weights[index_in(ids, targets.account_ids)].tocoo()
     target_security = index_in(targets.security_ids, securities)
@@ -206,21 +216,24 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
     m = np.asarray([bucket(int(c)) for c in members])
     L = np.asarray([pad_lots(int(c)) for c in most_lots])
     n = np.asarray([pad_universe(int(c)) for c in universe])
-    order = np.lexsort((households, n, L, m))
+    P = np.asarray([pad_lots_total(int(c)) for c in household_lots])
+    order = np.lexsort((households, P, n, L, m))
     by_household = np.argsort(member, kind="stable")
     first = np.r_[0, np.cumsum(members)]
 
     shards: list[Shard] = []
     start = 0
     while start < H:
-        key = (int(m[order[start]]), int(L[order[start]]), int(n[order[start]]))
+        h = order[start]
+        key = (int(m[h]), int(L[h]), int(n[h]), int(P[h]))
         per_shard = max(1, min(run.shard_accounts // key[0], run.shard_elements // (key[0] * key[1] * key[2])))
         stop = start
-        while stop < H and stop - start < per_shard and (m[order[stop]], L[order[stop]], n[order[stop]]) == key:
+        while (stop < H and stop - start < per_shard
+               and (m[order[stop]], L[order[stop]], n[order[stop]], P[order[stop]]) == key):
             stop += 1
         chosen = order[start:stop]
         account_rows = np.concatenate([by_household[first[h]:first[h + 1]] for h in chosen])
-        shards.append(Shard(len(shards), ids[account_rows], int(chosen.size), key))
+        shards.append(Shard(len(shards), ids[account_rows], int(chosen.size), key[:3], key[3]))
         start = stop
     return shards
 
@@ -297,7 +310,7 @@ def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], 
     clock = time.perf_counter()
     fits = (warm is not None and np.array_equal(warm.security_ids, index.security_ids)
             and np.array_equal(warm.account_ids, index.account_ids))
-    result = solve(problem, config.solver, warm.state if fits else None)
+    result = solve(problem, config.solver, warm.state if fits else None, lots=shard.lots or None)
     timings["solve"] = time.perf_counter() - clock
     clock = time.perf_counter()
     trades, accounts = propose(book, targets, problem, index, result, as_of, config.policy)

@@ -207,7 +207,7 @@ def _run(loaded, writer: RunWriter, config: Config, timings: dict[str, float], p
     tables = household_transactions(tables, usable)
     shards = plan_shards(tables, targets, usable, config.run)
     row_of = {a: i for i, a in enumerate(targets.account_ids)}
-    shapes = collections.Counter(s.shape for s in shards)
+    shapes = collections.Counter(s.shape + (s.lots,) for s in shards)
     timings["plan"] = time.perf_counter() - clock
     log.info("%d usable accounts in %d shards of %d shapes; %d rejected", usable.size, len(shards),
              len(shapes), len(details))
@@ -227,7 +227,7 @@ def _run(loaded, writer: RunWriter, config: Config, timings: dict[str, float], p
 
     # largest shards first, so that the last ones to finish are small and no actor idles long
     # at the end (output order does not depend on it: rows are sorted before writing)
-    ordered = sorted(shards, key=lambda s: (-s.households * s.shape[0] * s.shape[1] * s.shape[2], s.shard_id))
+    ordered = sorted(shards, key=lambda s: (-s.households * (s.shape[0] * s.shape[2] + s.lots), s.shard_id))
 
     def work():
         for shard, part in zip(ordered, shard_tables(tables, ordered)):
@@ -270,7 +270,8 @@ def _run(loaded, writer: RunWriter, config: Config, timings: dict[str, float], p
     manifest = {"engine_version": engine_version(), "book": loaded.uri, "inputs": dict(loaded.fingerprints),
                 "config": config.to_dict(), "summary": summary,
                 "counts": summary["accounts_by_status"],
-                "shards": {"count": len(shards), "shapes": {f"m={m} L={L} n={n}": c for (m, L, n), c in shapes.items()},
+                "shards": {"count": len(shards), "shapes": {f"m={m} L={L} n={n} P={P}": c
+                                                         for (m, L, n, P), c in shapes.items()},
                            "actors": dispatcher.size, "actors_started": dispatcher.started,
                            "iterations": int(sum(o.iterations for o in outputs))},
                 "failures": [{"accounts": f.account_ids.tolist(), "detail": f.detail} for f in failures],

@@ -12,6 +12,7 @@ import pytest
 from engine import synth
 from engine.config import RunConfig
 from engine.schema import Col
+from engine.solver.layout import pad_lots as pad_lots_total
 from engine.shards import household_ids, pad_lots, pad_universe, plan_shards, shard_tables
 from engine.targets import build_targets
 
@@ -68,6 +69,10 @@ def test_shapes_fit_their_households(book):
         if mine.num_rows:
             counts = mine.group_by([Col.account_id, Col.security_id]).aggregate([([], "count_all")])
             assert max(counts.column("count_all").to_pylist()) <= L
+        # the solver's compact layout: every household's lots fit P, and P is on the ladder
+        per_household = collections.Counter(dict(zip(shard.account_ids, households))[a]
+                                             for a in mine.column(Col.account_id).to_pylist())
+        assert max(per_household.values(), default=0) <= shard.lots == pad_lots_total(shard.lots)
 
 
 def test_each_shard_gets_exactly_its_accounts_rows(book):

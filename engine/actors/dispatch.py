@@ -250,7 +250,7 @@ def split_households(item: _Work) -> list[_Work]:
     singles = []
     for number, household in enumerate(dict.fromkeys(households)):
         ids = shard.account_ids[households == household]
-        singles.append(Shard(shard.shard_id, ids, 1, shard.shape))
+        singles.append(Shard(shard.shard_id, ids, 1, shard.shape, shard.lots))
     rows = {a: i for i, a in enumerate(item.targets.account_ids)}
     return [_Work(single, tables, item.targets.take([rows[a] for a in single.account_ids]))
             for single, tables in zip(singles, shard_tables(item.tables, singles))]
