@@ -10,7 +10,7 @@ converges, so households of like shape go together:
 * ``n``: securities it holds or targets, padded to :func:`pad_universe`'s
   ladder (64 × 1, 2, 4, 8, 12, 16, 24, 32, ...);
 * ``P``: lots it holds, padded to :func:`engine.solver.layout.pad_lots`'s
-  ladder (64, 96, 128, 192, ...): the solver runs on each household's real
+  ladder (64, 128, 256, ...): the solver runs on each household's real
   lots (the compact layout), so this, not ``m × n × L``, is what an
   iteration costs; ``L`` only sizes the dense arrays of assembly.
 

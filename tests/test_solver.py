@@ -241,3 +241,16 @@ def test_two_hundred_instances_match_clarabel(config):
                 assert (result.status == INFEASIBLE).all()
     assert count >= 200
     assert not bad, f"{len(bad)} of {count} households off Clarabel: {bad}"
+
+
+def test_compiled_programs_are_dropped_past_a_share_of_the_memory_map_limit():
+    from engine.solver.driver import _memory_maps, trim_compiled
+
+    maps, limit = _memory_maps()
+    if not limit:
+        pytest.skip("no /proc memory-map counts here")
+    problem = random_batch(1, accounts=1, seed=2, mix="plain", **SHAPE)
+    solve(problem, CONFIG)
+    assert not trim_compiled(share=1.0)                  # under the limit: kept
+    assert trim_compiled(share=0.0)                      # past it: cleared ...
+    assert np.isfinite(solve(problem, CONFIG).objective).all()   # ... and compiled again on use

@@ -38,6 +38,37 @@ if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
 
 #: A floor missed by more than this (units of V) makes the household infeasible.
 INFEASIBLE_TOLERANCE = 1e-9
+#: Share of the kernel's memory-map limit past which ``solve`` drops JAX's compiled programs.
+MAP_SHARE = 0.5
+
+
+def _memory_maps() -> tuple[int, int]:
+    """(memory maps of this process, the kernel's limit); (0, 0) where /proc does not say (not Linux)."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as fh:
+            limit = int(fh.read())
+        with open("/proc/self/maps", "rb") as fh:
+            return fh.read().count(b"\n"), limit
+    except (OSError, ValueError):
+        return 0, 0
+
+
+def trim_compiled(share: float = MAP_SHARE) -> bool:
+    """Drop JAX's in-memory compiled programs when this process holds too many memory maps.
+
+    Each program XLA compiles for the CPU maps its code in many pieces, and a
+    long-lived worker that meets many shapes (a night's shards: shapes × batch
+    buckets × jitted steps) reaches ``vm.max_map_count`` (65,530 by default),
+    where LLVM fails with "Cannot allocate memory".  Past ``share`` of the
+    limit the caches are cleared; programs needed again come back from the
+    persistent compilation cache when one is set (else they compile again).
+    Returns whether it cleared.
+    """
+    maps, limit = _memory_maps()
+    if limit and maps > share * limit:
+        jax.clear_caches()
+        return True
+    return False
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -118,14 +149,16 @@ MIN_BUCKET = 4
 
 
 def _bucket(count: int, total: int) -> int:
-    """The batch ``count`` households run in: 4, 6, 8, 12, 16, 24, 32, ... (at most ``total``).
+    """The batch ``count`` households run in: 4, 8, 16, 32, ... (at most ``total``).
 
-    Powers of two and 1.5 times them: a frozen or padded slot still costs its
-    iterations, and halving steps would waste up to half of every chunk.
+    Powers of two: every batch size compiles every jitted step once per
+    shape (and an actor that holds too many compiled programs runs out of
+    memory maps), while a frozen or padded slot costs only its iterations in
+    the tail of a solve, where few households are left.
     """
     size = MIN_BUCKET
     while size < count:
-        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+        size *= 2
     return min(size, total)
 
 
@@ -290,6 +323,7 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
         Trades in units of V, objective, status, iterations, residuals,
         missing cash, and the final state for the next warm start.
     """
+    trim_compiled()
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
     prepared, missing = evaluate.prepare(problem)
     layout = lot_layout(prepared, lots)
@@ -385,4 +419,4 @@ def _result(prepared, missing, state: SolverState, iterations, buy, sell) -> Sol
                         missing_cash=missing, state=state, problem=prepared)
 
 
-__all__ = ["solve"]
+__all__ = ["solve", "trim_compiled"]

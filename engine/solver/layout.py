@@ -40,10 +40,10 @@ MIN_LOTS = 64
 
 
 def pad_lots(count: int) -> int:
-    """Lots per household of a compact batch: 64, 96, 128, 192, 256, 384, ... (×1.5, then ×4/3)."""
+    """Lots per household of a compact batch: 64, 128, 256, 512, ... (each size compiles once per shape)."""
     size = MIN_LOTS
     while size < count:
-        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+        size *= 2
     return size
 
 
