@@ -314,8 +314,10 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
     lots
         Pad the compact lot layout (:mod:`engine.solver.layout`) to at least
         this many lots per household (default: the batch's most real lots, on
-        :func:`~engine.solver.layout.pad_lots`'s ladder).  A household solved
-        alone at its batch's padding takes exactly the batch's steps.
+        :func:`~engine.solver.layout.pad_lots`'s ladder): a shard's planned P,
+        so that every shard of a shape compiles one program.  A household
+        solved alone at its batch's padding sees the same arrays as in the
+        batch (XLA may still round a batch of one differently).
 
     Returns
     -------

@@ -90,8 +90,9 @@ class LotLayout(NamedTuple):
 def lot_layout(problem: ProblemBatch, lots: int | None = None) -> LotLayout:
     """The compact layout of a dense batch: each household's real lots, in dense order.
 
-    ``lots`` pads to at least that many lots per household (a larger batch's
-    P: the same arithmetic, rounding included, as in that batch).
+    ``lots`` pads to at least that many lots per household (a shard's
+    planned P, or a larger batch's, so that a household has the same arrays
+    as in that batch).
     """
     width = np.asarray(problem.lot_width)
     B, m, n, L = width.shape
