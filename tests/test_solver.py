@@ -254,3 +254,4 @@ def test_compiled_programs_are_dropped_past_a_share_of_the_memory_map_limit():
     assert not trim_compiled(share=1.0)                  # under the limit: kept
     assert trim_compiled(share=0.0)                      # past it: cleared ...
     assert np.isfinite(solve(problem, CONFIG).objective).all()   # ... and compiled again on use
+

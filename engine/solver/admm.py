@@ -63,18 +63,26 @@ _BUY_ROW = (-1.0, 0.0, 1.0)
 def position_sums(p: ProblemBatch, values):
     """Σ over the lots of each position: (P,) → (m, n), or (P, c) → (m, n, c)."""
     m, n = p.holdings.shape
-    out = jax.ops.segment_sum(values, p.lot_position, num_segments=m * n, indices_are_sorted=True)
+    out = jax.ops.segment_sum(values, p.lot_position, num_segments=m * n + 1,
+                              indices_are_sorted=True)[:m * n]         # padding lots: segment m·n, dropped
     return out.reshape((m, n) + values.shape[1:])
 
 
-def lot_security(p: ProblemBatch):
-    """The security of each lot, (P,)."""
-    return p.lot_position % p.holdings.shape[1]
+def _real(p: ProblemBatch):
+    m, n = p.holdings.shape
+    return p.lot_position < m * n
 
 
-def lot_account(p: ProblemBatch):
-    """The account of each lot, (P,)."""
-    return p.lot_position // p.holdings.shape[1]
+def per_lot_security(p: ProblemBatch, values):
+    """``values[security of each lot]``, (n,) → (P,); 0 on padding lots (the transpose of :func:`position_sums`)."""
+    n = p.holdings.shape[1]
+    return jnp.where(_real(p), values[p.lot_position % n], 0.0)
+
+
+def per_lot_account(p: ProblemBatch, values):
+    """``values[account of each lot]``, (m,) → (P,); 0 on padding lots."""
+    m, n = p.holdings.shape
+    return jnp.where(_real(p), values[jnp.minimum(p.lot_position // n, m - 1)], 0.0)
 
 
 def trade(p: ProblemBatch, buy, sell):
@@ -84,7 +92,7 @@ def trade(p: ProblemBatch, buy, sell):
 
 def trade_adjoint(p: ProblemBatch, q):
     """``Mᵀ q``: +q on every buy of security i, −q on every lot of i."""
-    return jnp.broadcast_to(q[None, :], p.holdings.shape), -q[lot_security(p)]
+    return jnp.broadcast_to(q[None, :], p.holdings.shape), -per_lot_security(p, q)
 
 
 def trade_and_rows(p: ProblemBatch, buy, sell):
@@ -104,8 +112,7 @@ def account_rows(p: ProblemBatch, buy, sell):
 def account_rows_adjoint(p: ProblemBatch, s):
     """``Gᵀ s`` for s of shape (m, 3)."""
     buy = (_BUY_ROW[0] * s[:, 0] + _BUY_ROW[2] * s[:, 2])[:, None]
-    account = lot_account(p)
-    sell = (s[:, 0] + s[:, 2])[account] + s[:, 1][account] * p.lot_tax
+    sell = per_lot_account(p, s[:, 0] + s[:, 2]) + per_lot_account(p, s[:, 1]) * p.lot_tax
     m, n = p.holdings.shape
     return jnp.broadcast_to(buy, (m, n)), sell
 
@@ -166,7 +173,7 @@ def linear_cost(p: ProblemBatch):
     r0 = p.holdings.sum(0) - p.target
     g = 2.0 * p.risk_aversion * covariance_apply(p, r0)
     qb, qz = trade_adjoint(p, g)
-    return qb + p.spread[None, :], qz + p.spread[lot_security(p)] + p.lot_cost
+    return qb + p.spread[None, :], qz + per_lot_security(p, p.spread) + p.lot_cost
 
 
 def bound_rho(p: ProblemBatch, rho, config: SolverConfig):
@@ -290,7 +297,7 @@ def _b_inverse(p: ProblemBatch, fac: Factor, vb, vz):
     ab = fac.inv_buy * vb
     az = fac.inv_sell * vz
     q = fac.gamma * trade(p, ab, az)
-    return ab - fac.inv_buy * q[None, :], az + fac.inv_sell * q[lot_security(p)]
+    return ab - fac.inv_buy * q[None, :], az + fac.inv_sell * per_lot_security(p, q)
 
 
 def solve_kkt(p: ProblemBatch, fac: Factor, vb, vz):

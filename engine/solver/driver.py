@@ -130,6 +130,9 @@ def _device_problem(problem: ProblemBatch, layout: LotLayout, dtype) -> ProblemB
     """The dense host batch on the device, in the compact lot layout, floats in ``dtype``."""
     out = []
     for field, value in zip(ProblemBatch._fields, compact_problem(problem, layout)):
+        if value is None:
+            out.append(None)
+            continue
         value = np.asarray(value)
         if value.dtype.kind == "f":
             value = value.astype(dtype)
@@ -140,7 +143,8 @@ def _device_problem(problem: ProblemBatch, layout: LotLayout, dtype) -> ProblemB
 @jax.jit
 def _take(problem: ProblemBatch, state, index):
     """The households ``index`` of a problem and its state, in one jitted gather (shared fields kept)."""
-    return (ProblemBatch(*[v if f in SHARED_FIELDS else v[index] for f, v in zip(ProblemBatch._fields, problem)]),
+    return (ProblemBatch(*[v if f in SHARED_FIELDS or v is None else v[index]
+                           for f, v in zip(ProblemBatch._fields, problem)]),
             type(state)(*[v[index] for v in state]))
 
 

@@ -16,8 +16,9 @@ ladder, so a night compiles a handful of sizes).  ``lot_position`` (B, P)
 says which position ``a·n + i`` a lot belongs to; sums over a position's lots
 are segment sums over it (``jax.ops.segment_sum``, sorted indices) and
 broadcasts are gathers.  Padding lots have width, cost, tax and bounds 0 (a
-fixed variable at 0, as in the dense layout) and sit at the last position, so
-the positions stay sorted.
+fixed variable at 0, as in the dense layout) and sit at position ``m·n``,
+past the last, which no sum keeps and no broadcast reaches: the maps stay
+each other's transposes, and the positions sorted.
 
 The layout is fixed for the whole of one ``solve``: its re-solves only lower
 sale bounds to 0, which turns a real lot into a fixed one.
@@ -58,7 +59,7 @@ class LotLayout(NamedTuple):
     valid : (B, P) bool
         A real lot (False: padding).
     position : (B, P) int32
-        ``a·n + i`` of the lot's position (padding: ``m·n − 1``).
+        ``a·n + i`` of the lot's position (padding: ``m·n``, a position of its own that no sum keeps).
     shape : (m, n, L)
         The dense shape of one household's lots.
     """
@@ -102,7 +103,7 @@ def lot_layout(problem: ProblemBatch, lots: int | None = None) -> LotLayout:
     P = min(max(pad_lots(int(counts.max()) if B else 1), lots or 0), m * n * L)
     index = np.argsort(~real, axis=1, kind="stable")[:, :P]     # real lots first, in dense order
     valid = np.arange(P)[None, :] < counts[:, None]
-    position = np.where(valid, index // L, m * n - 1).astype(np.int32)
+    position = np.where(valid, index // L, m * n).astype(np.int32)
     return LotLayout(index.astype(np.int64), valid, position, (m, n, L))
 
 

@@ -119,7 +119,7 @@ class ProblemBatch(NamedTuple):
         *compact* layout (:mod:`engine.solver.layout`): the ``lot_*`` and
         ``sell_*`` fields are then (B, P), the household's real lots one
         after another, and ``lot_position`` is the position ``a·n + i`` of
-        each (padding lots: width and bounds 0, at the last position).
+        each (padding lots: width and bounds 0, at position ``m·n``, past the last).
     """
 
     exposures: np.ndarray
