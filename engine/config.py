@@ -183,6 +183,14 @@ class SolverConfig:
         which the interior-point method barely can.  The ``ipm_*`` settings
         below apply to the interior-point method only; ``rho`` to
         ``check_interval`` to ADMM only.
+    lot_layout
+        How the jitted solver lays out the lots (:mod:`engine.solver.layout`):
+        ``"compact"``, each household's real lots only (a night's shards are
+        mostly padding: about 10× faster there); ``"dense"``, accounts ×
+        securities × lots per position (faster where there is little
+        padding: its sums are not scatters); ``"auto"`` (default), compact
+        where the dense layout has at least ``COMPACT_RATIO`` (2) slots per
+        compact lot.
     ipm_absolute
         The interior-point method stops when the primal residual (units of
         V) and the dual residual are below ``ipm_absolute × eps_abs`` and the
@@ -253,6 +261,7 @@ class SolverConfig:
     wash_tolerance: float = 1e-7
     dust: float = 1e-8
     method: str = "ipm"
+    lot_layout: str = "auto"
     ipm_absolute: float = 1e-2
     ipm_initial_mu: float = 0.1
     ipm_warm_margin: float = 0.01

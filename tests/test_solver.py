@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -48,10 +50,10 @@ def check_against_oracle(problem: ProblemBatch, config: SolverConfig = CONFIG):
     return result, report, violation
 
 
-@pytest.mark.parametrize("accounts", [1, 2, 3])
-def test_objective_matches_clarabel(accounts):
+@pytest.mark.parametrize("accounts,layout", [(1, "auto"), (2, "auto"), (3, "auto"), (2, "compact"), (3, "compact")])
+def test_objective_matches_clarabel(accounts, layout):
     problem = random_batch(8, accounts=accounts, seed=10 + accounts, **SHAPE)
-    result, report, violation = check_against_oracle(problem)
+    result, report, violation = check_against_oracle(problem, dataclasses.replace(CONFIG, lot_layout=layout))
     bad = [r for r in report if not _within(r[1], r[2])]
     assert not bad, f"objective off Clarabel's (household, ours, Clarabel, status): {bad}"
     assert (violation <= 1e-6).all(), violation
@@ -169,18 +171,20 @@ def test_float32_and_max_iterations():
     assert (capped.status == MAX_ITERATIONS).all() and (capped.iterations == 25).all()
 
 
-def test_kkt_solve_matches_dense_matrix():
-    """The Woodbury solve of the compact layout equals a dense solve of K on the same variables."""
+@pytest.mark.parametrize("dense", [False, True], ids=["compact", "dense"])
+def test_kkt_solve_matches_dense_matrix(dense):
+    """The Woodbury solve, in either lot layout, equals a dense solve of K on the same variables."""
     problem, _ = evaluate.prepare(random_batch(1, n=6, accounts=2, lots=2, factors=2, classes=2, seed=3))
-    layout = lot_layout(problem)
+    layout = lot_layout(problem, dense=dense)
     p = _one(compact_problem(problem, layout), 0)
     m, n = p.holdings.shape
     P = layout.lots
     N = m * n + P
     eye = np.eye(N)
+    lot_shape = np.shape(p.lot_width)
 
     def unflat(x):
-        return jnp.asarray(x[:m * n].reshape(m, n)), jnp.asarray(x[m * n:])
+        return jnp.asarray(x[:m * n].reshape(m, n)), jnp.asarray(x[m * n:].reshape(lot_shape))
 
     M = np.stack([np.asarray(admm.trade(p, *unflat(e))) for e in eye], 1)
     G = np.stack([np.asarray(admm.account_rows(p, *unflat(e))).ravel() for e in eye], 1)
@@ -198,9 +202,17 @@ def test_kkt_solve_matches_dense_matrix():
                                rtol=1e-9, atol=1e-12)
 
 
+def test_a_batch_stays_dense_unless_padding_is_most_of_it():
+    little = evaluate.prepare(random_batch(2, n=30, accounts=1, lots=2, seed=5))[0]
+    much = evaluate.prepare(random_batch(2, n=30, accounts=2, lots=24, seed=5))[0]
+    assert lot_layout(little).dense and not lot_layout(much).dense
+    assert lot_layout(much).lots * 2 <= np.asarray(much.lot_width)[0].size
+
+
 def test_the_compact_layout_keeps_every_real_lot_and_drops_the_padding():
     problem, _ = evaluate.prepare(random_batch(3, n=30, accounts=2, lots=6, factors=2, classes=2, seed=5))
-    layout = lot_layout(problem)
+    layout = lot_layout(problem, dense=False)
+    assert lot_layout(problem, dense=True).compact(problem.lot_width) is problem.lot_width
     width = np.asarray(problem.lot_width)
     real = (width > 0).reshape(3, -1).sum(1)
     assert layout.lots < width[0].size and (layout.valid.sum(1) == real).all()
@@ -220,8 +232,9 @@ def test_prox_of_exact_penalty():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", [CONFIG, ADMM, SolverConfig(eps_abs=1e-5, eps_rel=1e-5)],
-                         ids=["ipm", "admm", "ipm-1e-5"])
+@pytest.mark.parametrize("config", [CONFIG, ADMM, SolverConfig(eps_abs=1e-5, eps_rel=1e-5),
+                                    SolverConfig(eps_abs=1e-5, eps_rel=1e-5, lot_layout="compact")],
+                         ids=["ipm", "admm", "ipm-1e-5", "ipm-1e-5-compact"])
 def test_two_hundred_instances_match_clarabel(config):
     """≥ 200 households of varied sizes and every constraint mix against Clarabel.
 
@@ -255,3 +268,8 @@ def test_compiled_programs_are_dropped_past_a_share_of_the_memory_map_limit():
     assert trim_compiled(share=0.0)                      # past it: cleared ...
     assert np.isfinite(solve(problem, CONFIG).objective).all()   # ... and compiled again on use
 
+
+
+def test_an_unknown_lot_layout_is_refused():
+    with pytest.raises(ValueError, match="lot_layout"):
+        solve(random_batch(1, accounts=1, seed=2, mix="plain", **SHAPE), SolverConfig(lot_layout="sparse"))

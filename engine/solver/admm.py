@@ -34,9 +34,11 @@ and Woodbury removes the rest with one r×r Cholesky per household
 is ever formed; an iteration costs O(m·n + P + n·k), its big products being the
 (batch × n) @ (n × k) products with the shared X.
 
-Every function here takes one household in the compact layout: the lot
-fields are (P,), and a sum over the lots of a position is a segment sum over
-``p.lot_position`` (:func:`position_sums`).
+Every function here takes one household in either lot layout
+(:mod:`engine.solver.layout`): compact, the lot fields (P,) and a sum over
+the lots of a position a segment sum over ``p.lot_position``, or dense,
+(m, n, L) and a sum over the last axis.  Only :func:`position_sums`,
+:func:`per_lot_security` and :func:`per_lot_account` know which.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ _BUY_ROW = (-1.0, 0.0, 1.0)
 # --- linear maps of one household ------------------------------------------------------
 
 def position_sums(p: ProblemBatch, values):
-    """Σ over the lots of each position: (P,) → (m, n), or (P, c) → (m, n, c)."""
+    """Σ over the lots of each position: (P,) → (m, n), or (P, c) → (m, n, c) (dense: (m, n, L[, c]))."""
+    if p.lot_position is None:                                         # the dense layout
+        return values.sum(axis=2)
     m, n = p.holdings.shape
     out = jax.ops.segment_sum(values, p.lot_position, num_segments=m * n + 1,
                               indices_are_sorted=True)[:m * n]         # padding lots: segment m·n, dropped
@@ -76,12 +80,16 @@ def _real(p: ProblemBatch):
 def per_lot_security(p: ProblemBatch, values):
     """``values[security of each lot]``, (n,) → (P,); 0 on padding lots (the transpose of :func:`position_sums`)."""
     n = p.holdings.shape[1]
+    if p.lot_position is None:
+        return jnp.broadcast_to(values[None, :, None], p.lot_width.shape)
     return jnp.where(_real(p), values[p.lot_position % n], 0.0)
 
 
 def per_lot_account(p: ProblemBatch, values):
     """``values[account of each lot]``, (m,) → (P,); 0 on padding lots."""
     m, n = p.holdings.shape
+    if p.lot_position is None:
+        return jnp.broadcast_to(values[:, None, None], p.lot_width.shape)
     return jnp.where(_real(p), values[jnp.minimum(p.lot_position // n, m - 1)], 0.0)
 
 

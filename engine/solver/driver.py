@@ -148,6 +148,8 @@ def _take(problem: ProblemBatch, state, index):
             type(state)(*[v[index] for v in state]))
 
 
+#: ``SolverConfig.lot_layout`` → ``lot_layout(dense=...)``.
+_LAYOUTS = {"auto": None, "compact": False, "dense": True}
 #: Smallest batch the unconverged households are compacted into (fewer compiles).
 MIN_BUCKET = 4
 
@@ -332,7 +334,9 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
     trim_compiled()
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
     prepared, missing = evaluate.prepare(problem)
-    layout = lot_layout(prepared, lots)
+    if config.lot_layout not in _LAYOUTS:
+        raise ValueError(f"SolverConfig.lot_layout is {config.lot_layout!r}: use one of {sorted(_LAYOUTS)}")
+    layout = lot_layout(prepared, lots, _LAYOUTS[config.lot_layout])
     device_problem = _device_problem(prepared, layout, dtype)
     total = np.shape(prepared.target)[0]
     warm = None if warm is None else _device_state(warm, layout, dtype)
