@@ -62,14 +62,19 @@ _BUY_ROW = (-1.0, 0.0, 1.0)
 
 # --- linear maps of one household ------------------------------------------------------
 
-def position_sums(p: ProblemBatch, values):
-    """Σ over the lots of each position: (P,) → (m, n), or (P, c) → (m, n, c) (dense: (m, n, L[, c]))."""
+def position_sums(p: ProblemBatch, *values):
+    """Σ over the lots of each position of each of ``values`` (lot arrays): a tuple of (m, n).
+
+    Compact, one segment sum of them all stacked (a scatter costs per index,
+    not per channel); dense, a sum over the lot axis of each.
+    """
     if p.lot_position is None:                                         # the dense layout
-        return values.sum(axis=2)
+        return tuple(v.sum(axis=2) for v in values)
     m, n = p.holdings.shape
-    out = jax.ops.segment_sum(values, p.lot_position, num_segments=m * n + 1,
+    out = jax.ops.segment_sum(jnp.stack(values, axis=-1), p.lot_position, num_segments=m * n + 1,
                               indices_are_sorted=True)[:m * n]         # padding lots: segment m·n, dropped
-    return out.reshape((m, n) + values.shape[1:])
+    out = out.reshape(m, n, len(values))
+    return tuple(out[..., c] for c in range(len(values)))
 
 
 def _real(p: ProblemBatch):
@@ -95,7 +100,7 @@ def per_lot_account(p: ProblemBatch, values):
 
 def trade(p: ProblemBatch, buy, sell):
     """``M x``: household net purchase per security, (n,)."""
-    return buy.sum(0) - position_sums(p, sell).sum(0)
+    return buy.sum(0) - position_sums(p, sell)[0].sum(0)
 
 
 def trade_adjoint(p: ProblemBatch, q):
@@ -105,11 +110,11 @@ def trade_adjoint(p: ProblemBatch, q):
 
 def trade_and_rows(p: ProblemBatch, buy, sell):
     """``(M x, G x)`` from one segment sum: the trade per security (n,) and the account rows (m, 3)."""
-    sums = position_sums(p, jnp.stack([sell, p.lot_tax * sell], axis=-1))      # (m, n, 2)
+    sold_at, taxed_at = position_sums(p, sell, p.lot_tax * sell)              # (m, n) each
     bought = buy.sum(1)
-    sold = sums[..., 0].sum(1)
-    tax = sums[..., 1].sum(1)
-    return buy.sum(0) - sums[..., 0].sum(0), jnp.stack([sold - bought, tax, sold + bought], axis=1)
+    sold = sold_at.sum(1)
+    tax = taxed_at.sum(1)
+    return buy.sum(0) - sold_at.sum(0), jnp.stack([sold - bought, tax, sold + bought], axis=1)
 
 
 def account_rows(p: ProblemBatch, buy, sell):
@@ -259,8 +264,7 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
     """
     beta = 2.0 * p.risk_aversion * p.specific_variance
     taxed_sell = inv_sell * p.lot_tax
-    sums = position_sums(p, jnp.stack([inv_sell, taxed_sell, taxed_sell * p.lot_tax], axis=-1))  # (m, n, 3)
-    sell_sum, sell_tax = sums[..., 0], sums[..., 1]
+    sell_sum, sell_tax, sell_tax2 = position_sums(p, inv_sell, taxed_sell, taxed_sell * p.lot_tax)
     tau = inv_buy.sum(0) + sell_sum.sum(0)                 # diag(M A Mᵀ)
     psi = 1.0 / (1.0 + beta * tau)
     gamma = beta * psi
@@ -284,7 +288,7 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
     bought = inv_buy.sum(1)
     sold = sell_sum.sum(1)
     taxed = sell_tax.sum(1)
-    taxed2 = sums[..., 2].sum(1)
+    taxed2 = sell_tax2.sum(1)
     gag = jnp.stack([jnp.stack([sold + bought, taxed, sold - bought], -1),
                      jnp.stack([taxed, taxed2, taxed], -1),
                      jnp.stack([sold - bought, taxed, sold + bought], -1)], 1)                 # (m, 3, 3)
