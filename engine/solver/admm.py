@@ -83,7 +83,7 @@ def _real(p: ProblemBatch):
 
 
 def per_lot_security(p: ProblemBatch, values):
-    """``values[security of each lot]``, (n,) → (P,); 0 on padding lots (the transpose of :func:`position_sums`)."""
+    """``values[security of each lot]``, (n,) → the lots' shape; 0 on padding lots (the transpose of :func:`position_sums`)."""
     n = p.holdings.shape[1]
     if p.lot_position is None:
         return jnp.broadcast_to(values[None, :, None], p.lot_width.shape)
@@ -91,7 +91,7 @@ def per_lot_security(p: ProblemBatch, values):
 
 
 def per_lot_account(p: ProblemBatch, values):
-    """``values[account of each lot]``, (m,) → (P,); 0 on padding lots."""
+    """``values[account of each lot]``, (m,) → the lots' shape; 0 on padding lots."""
     m, n = p.holdings.shape
     if p.lot_position is None:
         return jnp.broadcast_to(values[:, None, None], p.lot_width.shape)
@@ -218,7 +218,7 @@ class Factor(NamedTuple):
     """What the x-update needs for one ρ: Δ⁻¹, γ, the Woodbury core's Cholesky factor."""
 
     inv_buy: jnp.ndarray      # A on buys, (m, n)
-    inv_sell: jnp.ndarray     # A on lots, (P,)
+    inv_sell: jnp.ndarray     # A on lots, (P,) compact or (m, n, L) dense
     gamma: jnp.ndarray        # (n,)
     chol: jnp.ndarray         # (r, r)
     factor_scale: jnp.ndarray  # √(2λ) L_F, (k, k)

@@ -52,9 +52,9 @@ class Sides(NamedTuple):
     """The inequalities of one household: bounds of x and the two sides of each row."""
 
     free_b: jnp.ndarray      # (m, n) bool: b is a variable (not fixed)
-    free_z: jnp.ndarray      # (P,): the compact layout's lots
+    free_z: jnp.ndarray      # the lots (P,) compact, (m, n, L) dense
     hi_b: jnp.ndarray        # (m, n) bool: b has a finite upper bound
-    lo_z: jnp.ndarray        # (P,) bool: z has its lower bound (always, when free)
+    lo_z: jnp.ndarray        # bool: z has its lower bound (always, when free)
     hi_z: jnp.ndarray
     lower: jnp.ndarray       # (R,) row lower limit (−inf: none), R = 3m + C
     upper: jnp.ndarray

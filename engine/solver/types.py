@@ -115,8 +115,9 @@ class ProblemBatch(NamedTuple):
         no row).
     lot_position : (B, P) int32 or None
         None in the *dense* layout above, the one assembly, the oracle and
-        the host-side steps of ``solve`` read.  The jitted solver runs on the
-        *compact* layout (:mod:`engine.solver.layout`): the ``lot_*`` and
+        the host-side steps of ``solve`` read.  The jitted solver runs on it
+        or, where a batch is mostly padding, on the *compact* layout
+        (:mod:`engine.solver.layout`): the ``lot_*`` and
         ``sell_*`` fields are then (B, P), the household's real lots one
         after another, and ``lot_position`` is the position ``a·n + i`` of
         each (padding lots: width and bounds 0, at position ``m·n``, past the last).
