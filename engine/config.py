@@ -323,6 +323,9 @@ class Config:
 
 
 _SECTIONS = {"policy": PolicyConfig, "solver": SolverConfig, "run": RunConfig}
+#: Settings that take one of a few words.
+_CHOICES = {(SolverConfig, "method"): ("ipm", "admm"), (SolverConfig, "lot_layout"): ("auto", "compact", "dense"),
+            (SolverConfig, "dtype"): ("float64", "float32")}
 
 
 def _build(cls: type, values: Mapping[str, Any], where: str):
@@ -346,6 +349,9 @@ def _build(cls: type, values: Mapping[str, Any], where: str):
             value = tuple(value)
         elif default is not None and not isinstance(value, type(default)):
             raise ConfigError(f"{where}.{key}: expected {type(default).__name__}, got {value!r}")
+        choices = _CHOICES.get((cls, key))
+        if choices and value not in choices:
+            raise ConfigError(f"{where}.{key}: {value!r} is not one of {', '.join(choices)}")
         kwargs[key] = value
     return cls(**kwargs)
 

@@ -273,3 +273,13 @@ def test_compiled_programs_are_dropped_past_a_share_of_the_memory_map_limit():
 def test_an_unknown_lot_layout_is_refused():
     with pytest.raises(ValueError, match="lot_layout"):
         solve(random_batch(1, accounts=1, seed=2, mix="plain", **SHAPE), SolverConfig(lot_layout="sparse"))
+
+
+@pytest.mark.parametrize("key,value", [("lot_layout", "sparse"), ("method", "newton"), ("dtype", "float16")])
+def test_a_word_setting_outside_its_choices_is_refused_at_load(key, value):
+    from engine.config import config_from_dict
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"solver\\]\\.{key}: '{value}' is not one of"):
+        config_from_dict({"solver": {key: value}}, where="canopy.toml")
+    assert getattr(config_from_dict({"solver": {key: getattr(SolverConfig(), key)}}).solver, key)
