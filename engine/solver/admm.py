@@ -450,9 +450,13 @@ def chunk(p: ProblemBatch, s: SolverState, config: SolverConfig) -> SolverState:
                       status=status.astype(jnp.int32))
 
 
-def _all_rows(p: ProblemBatch, buy, sell):
-    traded, rows = trade_and_rows(p, buy, sell)
+def stack_rows(p: ProblemBatch, traded, rows):
+    """The account rows (m, 3) and the class rows of the trade ``traded`` (n,), as one vector (3m + C,)."""
     return jnp.concatenate([rows.reshape(-1), traded @ class_onehot(p)])
+
+
+def _all_rows(p: ProblemBatch, buy, sell):
+    return stack_rows(p, *trade_and_rows(p, buy, sell))
 
 
 def _all_rows_adjoint(p: ProblemBatch, s):

@@ -234,7 +234,7 @@ def _point(p: ProblemBatch, sd: Sides, q, st: IPMState, constant) -> _Point:
     rbu = jnp.where(sd.hi_b, p.buy_upper - st.buy - st.su_b, 0.0)
     rzu = jnp.where(sd.hi_z, p.sell_upper - st.sell - st.su_z, 0.0)
     traded, rows = admm.trade_and_rows(p, st.buy, st.sell)
-    g = jnp.concatenate([rows.reshape(-1), traded @ admm.class_onehot(p)])
+    g = admm.stack_rows(p, traded, rows)
     rpl = jnp.where(sd.has_lower, g - sd.lower + st.t_l - st.s_l, 0.0)
     rpu = jnp.where(sd.has_upper, sd.upper - g + st.t_u - st.s_u, 0.0)
     rtl = jnp.where(sd.soft_lower, sd.pen_lower - st.lam_l - st.nu_l, 0.0)
@@ -299,7 +299,7 @@ def _apply(p, sd: Sides, mat: _Matrix, vb, vz):
     traded, rows = admm.trade_and_rows(p, vb, vz)
     pv = 2.0 * p.risk_aversion * admm.covariance_apply(p, traded)
     pb, pz = admm.trade_adjoint(p, pv)
-    ab, az = _rows_adjoint(p, mat.w * jnp.concatenate([rows.reshape(-1), traded @ admm.class_onehot(p)]))
+    ab, az = _rows_adjoint(p, mat.w * admm.stack_rows(p, traded, rows))
     return (jnp.where(sd.free_b, pb + mat.d_b * vb + ab, 0.0), jnp.where(sd.free_z, pz + mat.d_z * vz + az, 0.0))
 
 

@@ -63,7 +63,8 @@ class LotLayout(NamedTuple):
     ----------
     index : (B, P) int64
         Flat index of the lot in the household's dense ``m·n·L`` lots
-        (padding slots: distinct dense slots that hold no lot).
+        (padding slots: distinct dense slots that hold no lot); empty, as
+        are ``valid`` and ``position``, where the layout is dense.
     valid : (B, P) bool
         A real lot (False: padding).
     position : (B, P) int32
@@ -118,12 +119,15 @@ def lot_layout(problem: ProblemBatch, lots: int | None = None, dense: bool | Non
             | (np.asarray(problem.sell_lower) > 0)).reshape(B, -1)
     counts = real.sum(axis=1)
     P = min(max(pad_lots(int(counts.max()) if B else 1), lots or 0), m * n * L)
+    if dense is None:
+        dense = m * n * L < COMPACT_RATIO * P
+    if dense:                                   # compact and expand are the identity: no index to build
+        empty = np.zeros((B, 0), np.int64)
+        return LotLayout(empty, empty.astype(bool), empty.astype(np.int32), (m, n, L), True)
     index = np.argsort(~real, axis=1, kind="stable")[:, :P]     # real lots first, in dense order
     valid = np.arange(P)[None, :] < counts[:, None]
     position = np.where(valid, index // L, m * n).astype(np.int32)
-    if dense is None:
-        dense = m * n * L < COMPACT_RATIO * P
-    return LotLayout(index.astype(np.int64), valid, position, (m, n, L), bool(dense))
+    return LotLayout(index.astype(np.int64), valid, position, (m, n, L), False)
 
 
 def compact_problem(problem: ProblemBatch, layout: LotLayout) -> ProblemBatch:
