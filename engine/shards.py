@@ -48,7 +48,7 @@ SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models"
 #: The tables cut by account.
 ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
 
-__all__ = ["Shard", "ShardOutput", "plan_shards", "shard_tables", "solve_shard", "household_ids",
+__all__ = ["Shard", "ShardOutput", "plan_shards", "shard_sizes", "shard_tables", "solve_shard", "household_ids",
            "household_transactions", "WarmStart",
            "SHARED_TABLES", "ACCOUNT_TABLES"]
 
@@ -221,21 +221,41 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
     by_household = np.argsort(member, kind="stable")
     first = np.r_[0, np.cumsum(members)]
 
+    keys = np.stack([m, L, n, P], axis=1)[order]
     shards: list[Shard] = []
     start = 0
     while start < H:
-        h = order[start]
-        key = (int(m[h]), int(L[h]), int(n[h]), int(P[h]))
+        key = tuple(int(k) for k in keys[start])
+        end = start + int(np.argmax((keys[start:] != keys[start]).any(axis=1)) or H - start)
         per_shard = max(1, min(run.shard_accounts // key[0], run.shard_elements // (key[0] * key[1] * key[2])))
-        stop = start
-        while (stop < H and stop - start < per_shard
-               and (m[order[stop]], L[order[stop]], n[order[stop]], P[order[stop]]) == key):
-            stop += 1
-        chosen = order[start:stop]
-        account_rows = np.concatenate([by_household[first[h]:first[h + 1]] for h in chosen])
-        shards.append(Shard(len(shards), ids[account_rows], int(chosen.size), key[:3], key[3]))
-        start = stop
+        for size in shard_sizes(end - start, per_shard):
+            chosen = order[start:start + size]
+            account_rows = np.concatenate([by_household[first[h]:first[h + 1]] for h in chosen])
+            shards.append(Shard(len(shards), ids[account_rows], int(chosen.size), key[:3], key[3]))
+            start += size
     return shards
+
+
+def shard_sizes(households: int, most: int) -> list[int]:
+    """Cut ``households`` of one shape into shards of powers of two, each at most ``most``.
+
+    The solver runs a batch at a power-of-two size (:func:`engine.solver.solve`
+    pads it), and each size compiles its programs once per shape: shards of
+    128, 128 and 16 households share the programs that the solver's
+    compaction uses anyway, where shards of 144 would each compile their
+    own.  Full shards come first, then the rest in falling powers of two;
+    a last rest of fewer than :data:`~engine.solver.driver.MIN_BUCKET`
+    households is a shard of its own (:func:`solve_shard` runs it padded to that).
+    """
+    from engine.solver.driver import MIN_BUCKET
+
+    full = 1 << (max(most, 1).bit_length() - 1)
+    sizes = [full] * (households // full)
+    rest = households % full
+    while rest >= MIN_BUCKET:
+        sizes.append(1 << (rest.bit_length() - 1))
+        rest -= sizes[-1]
+    return sizes + [rest] * (rest > 0)
 
 
 def _one_chunk(table: pa.Table) -> pa.Table:
@@ -298,6 +318,7 @@ def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], 
     """
     from engine.proposals import propose
     from engine.solver import solve
+    from engine.solver.driver import MIN_BUCKET
 
     timings = {}
     clock = time.perf_counter()
@@ -310,7 +331,8 @@ def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], 
     clock = time.perf_counter()
     fits = (warm is not None and np.array_equal(warm.security_ids, index.security_ids)
             and np.array_equal(warm.account_ids, index.account_ids))
-    result = solve(problem, config.solver, warm.state if fits else None, lots=shard.lots or None)
+    result = solve(problem, config.solver, warm.state if fits else None, lots=shard.lots or None,
+                   households=MIN_BUCKET)
     timings["solve"] = time.perf_counter() - clock
     clock = time.perf_counter()
     trades, accounts = propose(book, targets, problem, index, result, as_of, config.policy)

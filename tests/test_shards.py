@@ -8,12 +8,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine import synth
 from engine.config import RunConfig
 from engine.schema import Col
 from engine.solver.layout import pad_lots as pad_lots_total
-from engine.shards import household_ids, pad_lots, pad_universe, plan_shards, shard_tables
+from engine.shards import household_ids, pad_lots, pad_universe, plan_shards, shard_sizes, shard_tables
+from engine.solver.driver import MIN_BUCKET
 from engine.targets import build_targets
 
 
@@ -114,3 +117,19 @@ def test_a_rejected_members_recent_trades_stay_with_its_household(book):
     assert [a for a, b in zip(after, before) if b == group[1]] == [stand_in] * before.count(group[1])
     assert [a for a, b in zip(after, before) if b != group[1]] == [b for b in before if b != group[1]]
     assert household_transactions(tables, usable)["transactions"].equals(tables["transactions"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(households=st.integers(0, 2000), most=st.integers(1, 600))
+def test_shard_sizes_are_powers_of_two_that_cover_the_households(households, most):
+    sizes = shard_sizes(households, most)
+    assert sum(sizes) == households and all(0 < s <= most for s in sizes)
+    powers = [s for s in sizes if s & (s - 1) == 0]
+    assert len(powers) >= len(sizes) - 1 and all(s < MIN_BUCKET for s in sizes if s & (s - 1))
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_planned_shards_run_at_power_of_two_batches(book):
+    tables, targets, usable = book
+    for shard in plan_shards(tables, targets, usable, RunConfig(shard_accounts=40)):
+        assert shard.households & (shard.households - 1) == 0 or shard.households < MIN_BUCKET

@@ -134,6 +134,19 @@ def test_vmapped_admm_equals_loop_of_single_solves():
         np.testing.assert_allclose(single.sell[0], batched.sell[h], atol=1e-9)
 
 
+def test_a_batch_padded_to_more_households_solves_its_own_the_same():
+    """Padding households (fixed at no trade) change nothing: not the solution, not the iterations."""
+    problem = random_batch(3, accounts=2, seed=8, **SHAPE)
+    own = solve(problem, ADMM)                       # runs at 4
+    padded = solve(problem, ADMM, households=16)     # runs at 16, then compacts to 4
+    assert padded.buy.shape == own.buy.shape and padded.state.buy.shape[0] == 3
+    assert padded.problem.target.shape[0] == 3
+    np.testing.assert_array_equal(padded.iterations, own.iterations)
+    np.testing.assert_array_equal(padded.status, own.status)
+    np.testing.assert_allclose(padded.objective, own.objective, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(padded.sell, own.sell, atol=1e-9)
+
+
 def test_vmapped_ipm_equals_loop_of_single_solves_to_its_stopping_rule():
     """Batched and alone, a household ends within the stopping rule's distance of its optimum.
 

@@ -29,7 +29,7 @@ from engine.config import SolverConfig
 from engine.solver import admm, evaluate, ipm
 from engine.solver.layout import LotLayout, compact_problem, compact_state, expand_state, lot_layout
 from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SHARED_FIELDS, SOLVED, ProblemBatch,
-                                 SolverResult, SolverState)
+                                 SolverResult, SolverState, batch_size, take)
 
 jax.config.update("jax_enable_x64", True)
 if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
@@ -304,8 +304,39 @@ def _drop_wash_dust(problem: ProblemBatch, buy, sell) -> ProblemBatch:
         sell_upper=np.where(loss & drop_sales[:, None, groups, None], 0.0, np.asarray(problem.sell_upper)))
 
 
+def _batch_size(households: int) -> int:
+    """The batch a solve runs at: the next power of two (1, 2, 4, 8, ...)."""
+    return 1 << max(households - 1, 0).bit_length()
+
+
+def _pad_batch(problem: ProblemBatch, warm: SolverState | None, size: int):
+    """``problem`` (and ``warm``) padded to ``size`` households by fixed copies of the first.
+
+    A padding household has no free variable (buys bounded by 0, lots at
+    their lower bound), so it never iterates and never holds back compaction.
+    """
+    total = batch_size(problem)
+    index = np.r_[np.arange(total), np.zeros(size - total, np.int64)]
+    padded = take(problem, index)
+    pad = (np.arange(size) >= total)
+    buy_upper = np.where(pad[:, None, None], 0.0, np.asarray(padded.buy_upper))
+    sell_upper = np.where(pad[:, None, None, None], np.asarray(padded.sell_lower), np.asarray(padded.sell_upper))
+    padded = padded._replace(buy_upper=buy_upper, sell_upper=sell_upper)
+    return padded, None if warm is None else type(warm)(*[np.asarray(v)[index] for v in warm])
+
+
+def _first_households(result: SolverResult, total: int) -> SolverResult:
+    """The first ``total`` households of a padded batch's result."""
+    head = np.arange(total)
+    return result._replace(**{f: np.asarray(getattr(result, f))[:total] for f in SolverResult._fields
+                              if f not in ("state", "problem")},
+                           state=type(result.state)(*[np.asarray(v)[:total] for v in result.state]),
+                           problem=take(result.problem, head))
+
+
 def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
-          warm: SolverState | None = None, *, lots: int | None = None) -> SolverResult:
+          warm: SolverState | None = None, *, lots: int | None = None,
+          households: int | None = None) -> SolverResult:
     """Solve every household of a batch.
 
     Parameters
@@ -324,6 +355,11 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
         so that every shard of a shape compiles one program.  A household
         solved alone at its batch's padding sees the same arrays as in the
         batch (XLA may still round a batch of one differently).
+    households
+        Run the batch at least this large.  A batch runs at the next power
+        of two of its households (padded with households fixed at no trade,
+        which never iterate), so batches of a shape share their compiled
+        programs with each other and with the solver's compaction.
 
     Returns
     -------
@@ -331,6 +367,11 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
         Trades in units of V, objective, status, iterations, residuals,
         missing cash, and the final state for the next warm start.
     """
+    total = batch_size(problem)
+    size = _batch_size(max(total, households or 0))
+    if size > total:
+        padded, padded_warm = _pad_batch(problem, warm, size)
+        return _first_households(solve(padded, config, padded_warm, lots=lots), total)
     trim_compiled()
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
     prepared, missing = evaluate.prepare(problem)
