@@ -34,7 +34,8 @@ from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SHARED_FIEL
 jax.config.update("jax_enable_x64", True)
 if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    # every program: a small one (a gather, a scatter) still takes 0.2–0.6 s to compile, per shape
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 #: A floor missed by more than this (units of V) makes the household infeasible.
 INFEASIBLE_TOLERANCE = 1e-9
