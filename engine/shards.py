@@ -21,7 +21,9 @@ costs only its share of an iteration.
 Within a shape, households are taken in household-id order (deterministic)
 and cut into shards of at most ``RunConfig.shard_accounts`` accounts and
 ``RunConfig.shard_elements`` lot variables ``B × m × n × L`` (the solver's
-memory).  :func:`shard_tables` slices the book's tables per shard with one
+memory), each of a power-of-two number of households (:func:`shard_sizes`):
+the solver runs a batch at a power of two, so the shards of a shape share
+their compiled programs.  :func:`shard_tables` slices the book's tables per shard with one
 sort of each table, and :func:`solve_shard` is the work of one shard: problem
 assembly, solve and proposals.  Pure: no storage, no ray.
 """
@@ -92,6 +94,7 @@ class ShardOutput:
     timings: dict[str, float] = field(default_factory=dict)
     iterations: int = 0
     warm: "WarmStart | None" = None
+    worker: str = ""            # host:pid of the solver actor that ran it (the nightly job's)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from engine.config import Config, load_config
 from engine.errors import CanopyError, ConfigError, RunError
 from engine.proposals import status_rows
 from engine.schema import Col, Side, Status
-from engine.shards import SHARED_TABLES, ShardOutput, household_transactions, plan_shards, shard_tables
+from engine.shards import SHARED_TABLES, Shard, ShardOutput, household_transactions, plan_shards, shard_tables
 from engine.store import RunWriter
 from engine.targets import build_targets
 
@@ -95,6 +95,36 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def dispatch_order(shards: list[Shard]) -> list[Shard]:
+    """Shards by shape, the shape of most work first, and within a shape the largest first.
+
+    The dispatcher keeps a shape with one actor where it can (each shape an
+    actor meets costs it its compiled programs), and the largest work goes
+    first, so that the last shards to finish are small and no actor idles
+    long at the end.  The output does not depend on the order: rows are
+    sorted before writing.
+    """
+    def work(s: Shard) -> int:
+        return s.households * (s.shape[0] * s.shape[2] + s.lots)
+
+    def shape(s: Shard) -> tuple:
+        return s.shape + (s.lots,)
+
+    total = collections.Counter()
+    for s in shards:
+        total[shape(s)] += work(s)
+    return sorted(shards, key=lambda s: (-total[shape(s)], shape(s), -work(s), s.shard_id))
+
+
+def _shapes_per_actor(shards: list[Shard], outputs: list[ShardOutput]) -> list[int]:
+    """How many shard shapes each actor met (each costs it its compiled programs), most first."""
+    shape = {s.shard_id: s.shape + (s.lots,) for s in shards}
+    met = collections.defaultdict(set)
+    for output in outputs:
+        met[output.worker].add(shape[output.shard_id])
+    return sorted((len(v) for v in met.values()), reverse=True)
 
 
 def _sorted(table: pa.Table, keys: list[str]) -> pa.Table:
@@ -225,9 +255,7 @@ def _run(loaded, writer: RunWriter, config: Config, timings: dict[str, float], p
         if on_result is not None:
             on_result(output)
 
-    # largest shards first, so that the last ones to finish are small and no actor idles long
-    # at the end (output order does not depend on it: rows are sorted before writing)
-    ordered = sorted(shards, key=lambda s: (-s.households * (s.shape[0] * s.shape[2] + s.lots), s.shard_id))
+    ordered = dispatch_order(shards)
 
     def work():
         for shard, part in zip(ordered, shard_tables(tables, ordered)):
@@ -273,6 +301,7 @@ def _run(loaded, writer: RunWriter, config: Config, timings: dict[str, float], p
                 "shards": {"count": len(shards), "shapes": {f"m={m} L={L} n={n} P={P}": c
                                                          for (m, L, n, P), c in shapes.items()},
                            "actors": dispatcher.size, "actors_started": dispatcher.started,
+                           "shapes_per_actor": _shapes_per_actor(shards, outputs),
                            "iterations": int(sum(o.iterations for o in outputs))},
                 "failures": [{"accounts": f.account_ids.tolist(), "detail": f.detail} for f in failures],
                 "timings": {k: round(v, 3) for k, v in timings.items()}}

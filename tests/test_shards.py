@@ -133,3 +133,30 @@ def test_planned_shards_run_at_power_of_two_batches(book):
     tables, targets, usable = book
     for shard in plan_shards(tables, targets, usable, RunConfig(shard_accounts=40)):
         assert shard.households & (shard.households - 1) == 0 or shard.households < MIN_BUCKET
+
+
+def test_an_actor_is_given_its_own_shape_then_one_no_other_actor_has():
+    from engine.actors.dispatch import pick
+
+    queue = ["a", "a", "b", "c", "b"]
+    assert pick(queue, mine={"b"}, others={"a"}) == 2          # its own shape, though not first
+    assert pick(queue, mine=set(), others={"a", "b"}) == 3     # a shape nobody has
+    assert pick(queue, mine=set(), others={"a", "b", "c"}) == 0  # every shape taken: the first
+    assert pick(queue, mine={"z"}, others=set()) == 0
+
+
+def test_shards_go_out_by_shape_the_shape_of_most_work_first(book):
+    from jobs.nightly import dispatch_order
+
+    tables, targets, usable = book
+    shards = plan_shards(tables, targets, usable, RunConfig(shard_accounts=8))
+    ordered = dispatch_order(shards)
+    assert sorted(s.shard_id for s in ordered) == [s.shard_id for s in shards]
+    keys = [s.shape + (s.lots,) for s in ordered]
+    runs = [k for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]]
+    assert len(runs) == len(set(keys)) > 1                      # each shape in one run
+
+    def work(s):
+        return s.households * (s.shape[0] * s.shape[2] + s.lots)
+    totals = [sum(work(s) for s in ordered if s.shape + (s.lots,) == k) for k in runs]
+    assert totals == sorted(totals, reverse=True)

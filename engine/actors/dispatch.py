@@ -41,7 +41,10 @@ from engine.errors import RunError
 from engine.shards import Shard, ShardOutput, shard_tables
 from engine.targets import Targets
 
-__all__ = ["Dispatcher", "Failure", "actor_slots"]
+__all__ = ["Dispatcher", "Failure", "actor_slots", "pick"]
+
+#: Shards drawn ahead of need, per actor and shard in flight: enough to find one of the actor's shapes.
+LOOKAHEAD = 4
 
 
 @dataclass
@@ -123,6 +126,14 @@ class Dispatcher:
             on_result: Callable[[ShardOutput], None]) -> list[Failure]:
         """Solve every shard of ``work``; call ``on_result`` with each output as it arrives.
 
+        Shards are drawn from ``work`` a few ahead of need, and each actor
+        is given, of those, a shard of a shape it has solved before, else
+        one of a shape no other actor has, else the first (see
+        :func:`pick`): every shape an actor meets costs it its compiled
+        programs (seconds each, even from the persistent cache), so a
+        shape of a few shards stays with one actor.  ``work`` in order of
+        shape, the largest shapes first, suits this.
+
         Returns the failures (households that failed every try).
 
         Raises
@@ -139,11 +150,13 @@ class Dispatcher:
         lonely_since: float | None = None
         exhausted = False
         limit = self.run_config.max_in_flight
+        ahead = LOOKAHEAD * self.size * limit
+        shapes: dict[object, set] = collections.defaultdict(set)       # actor → shapes it has been given
         while True:
-            # keep every live actor busy, drawing new shards only as they are needed
+            # keep every live actor busy, drawing shards a few ahead of need
             for actor in list(self.live):
                 while in_flight[actor] < limit:
-                    if not queue and not exhausted:
+                    while len(queue) < ahead and not exhausted:
                         try:
                             shard, tables, targets = next(source)
                             queue.append(_Work(shard, tables, targets))
@@ -151,7 +164,11 @@ class Dispatcher:
                             exhausted = True
                     if not queue:
                         break
-                    item = queue.popleft()
+                    others = set().union(*(shapes[a] for a in self.live if a is not actor))
+                    chosen = pick([w.shard.shape + (w.shard.lots,) for w in queue], shapes[actor], others)
+                    item = queue[chosen]
+                    del queue[chosen]
+                    shapes[actor].add(item.shard.shape + (item.shard.lots,))
                     if item.ref is None:
                         item.ref = ray.put(item.tables)
                     ref = actor.solve.remote(item.shard, item.ref, item.targets)
@@ -239,6 +256,19 @@ class Dispatcher:
         for actor in self.live + list(self.starting.values()):
             ray.kill(actor, no_restart=True)
         self.live, self.starting = [], {}
+
+
+def pick(keys: list, mine: set, others: set) -> int:
+    """Which of the queued shards (their shape ``keys``, in queue order) an actor gets.
+
+    The first of a shape it has (``mine``), else the first of a shape no
+    other actor has (``others``), else the first.
+    """
+    for wanted in (lambda k: k in mine, lambda k: k not in others):
+        for i, key in enumerate(keys):
+            if wanted(key):
+                return i
+    return 0
 
 
 def split_households(item: _Work) -> list[_Work]:

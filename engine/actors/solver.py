@@ -81,7 +81,9 @@ class ShardSolver:
 
     def solve(self, shard: Shard, tables: Mapping[str, pa.Table], targets: Targets) -> ShardOutput:
         _chaos(shard, tables)
-        return solve_shard(self.shared, tables, targets, shard, self.as_of, self.config)
+        output = solve_shard(self.shared, tables, targets, shard, self.as_of, self.config)
+        output.worker = self.ready()
+        return output
 
 
 def _chaos(shard: Shard, tables: Mapping[str, pa.Table]) -> None:
