@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def stand_in_solve(problem, config=None, warm=None):
+def stand_in_solve(problem, config=None, warm=None, *, lots=None, households=None):
     """A cheap, plausible ``SolverResult``: not optimal, only shaped like one."""
     from engine.solver.types import SOLVED, SolverResult
 

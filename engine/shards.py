@@ -248,7 +248,8 @@ def shard_sizes(households: int, most: int) -> list[int]:
     compaction uses anyway, where shards of 144 would each compile their
     own.  Full shards come first, then the rest in falling powers of two;
     a last rest of fewer than :data:`~engine.solver.driver.MIN_BUCKET`
-    households is a shard of its own (:func:`solve_shard` runs it padded to that).
+    households is a shard of its own (the nightly job's actors run it
+    padded to that: ``solve_shard(households=...)``).
     """
     from engine.solver.driver import MIN_BUCKET
 
@@ -298,7 +299,8 @@ def shard_tables(tables: Mapping[str, pa.Table], shards: list[Shard]) -> Iterato
 
 def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], targets: Targets,
                 shard: Shard, as_of: dt.date, config: Config = Config(), *,
-                warm: WarmStart | None = None, keep_warm: bool = False) -> ShardOutput:
+                warm: WarmStart | None = None, keep_warm: bool = False,
+                households: int | None = None) -> ShardOutput:
     """Problem assembly, solve and proposals of one shard.
 
     Parameters
@@ -318,10 +320,15 @@ def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], 
         (same universe and accounts; see :class:`WarmStart`), else cold.
     keep_warm
         Return the final iterate as ``ShardOutput.warm`` (what-ifs keep it).
+    households
+        Solve the batch padded to at least this many households (see
+        :func:`engine.solver.solve`): the nightly job's actors run a shard
+        of one to three households at four, with the programs its shape's
+        larger shards already have, where a what-if or a backtest step of
+        one household runs alone.
     """
     from engine.proposals import propose
     from engine.solver import solve
-    from engine.solver.driver import MIN_BUCKET
 
     timings = {}
     clock = time.perf_counter()
@@ -335,7 +342,7 @@ def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], 
     fits = (warm is not None and np.array_equal(warm.security_ids, index.security_ids)
             and np.array_equal(warm.account_ids, index.account_ids))
     result = solve(problem, config.solver, warm.state if fits else None, lots=shard.lots or None,
-                   households=MIN_BUCKET)
+                   households=households)
     timings["solve"] = time.perf_counter() - clock
     clock = time.perf_counter()
     trades, accounts = propose(book, targets, problem, index, result, as_of, config.policy)

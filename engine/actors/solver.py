@@ -81,7 +81,11 @@ class ShardSolver:
 
     def solve(self, shard: Shard, tables: Mapping[str, pa.Table], targets: Targets) -> ShardOutput:
         _chaos(shard, tables)
-        output = solve_shard(self.shared, tables, targets, shard, self.as_of, self.config)
+        from engine.solver.driver import MIN_BUCKET
+
+        # a shard of one to three households runs at the smallest batch its shape's others use
+        output = solve_shard(self.shared, tables, targets, shard, self.as_of, self.config,
+                             households=MIN_BUCKET)
         output.worker = self.ready()
         return output
 
