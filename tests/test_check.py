@@ -172,6 +172,25 @@ def test_wash_exception_needs_the_shares_bought_sold():
     assert rules(tables, both) == {}
 
 
+def test_a_book_checked_a_household_at_a_time_finds_what_the_whole_does():
+    """Parts of one household find the household's wash sale (rule 6) and the other account's own faults."""
+    recent_loss = [{Col.account_id: "A2", Col.security_id: "S1", Col.trade_date: AS_OF - dt.timedelta(days=3),
+                    Col.side: "sell", Col.quantity: 1.0, Col.price: 90.0, Col.realized_gain: -10.0}]
+    accounts = [account(), account(account_id="A2", tax_status="tax_exempt", st_rate=0.0, lt_rate=0.0),
+                account(account_id="A3", household_id="H3")]
+    tables = book(accounts, transactions=recent_loss)
+    unknown_lot = {**sell(lot="L7"), Col.account_id: "A3", Col.household_id: "H3"}
+    stranger = {**buy(), Col.account_id: "A9", Col.household_id: "H9"}
+    trades = run([buy(), unknown_lot, stranger], others=["A2", "A3"])
+
+    def found(**kw):
+        return sorted(map(str, check_run(tables, AS_OF, trades, **kw).to_pylist()))
+    whole = found()
+    assert found(part_households=1) == whole
+    assert {6, 1} <= set(violations_by_rule(check_run(tables, AS_OF, trades, part_households=1)))
+    assert any("A9" in row and "not in the book" in row for row in whole)
+
+
 def test_suspended_and_rejected_get_no_trades():
     assert rules(book([account(suspended=True)]), run([sell()], status="suspended")) == {13: 1}
     assert rules(book(), run([sell()], status="rejected"), rejected=frozenset({"A1"})) == {13: 1}
