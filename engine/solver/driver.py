@@ -1,17 +1,20 @@
 """``solve``: the batched solve of a ``ProblemBatch`` on the host.
 
-1. :func:`engine.solver.evaluate.prepare` lowers unreachable cash floors (the
+1. The batch runs at the next power of two of its households, padded with
+   households fixed at no trade (they never iterate), so that batches of a
+   shape share their compiled programs.
+2. :func:`engine.solver.evaluate.prepare` lowers unreachable cash floors (the
    households are reported ``infeasible`` with the missing cash).
-2. ADMM runs in jitted chunks of ``check_interval`` iterations, vmapped over
+3. ADMM runs in jitted chunks of ``check_interval`` iterations, vmapped over
    the households; between chunks the households that converged leave the
    batch (the rest are compacted into a batch padded to a power of two, so a
    night compiles a handful of times).
-3. Wash sales inside the proposal: a wash group bought and sold at a loss in
+4. Wash sales inside the proposal: a wash group bought and sold at a loss in
    one household is fixed to one direction (the larger side is kept, unless
    dropping the loss sales would put the cash floor out of reach), the
    household's other groups keep the direction they took, and the changed
    households are solved again (DESIGN.md; Moehle et al. 2021).
-4. The solution is the projection of the iterate onto the bounds, with any
+5. The solution is the projection of the iterate onto the bounds, with any
    remaining shortfall of a cash floor (at most the primal residual) repaired
    by trimming buys, then selling more.
 """
