@@ -83,6 +83,11 @@ class Shard:
     def accounts(self) -> int:
         return int(self.account_ids.size)
 
+    @property
+    def key(self) -> tuple[int, int, int, int]:
+        """(m, L, n, P): what the solver compiles for (shards of one key share their programs)."""
+        return self.shape + (self.lots,)
+
 
 @dataclass
 class ShardOutput:

@@ -109,18 +109,15 @@ def dispatch_order(shards: list[Shard]) -> list[Shard]:
     def work(s: Shard) -> int:
         return s.households * (s.shape[0] * s.shape[2] + s.lots)
 
-    def shape(s: Shard) -> tuple:
-        return s.shape + (s.lots,)
-
     total = collections.Counter()
     for s in shards:
-        total[shape(s)] += work(s)
-    return sorted(shards, key=lambda s: (-total[shape(s)], shape(s), -work(s), s.shard_id))
+        total[s.key] += work(s)
+    return sorted(shards, key=lambda s: (-total[s.key], s.key, -work(s), s.shard_id))
 
 
 def _shapes_per_actor(shards: list[Shard], outputs: list[ShardOutput]) -> list[int]:
     """How many shard shapes each actor met (each costs it its compiled programs), most first."""
-    shape = {s.shard_id: s.shape + (s.lots,) for s in shards}
+    shape = {s.shard_id: s.key for s in shards}
     met = collections.defaultdict(set)
     for output in outputs:
         met[output.worker].add(shape[output.shard_id])
@@ -237,7 +234,7 @@ def _run(loaded, writer: RunWriter, config: Config, timings: dict[str, float], p
     tables = household_transactions(tables, usable)
     shards = plan_shards(tables, targets, usable, config.run)
     row_of = {a: i for i, a in enumerate(targets.account_ids)}
-    shapes = collections.Counter(s.shape + (s.lots,) for s in shards)
+    shapes = collections.Counter(s.key for s in shards)
     timings["plan"] = time.perf_counter() - clock
     log.info("%d usable accounts in %d shards of %d shapes; %d rejected", usable.size, len(shards),
              len(shapes), len(details))

@@ -152,11 +152,11 @@ def test_shards_go_out_by_shape_the_shape_of_most_work_first(book):
     shards = plan_shards(tables, targets, usable, RunConfig(shard_accounts=8))
     ordered = dispatch_order(shards)
     assert sorted(s.shard_id for s in ordered) == [s.shard_id for s in shards]
-    keys = [s.shape + (s.lots,) for s in ordered]
+    keys = [s.key for s in ordered]
     runs = [k for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]]
     assert len(runs) == len(set(keys)) > 1                      # each shape in one run
 
     def work(s):
         return s.households * (s.shape[0] * s.shape[2] + s.lots)
-    totals = [sum(work(s) for s in ordered if s.shape + (s.lots,) == k) for k in runs]
+    totals = [sum(work(s) for s in ordered if s.key == k) for k in runs]
     assert totals == sorted(totals, reverse=True)

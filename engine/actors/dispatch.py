@@ -165,10 +165,10 @@ class Dispatcher:
                     if not queue:
                         break
                     others = set().union(*(shapes[a] for a in self.live if a is not actor))
-                    chosen = pick([w.shard.shape + (w.shard.lots,) for w in queue], shapes[actor], others)
+                    chosen = pick([w.shard.key for w in queue], shapes[actor], others)
                     item = queue[chosen]
                     del queue[chosen]
-                    shapes[actor].add(item.shard.shape + (item.shard.lots,))
+                    shapes[actor].add(item.shard.key)
                     if item.ref is None:
                         item.ref = ray.put(item.tables)
                     ref = actor.solve.remote(item.shard, item.ref, item.targets)
