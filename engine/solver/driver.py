@@ -31,7 +31,7 @@ import numpy as np
 from engine.config import SolverConfig
 from engine.solver import admm, evaluate, ipm
 from engine.solver.layout import LotLayout, compact_problem, compact_state, expand_state, lot_layout
-from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SHARED_FIELDS, SOLVED, ProblemBatch,
+from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SOLVED, ProblemBatch,
                                  SolverResult, SolverState, batch_size, take)
 
 jax.config.update("jax_enable_x64", True)
@@ -147,9 +147,7 @@ def _device_problem(problem: ProblemBatch, layout: LotLayout, dtype) -> ProblemB
 @jax.jit
 def _take(problem: ProblemBatch, state, index):
     """The households ``index`` of a problem and its state, in one jitted gather (shared fields kept)."""
-    return (ProblemBatch(*[v if f in SHARED_FIELDS or v is None else v[index]
-                           for f, v in zip(ProblemBatch._fields, problem)]),
-            type(state)(*[v[index] for v in state]))
+    return take(problem, index), type(state)(*[v[index] for v in state])
 
 
 #: ``SolverConfig.lot_layout`` → ``lot_layout(dense=...)``.
@@ -331,11 +329,10 @@ def _pad_batch(problem: ProblemBatch, warm: SolverState | None, size: int):
 
 def _first_households(result: SolverResult, total: int) -> SolverResult:
     """The first ``total`` households of a padded batch's result."""
-    head = np.arange(total)
     return result._replace(**{f: np.asarray(getattr(result, f))[:total] for f in SolverResult._fields
                               if f not in ("state", "problem")},
                            state=type(result.state)(*[np.asarray(v)[:total] for v in result.state]),
-                           problem=take(result.problem, head))
+                           problem=take(result.problem, np.arange(total)))
 
 
 def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
