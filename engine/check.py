@@ -97,19 +97,21 @@ def check_run(book: Mapping[str, pa.Table], as_of: dt.date, run: Mapping[str, pa
     ids = accounts.column(Col.account_id).to_pylist()
     households = pc.coalesce(accounts.column(Col.household_id), accounts.column(Col.account_id)).to_pylist()
     order = {h: i for i, h in enumerate(dict.fromkeys(households))}
-    part_of = {a: order[h] // max(part_households, 1) for a, h in zip(ids, households)}
-    strangers = sorted(set(run["trades"].column(Col.account_id).to_pylist()) - set(part_of))
+    members: dict[int, list[str]] = defaultdict(list)
+    for account_id, h in zip(ids, households):
+        members[order[h] // max(part_households, 1)].append(account_id)
+    strangers = sorted(set(run["trades"].column(Col.account_id).to_pylist()) - set(ids))
     for account_id in strangers:
         found.add(0, account_id, None, "trades for an account that is not in the book")
     missing = sorted(set(ids) - set(run["accounts"].column(Col.account_id).to_pylist()))
     for account_id in missing[:20]:
         found.add(0, account_id, None, "the book's account has no row in the run's accounts table")
     parts = [found.table()]
-    for part in range(max(part_of.values(), default=-1) + 1):
-        members = pa.array([a for a, p in part_of.items() if p == part], pa.string())
+    for part in sorted(members):
+        value_set = pa.array(members[part], pa.string())
 
         def mine(table: pa.Table) -> pa.Table:
-            return table.filter(pc.is_in(table.column(Col.account_id), value_set=members))
+            return table.filter(pc.is_in(table.column(Col.account_id), value_set=value_set))
         part_book = {**book, **{name: mine(book[name]) for name in _BOOK_BY_ACCOUNT}}
         part_run = {**run, **{name: mine(run[name]) for name in _RUN_BY_ACCOUNT}}
         parts.append(_check_part(part_book, as_of, part_run, rejected))
