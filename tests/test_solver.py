@@ -282,7 +282,6 @@ def test_compiled_programs_are_dropped_past_a_share_of_the_memory_map_limit():
     assert np.isfinite(solve(problem, CONFIG).objective).all()   # ... and compiled again on use
 
 
-
 def test_an_unknown_lot_layout_is_refused():
     with pytest.raises(ValueError, match="lot_layout"):
         solve(random_batch(1, accounts=1, seed=2, mix="plain", **SHAPE), SolverConfig(lot_layout="sparse"))
