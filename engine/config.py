@@ -30,9 +30,13 @@ class PolicyConfig:
     model_weight_tolerance
         How far a model's or template's weights may sum from 1.
     harvest_deferral
-        Value of a harvested loss as a fraction of the tax it saves today
-        (tax rate × loss × this): a loss lowers the basis of the replacement,
-        so the saving is a deferral, worth less than the full tax.
+        Share of the later tax that deferring it saves.  A harvested loss
+        saves its term's rate now, but lowers the replacement's basis by as
+        much, so a gain as large is taxed later at the long-term rate: per
+        USD of loss it is worth ``rate − (1 − this) × lt_rate``.  A long-term
+        loss is worth this × ``lt_rate``; a short-term one more (it offsets
+        ``st_rate`` now against ``lt_rate`` later).  1 = the full tax (the
+        basis is never taxed: a step-up at death, a gift to charity).
     harvest_min_fraction
         Smallest loss worth harvesting, as a fraction of the lot's value
         (a loss must pass both thresholds; both scale through the year, see

@@ -10,8 +10,13 @@ each formula below names them.
   a gain costs its tax, ``slope = rate × gain / proceeds``, a long-term gain
   ``long_term_gain_weight × slope`` (below 1 the tax of a long-term gain,
   paid some day anyway, weighs less against the tracking error it removes);
-  a loss in a harvesting account is worth ``harvest_deferral × slope`` (the
-  saving is a deferral: the replacement's basis is lower), and 0 where the
+  a loss in a harvesting account is worth :func:`loss_value` per USD of loss,
+  ``rate − (1 − harvest_deferral) × lt_rate``: it saves its term's rate now,
+  and the replacement's basis is lower by the loss, so a gain as large is
+  taxed some day at the long-term rate; ``harvest_deferral`` is the share of
+  that later tax the deferral saves.  A long-term loss is worth
+  ``harvest_deferral × lt_rate``; a short-term one more, since it offsets
+  short-term rates now against a long-term tax later.  It is 0 where the
   account does not harvest or the loss is below the harvest thresholds,
   ``harvest_min_fraction`` of the lot's value and ``harvest_min_dollars``,
   both scaled by :func:`threshold_scale` on the day (they tighten through
@@ -46,7 +51,7 @@ import numpy as np
 from engine.config import PolicyConfig
 from engine.kernels.dates import first_long_day
 
-__all__ = ["year_fraction", "threshold_scale", "lot_costs", "near_long_term", "forced_harvest",
+__all__ = ["year_fraction", "threshold_scale", "loss_value", "lot_costs", "near_long_term", "forced_harvest",
            "prorated_budget"]
 
 
@@ -62,19 +67,32 @@ def threshold_scale(as_of: dt.date, policy: PolicyConfig) -> float:
     return 1.0 - (1.0 - policy.harvest_year_end_scale) * year_fraction(as_of)
 
 
+def loss_value(tax_saved: np.ndarray, loss: np.ndarray, lt_rate: np.ndarray, policy: PolicyConfig) -> np.ndarray:
+    """What harvesting ``loss`` USD is worth (USD): ``tax_saved − (1 − harvest_deferral) × lt_rate × loss``.
+
+    ``tax_saved`` is the loss times the rate of its term (USD); the second
+    term is the long-term tax that the replacement's lower basis costs later,
+    less the share ``harvest_deferral`` that deferring it saves.
+    """
+    return tax_saved - (1.0 - policy.harvest_deferral) * lt_rate * loss
+
+
 def lot_costs(slope: np.ndarray, gain_per_dollar: np.ndarray, width: np.ndarray, long_term: np.ndarray,
-              harvest: np.ndarray, theta: np.ndarray, as_of: dt.date, policy: PolicyConfig) -> np.ndarray:
+              harvest: np.ndarray, theta: np.ndarray, lt_rate: np.ndarray, as_of: dt.date,
+              policy: PolicyConfig) -> np.ndarray:
     """Objective cost per USD sold of each lot (see the module docstring), USD per USD.
 
     ``slope``, ``gain_per_dollar``, ``width`` (USD), ``long_term``: per lot (the
-    tax curves'); ``harvest``, ``theta``: the lot's account's flag and tax sensitivity.
+    tax curves'); ``harvest``, ``theta``, ``lt_rate``: the lot's account's flag,
+    tax sensitivity and long-term rate.
     """
     scale = threshold_scale(as_of, policy)
     loss_dollars = -gain_per_dollar * width
     small = (gain_per_dollar < 0) & ((loss_dollars < scale * policy.harvest_min_fraction * width)
                                      | (loss_dollars < scale * policy.harvest_min_dollars))
     gain_cost = np.where(long_term, policy.long_term_gain_weight * slope, slope)
-    valued = np.where(slope < 0, np.where(harvest, policy.harvest_deferral * slope, 0.0), gain_cost)
+    harvested = -loss_value(-slope, -gain_per_dollar, lt_rate, policy)
+    valued = np.where(slope < 0, np.where(harvest, np.minimum(harvested, 0.0), 0.0), gain_cost)
     return np.where(small, 0.0, valued) * theta
 
 

@@ -14,7 +14,7 @@ units of each household's value ``V = Σ_a (cash_a + Σ_lots quantity × price)`
   padded to ``L`` lots per position (a power of two); ``lot_tax`` is the tax
   per dollar at the account's rates, ``lot_cost = θ_a × lot_tax`` with
   ``θ_a = tax_sensitivity`` (0 in tax-deferred and exempt accounts), a loss
-  valued at ``harvest_deferral`` × its tax saving where the account harvests
+  valued at :func:`engine.policy.loss_value` where the account harvests
   (at 0 where it does not), and 0 for a loss below the harvest thresholds
   (``harvest_min_fraction`` of the lot's value or ``harvest_min_dollars``);
 * the household target ``w* = Σ_a (value_a − keep_a) w_a / V`` with ``w_a`` the
@@ -289,7 +289,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     lot_acc = pos_acc[lot_position]
     w, slope, gain = curves.width, curves.slope, curves.gain_per_dollar
     valued = tax_policy.lot_costs(slope, gain, w, curves.long_term, harvest[lot_acc], theta[lot_acc],
-                                  as_of, policy)
+                                  lt_rate[lot_acc], as_of, policy)
     waiting = tax_policy.near_long_term(acquired[curves.order], gain, curves.long_term,
                                         int(to_days(as_of)), policy)
     resort = np.lexsort((np.arange(valued.size), valued, lot_position))

@@ -68,8 +68,10 @@ account's value ``cash + Σ quantity·price``:
   account's asset-class targets;
 * ``harvested_loss`` = losses realized in a taxable account (positive);
   ``tax_saved`` = Σ loss × rate of its term; ``trade_cost`` = Σ spread × value;
-* ``score = (λ (TE_before² − TE_after²) v + harvest_deferral · tax_saved
-  − tax on gains − trade_cost) / v`` with λ = ``risk_aversion``: the value of
+* ``score = (λ (TE_before² − TE_after²) v + loss value − tax on gains −
+  trade_cost) / v`` with λ = ``risk_aversion`` and the loss value
+  ``tax_saved − (1 − harvest_deferral) × lt_rate × harvested_loss``
+  (:func:`engine.policy.loss_value`): the value of
   the risk removed and the losses harvested, net of the tax and trading cost
   paid, per unit of account value (0 when v ≤ 0).
 
@@ -96,7 +98,7 @@ from engine.kernels.dates import to_days
 from engine.kernels.lots import long_term
 from engine.kernels.rounding import CASH_TOLERANCE, round_trades
 from engine.kernels.wash import BUY, SELL
-from engine.policy import prorated_budget
+from engine.policy import loss_value, prorated_budget
 from engine.problem import BatchIndex
 from engine.schema import Col, Reason, Rule, Side, Status, TaxStatus, Term, index_in, unique_sorted
 from engine.solver.types import NON_FINITE, ProblemBatch, SolverResult
@@ -564,7 +566,8 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     gain_tax = per_account(np.maximum(est_tax, 0.0))
     trade_cost = per_account(lines.spread * value)
     risk = policy.risk_aversion * (te_before ** 2 - te_after ** 2) * accounts.value
-    score = np.where(positive, (risk + policy.harvest_deferral * tax_saved - gain_tax - trade_cost)
+    harvest_value = loss_value(tax_saved, harvested, accounts.lt_rate, policy)
+    score = np.where(positive, (risk + harvest_value - gain_tax - trade_cost)
                      / denominator[:, 0], 0.0)
     trade_count = per_account(np.ones(lines.account.size)).astype(np.int32)
 

@@ -100,6 +100,34 @@ def test_long_term_gain_weight_discounts_long_term_gains_only(book):
     assert half_short == pytest.approx(full_short, rel=1e-9)
 
 
+def test_loss_value_is_the_rate_now_less_the_long_term_tax_the_lower_basis_costs_later():
+    policy = PolicyConfig(harvest_deferral=0.5)
+    # USD 1,000 of loss: short-term saves 350 now and costs half of 150 later; long-term 150 and 75
+    assert tax_policy.loss_value(np.array([350.0, 150.0]), np.array([1000.0, 1000.0]), np.array([0.15, 0.15]),
+                                 policy) == pytest.approx([275.0, 75.0])
+    assert tax_policy.loss_value(350.0, 1000.0, 0.15, PolicyConfig(harvest_deferral=1.0)) == pytest.approx(350.0)
+
+
+def test_a_short_term_loss_is_valued_above_its_share_of_the_tax_a_long_term_one_at_it(book):
+    tables = book[0]
+    deferral = 0.5
+    problem, index = _build(book, dataclasses.replace(BASE, harvest_deferral=deferral, harvest_min_fraction=0.0,
+                                                      harvest_min_dollars=0.0))
+    accounts = {r[Col.account_id]: r for r in tables["accounts"].to_pylist()}
+    long_term = to_days(tables["lots"].column(Col.acquired)) < int(to_days(synth.AS_OF)) - 366
+    valued = _harvesting_loss_lots(problem, index, tables) & (problem.lot_cost < 0)
+    seen = set()
+    for h, a, i, l in np.argwhere(valued):
+        account = accounts[index.account_ids[h, a]]
+        is_long = bool(long_term[index.lot_row[h, a, i, l]])
+        rate = account[Col.lt_rate] if is_long else account[Col.st_rate]
+        expected = 1.0 - (1.0 - deferral) * account[Col.lt_rate] / rate    # of the tax the loss saves now
+        share = problem.lot_cost[h, a, i, l] / (account[Col.tax_sensitivity] * problem.lot_tax[h, a, i, l])
+        assert share == pytest.approx(expected, rel=1e-9)
+        seen.add(is_long)
+    assert seen == {True, False}
+
+
 def test_forced_harvest_sells_up_to_the_amount_of_losses(book):
     tables = book[0]
     amount = 2_000.0
