@@ -151,9 +151,9 @@ class HeldBack(NamedTuple):
 
     def detail(self) -> str:
         """The account's ``detail``, in words: what is kept, why, by how much and until when."""
-        kept = " and ".join(f"{_shares(q)} shares of {s}" for s, q in self.shares)
+        kept = " and ".join(f"{_shares(q)} of {s}" for s, q in self.shares)
         against = " and ".join(
-            f"{_shares(b.shares)} shares of {b.security_id} that "
+            f"{_shares(b.shares)} of {b.security_id} that "
             f"{'this account' if b.account_id == self.account_id else 'household-mate ' + b.account_id} "
             f"bought in the last {WINDOW_DAYS} days (the latest on {b.last_bought}) and cannot sell today ({b.why})"
             for b in self.buyers)
@@ -163,7 +163,10 @@ class HeldBack(NamedTuple):
 
 
 def _shares(quantity: float) -> str:
-    return f"{quantity:,.0f}" if quantity == round(quantity) else f"{quantity:,.6f}".rstrip("0")
+    """``1 share``, ``1,200 shares``, ``2.5 shares``."""
+    if quantity == 1.0:
+        return "1 share"
+    return (f"{quantity:,.0f}" if quantity == round(quantity) else f"{quantity:,.6f}".rstrip("0")) + " shares"
 
 
 def blocked_buyers(purchases: Purchases, pair: int) -> list[Buyer]:
