@@ -29,10 +29,14 @@ units of each household's value ``V = Σ_a (cash_a + Σ_lots quantity × price)`
   (:func:`engine.kernels.wash.wash_sale_blocks`): a blocked purchase → no buy
   of the group anywhere in the household, a blocked loss sale → the group's
   loss lots may not be sold, except where a screen forces a loss sale of the
-  group: then the rule's exception is used, every share the household bought
-  in the window is sold too (:func:`_sell_window_purchases`) and the group is
-  not bought anywhere in the household today; suspended accounts →
-  every variable fixed at 0 and no cash rows.
+  group in an account that trades: then, if every account that bought in the
+  window can sell, the rule's exception is used and every share the household
+  bought in the window is sold too; if one cannot, the screen waits and the
+  screened account keeps its loss lots of the group
+  (:func:`engine.screen_window.screen_in_window`, whose ``HeldBack`` records
+  ``BatchIndex.held_back`` keeps); either way the group is not bought anywhere
+  in the household today; suspended accounts → every variable fixed at 0 and
+  no cash rows.
 
 Households are padded to ``m`` accounts, a power of two (1, 2, 4, ...), so a
 night compiles a handful of shapes.  Pure: no storage, no ray.
@@ -48,6 +52,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine import policy as tax_policy
+from engine import screen_window
 from engine.config import PolicyConfig
 from engine.kernels import wash as wash_kernel
 from engine.kernels.dates import to_days
@@ -96,6 +101,8 @@ class BatchIndex:
         V, USD: multiply a solution by it to get dollars.
     lot_row : (B, m, n, L) int64
         Row of the ``lots`` table each lot variable stands for; -1 on padding.
+    held_back : tuple of engine.screen_window.HeldBack
+        Screened loss lots kept today for the wash-sale rule: their accounts are ``infeasible``.
     """
 
     household_ids: np.ndarray
@@ -103,6 +110,7 @@ class BatchIndex:
     security_ids: np.ndarray
     household_value: np.ndarray
     lot_row: np.ndarray
+    held_back: tuple = ()
 
 
 def _column(table: pa.Table, name: str, fill=None) -> np.ndarray:
@@ -114,34 +122,6 @@ def _column(table: pa.Table, name: str, fill=None) -> np.ndarray:
 
 def _strings(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_pylist(), dtype=object)
-
-
-def _sell_window_purchases(blocks, pair, member, slot, local, lots, lot_row, width, sell_lower) -> None:
-    """Force out every share the household bought in the window of wash-block ``pair``, in place.
-
-    A screen forces a loss sale of a wash group the household bought in the last 30 days.
-    CONTRACT §3 rule 6 allows that loss sale only if every share bought then is sold today too,
-    so each account that bought sells, of each security it bought, the shares it bought: its
-    latest lots first, whole, until they cover them (all it holds where it holds fewer).  A lot
-    that may not be sold (never_sell, a suspended account) stays: ``sell_upper`` caps the bound.
-    """
-    quantity = acquired = None
-    for d in np.flatnonzero(blocks.detail_pair == pair):
-        account, column = blocks.detail_account[d], local[blocks.detail_security[d]]
-        if column < 0:
-            continue
-        h, a = member[account], slot[account]
-        held = np.flatnonzero(lot_row[h, a, column] >= 0)
-        if not held.size:
-            continue
-        if quantity is None:
-            quantity = _column(lots, Col.quantity).astype(float)
-            acquired = to_days(lots.column(Col.acquired))
-        rows = lot_row[h, a, column, held]
-        latest = held[np.lexsort((-rows, -acquired[rows]))]
-        covered = np.cumsum(quantity[lot_row[h, a, column, latest]])
-        take = latest[:int(np.searchsorted(covered, blocks.detail_shares_bought[d] - 1e-9)) + 1]
-        sell_lower[h, a, column, take] = width[h, a, column, take]
 
 
 def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, account_ids: Sequence[str],
@@ -255,7 +235,8 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     cash = _column(acc, Col.cash).astype(float)
 
     # positions and tax curves
-    quantity = _column(lots, Col.quantity)[lot_rows].astype(float)
+    lot_quantity = _column(lots, Col.quantity).astype(float)          # per row of the lots table
+    quantity = lot_quantity[lot_rows]
     cost_basis = _column(lots, Col.cost_basis)[lot_rows].astype(float)
     acquired = to_days(lots.column(Col.acquired).take(pa.array(lot_rows)))
     acc_pos = lot_position[lot_rows]
@@ -363,8 +344,13 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     present = np.zeros((B, m), bool)
     present[member, slot] = True
     buy_upper[~present] = 0.0                         # padding accounts trade nothing
+    trading = np.zeros((B, m), bool)
+    trading[member, slot] = ~suspended
+    account_grid = np.full((B, m), None, dtype=object)
+    account_grid[member, slot] = wanted
 
     # wash-sale blocks
+    held_back: list[screen_window.HeldBack] = []
     transactions = tables.get("transactions")
     if transactions is not None and transactions.num_rows:
         t_acc = _strings(transactions, Col.account_id)
@@ -375,13 +361,22 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
             t_sec = np.asarray([sec_index.get(s, -1) for s in _strings(t, Col.security_id)])
             t_ok = t_sec >= 0
             t_member = np.asarray([account_slot[a][0] for a in t_acc])
-            t_row = index_in(t_acc, wanted)
+            t_row = index_in(t_acc, wanted).copy()
+            # a household-mate that is not solved trades under a solved account's id (engine.shards)
+            traded_by = (_strings(t, Col.traded_by) if Col.traded_by in t.column_names
+                         else np.full(t.num_rows, None, dtype=object))
+            outside = traded_by != None  # noqa: E711
+            outsiders = np.unique(traded_by[outside].astype(str))
+            t_row[outside] = wanted.size + np.searchsorted(outsiders, traded_by[outside].astype(str))
             blocks = wash_kernel.wash_sale_blocks(
                 t_member[t_ok], group_codes_all[t_sec[t_ok]], t_row[t_ok], t_sec[t_ok],
                 to_days(t.column(Col.trade_date))[t_ok],
                 wash_kernel.side_codes(_strings(t, Col.side))[t_ok],
                 _column(t, Col.quantity)[t_ok], _column(t, Col.realized_gain, fill=np.nan)[t_ok],
                 int(to_days(as_of)))          # a loss in any account of the household counts (rule 6)
+            purchases = screen_window.Purchases(
+                blocks, np.concatenate([wanted, outsiders.astype(object)]), member, slot, local, sec_ids, universe,
+                account_grid, lot_row, lot_quantity, to_days(lots.column(Col.acquired)), trading, never_sell, price)
             local_group = -np.ones(group_codes_all.max() + 1, np.int64)
             local_group[group_codes_all[used]] = wash_group[:n_real]
             for pair, (h, g, no_buy, no_loss) in enumerate(zip(blocks.household, blocks.wash_group,
@@ -393,11 +388,13 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
                 if no_buy:
                     buy_upper[h][:, in_group] = 0.0
                 if no_loss:
-                    loss_g, lower_g = lot_loss[h][:, in_group], sell_lower[h][:, in_group]
-                    if (loss_g & (lower_g > 0)).any():
-                        _sell_window_purchases(blocks, pair, member, slot, local, lots, lot_row, width, sell_lower)
+                    loss_g = lot_loss[h][:, in_group]
+                    screened = loss_g & (sell_lower[h][:, in_group] > 0) & trading[h][:, None, None]
+                    if screened.any():
+                        held_back += screen_window.screen_in_window(purchases, pair, h, in_group, screened,
+                                                                    width, sell_lower)
                         buy_upper[h][:, in_group] = 0.0
-                        lower_g = sell_lower[h][:, in_group]
+                    lower_g = sell_lower[h][:, in_group]
                     upper_g = sell_upper[h][:, in_group]
                     upper_g[loss_g & (lower_g <= 0)] = 0.0
                     sell_upper[h][:, in_group] = upper_g
@@ -451,9 +448,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
         turnover_limit=per_slot(turnover / scale, np.inf),
         account_value=per_slot(account_value / scale, 0.0),
         class_target=class_target, class_band=band)
-    account_grid = np.full((B, m), None, dtype=object)
-    account_grid[member, slot] = wanted
-    index = BatchIndex(households.astype(object), account_grid, universe, V, lot_row)
+    index = BatchIndex(households.astype(object), account_grid, universe, V, lot_row, tuple(held_back))
     return problem, index
 
 

@@ -77,7 +77,9 @@ account's value ``cash + Σ quantity·price``:
 
 Statuses: ``suspended`` (no trades), ``failed`` (the household's solve gave
 non-finite numbers; no trades), ``infeasible`` (cash after trading is below the
-floor: the detail says by how much), ``proposed`` (trades), ``no_trade``
+floor: the detail says by how much; or a screen waits for a wash-sale window,
+its loss lots kept today: the detail says what, why and until when, see
+:mod:`engine.screen_window`; both where both), ``proposed`` (trades), ``no_trade``
 (nothing left after rounding).  A household stopped at the iteration limit
 still proposes; its ``residual`` tells.
 """
@@ -92,7 +94,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import schema
+from engine import schema, screen_window
 from engine.config import PolicyConfig
 from engine.kernels.dates import to_days
 from engine.kernels.lots import long_term
@@ -497,7 +499,9 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     width = np.asarray(problem.lot_width, float)
     forced = ((np.asarray(problem.sell_lower, float) >= width * (1.0 - _DUST)) & (width > 0)).any(axis=3)
     forced = forced[accounts.h, accounts.s]
-    mandated = _mandated(accounts, exclude, never_sell) | forced.any(axis=1)
+    # a screen that waits for a wash-sale window mandates no sale of what waits
+    waits, waiting = screen_window.by_account(index.held_back, accounts.h, accounts.s, security_ids.size)
+    mandated = _mandated(accounts, exclude & ~waits, never_sell) | forced.any(axis=1)
     failed = np.asarray(result.status)[accounts.h] == NON_FINITE
     trading = ~accounts.suspended & ~failed
 
@@ -583,6 +587,9 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     for a in np.flatnonzero(short):
         status[a] = Status.infeasible
         detail[a] = _infeasible_detail(accounts.floor[a], cash_after[a], bool(fully_sold[a]))
+    for a in np.flatnonzero(trading & (waiting != None)):  # noqa: E711
+        status[a] = Status.infeasible
+        detail[a] = "; ".join(filter(None, (detail[a], waiting[a])))
     status[failed] = Status.failed
     detail[failed] = ("the solver returned non-finite numbers for this household "
                       "(status non_finite): no trades proposed")

@@ -344,7 +344,8 @@ def _index(manifest, as_of, rows, statuses, decision_of, traded, proposed, total
              "<h2>Accounts by status and decision</h2>",
              _figure_html("status.png", "Each bar is one status of the run (proposed: trades to approve; "
                           "no_trade: nothing worth trading; rejected: a problem in the book, see its detail; "
-                          "infeasible: the cash need cannot be met). Colours show the rebalancing group's "
+                          "infeasible: the cash need cannot be met, or a screen waits for a wash-sale window, "
+                          "see its detail). Colours show the rebalancing group's "
                           "decisions where a decision set exists."),
              "<div class=\"grid\">",
              _figure_html("scores.png", "The cost-benefit score of each account with trades: the value of the "

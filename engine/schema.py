@@ -84,6 +84,8 @@ class Col:
     trade_date = "trade_date"
     side = "side"
     realized_gain = "realized_gain"
+    # shards (engine.shards): the household-mate, not solved, whose trade a transactions row is
+    traded_by = "traded_by"
     # run: trades
     as_of = "as_of"
     value = "value"

@@ -150,7 +150,10 @@ def household_transactions(tables: Mapping[str, pa.Table], account_ids) -> dict[
     The wash-sale windows are the household's (CONTRACT §3 rule 6): a loss
     sale or purchase of a member that is not solved (rejected) still blocks
     its household-mates.  Its ``transactions`` rows are relabelled to the
-    household's first solved account, so they travel with the household's shard.
+    household's first solved account, so they travel with the household's shard,
+    and name the member in an added ``traded_by`` column (null on the others'
+    rows): a purchase it made cannot be sold today, so a screen that meets it waits
+    (:mod:`engine.screen_window`).
     """
     accounts = tables["accounts"]
     ids = np.asarray(accounts.column(Col.account_id).to_pylist(), dtype=object)
@@ -165,9 +168,12 @@ def household_transactions(tables: Mapping[str, pa.Table], account_ids) -> dict[
     if not relabel or transactions.num_rows == 0:
         return dict(tables)
     column = transactions.column(Col.account_id)
-    moved = pa.array([relabel.get(a, a) for a in column.to_pylist()], column.type)
+    traders = column.to_pylist()
+    moved = pa.array([relabel.get(a, a) for a in traders], column.type)
     index = transactions.schema.get_field_index(Col.account_id)
-    return {**tables, "transactions": transactions.set_column(index, transactions.schema.field(index), moved)}
+    transactions = transactions.set_column(index, transactions.schema.field(index), moved)
+    traded_by = pa.array([a if a in relabel else None for a in traders], pa.string())
+    return {**tables, "transactions": transactions.append_column(Col.traded_by, traded_by)}
 
 
 def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,

@@ -172,6 +172,24 @@ def test_wash_exception_needs_the_shares_bought_sold():
     assert rules(tables, both) == {}
 
 
+def test_a_screen_that_waits_for_a_wash_window():
+    """A1's excluded S1 lot is at a loss and its household-mate A2, suspended, bought 3 shares of S1
+    five days ago and cannot sell them: selling the lot would break rule 6, keeping it in a proposed
+    account breaks rule 3, and keeping it in an infeasible account that says why breaks neither."""
+    screen = [{Col.account_id: "A1", Col.rule: "exclude", Col.security_id: "S1"}]
+    recent_buy = [{Col.account_id: "A2", Col.security_id: "S1", Col.trade_date: AS_OF - dt.timedelta(days=5),
+                   Col.side: "buy", Col.quantity: 3.0, Col.price: 100.0, Col.realized_gain: None}]
+    kept = [{Col.account_id: "A2", Col.lot_id: "L9", Col.security_id: "S1", Col.quantity: 3.0,
+             Col.cost_basis: 300.0, Col.acquired: AS_OF - dt.timedelta(days=5)}]
+    household = [account(), account(account_id="A2", tax_status="tax_exempt", st_rate=0.0, lt_rate=0.0,
+                                    suspended=True)]
+    tables = book(household, restrictions=screen, transactions=recent_buy, extra_lots=kept)
+    waits = "exclude waits for a wash-sale window: 10 shares of S1 ... may be sold from 2026-11-26"
+    assert rules(tables, run([], status="infeasible", detail=waits, others=["A2"])) == {}
+    assert rules(tables, run([], others=["A2"])) == {3: 1}
+    assert rules(tables, run([sell()], others=["A2"])) == {6: 1}
+
+
 def test_a_book_checked_a_household_at_a_time_finds_what_the_whole_does():
     """Parts of one household find the household's wash sale (rule 6) and the other account's own faults."""
     recent_loss = [{Col.account_id: "A2", Col.security_id: "S1", Col.trade_date: AS_OF - dt.timedelta(days=3),

@@ -41,6 +41,7 @@ def test_purchase_30_days_ago_blocks_a_loss_sale_today_but_31_does_not():
     assert b.loss_sale_blocked.tolist() == [True, False]
     assert b.shares_bought.tolist() == [5.0, 0.0]
     assert b.detail_pair.tolist() == [0] and b.detail_shares_bought.tolist() == [5.0]
+    assert b.detail_last_buy_day.tolist() == [AS_OF - 30]
 
 
 def test_gain_sales_do_not_block_and_ira_purchases_do():
@@ -53,6 +54,7 @@ def test_gain_sales_do_not_block_and_ira_purchases_do():
     assert b.loss_sale_blocked.tolist() == [False, True]
     assert b.shares_bought.tolist() == [0.0, 10.0]
     assert b.detail_security.tolist() == [200, 201]
+    assert b.detail_last_buy_day.tolist() == [AS_OF - 3, AS_OF - 2]
     assert b.last_buy_day.tolist() == [wash.NO_DAY, AS_OF - 2]
 
 

@@ -252,9 +252,9 @@ def test_status_rows(handmade):
 SCREENING, BUYING = "A0000005", "A0000004"          # one household: a Roth and a taxable account
 
 
-def _screen_inside_a_wash_window(tables):
+def _screen_inside_a_wash_window(tables, days=10):
     """Book 12/3 where a screen forces the Roth ``SCREENING`` to sell at a loss a stock that its
-    household-mate ``BUYING`` bought 10 days ago, more shares than ``SCREENING`` holds, at a gain
+    household-mate ``BUYING`` bought ``days`` days ago, more shares than ``SCREENING`` holds, at a gain
     that ``BUYING``'s tax budget has no room left for."""
     price = dict(zip(tables["securities"].column(Col.security_id).to_pylist(),
                      tables["securities"].column(Col.price).to_pylist()))
@@ -263,7 +263,7 @@ def _screen_inside_a_wash_window(tables):
     direct_index = pc.filter(tables["models"].column(Col.security_id),
                              pc.equal(tables["models"].column(Col.model_id), "DI-US-LARGE")).to_pylist()
     screened = next(s for s in direct_index if s not in held)
-    shares, bought, day = 10.0, 15.0, AS_OF - dt.timedelta(days=10)
+    shares, bought, day = 10.0, 15.0, AS_OF - dt.timedelta(days=days)
     lots += [{Col.account_id: SCREENING, Col.lot_id: "L-OLD", Col.security_id: screened, Col.quantity: shares,
               Col.cost_basis: 1.5 * shares * price[screened], Col.acquired: AS_OF - dt.timedelta(days=700)},
              {Col.account_id: BUYING, Col.lot_id: "L-RECENT", Col.security_id: screened, Col.quantity: bought,
@@ -298,6 +298,104 @@ def test_a_screen_inside_a_wash_window_sells_the_household_s_recent_purchases_to
     assert sold == {(SCREENING, "L-OLD"): shares, (BUYING, "L-RECENT"): bought}
     assert {t[Col.reason] for t in run["trades"].to_pylist() if t[Col.security_id] == screened} == {Reason.exclude}
     assert _account(run, BUYING)[Col.mandated]
+    assert _account(run, SCREENING)[Col.status] == Status.proposed and not run["index"].held_back
+
+
+def _changed_accounts(tables, account_id, **changes):
+    rows = [{**r, **changes} if r[Col.account_id] == account_id else r for r in tables["accounts"].to_pylist()]
+    return dict(tables, accounts=pa.Table.from_pylist(rows, schema=tables["accounts"].schema))
+
+
+@pytest.mark.parametrize("short", [False, True], ids=["cash-ok", "cash-short-too"])
+def test_a_screen_waits_for_a_wash_window_that_a_suspended_mate_cannot_close(short):
+    """``BUYING`` is suspended, so it cannot sell what it bought 10 days ago: selling ``SCREENING``'s
+    loss lot today would be a wash sale (rule 6), so the screen waits (rule 3 gives way) and the
+    account is infeasible, its detail naming the security, the shares, the mate and the first day
+    the sale is allowed; short of cash as well, the detail says both."""
+    tables, screened, shares, bought = _screen_inside_a_wash_window(synth.generate_tables(12, seed=3,
+                                                                                          bad_fraction=0.0))
+    tables = _changed_accounts(tables, BUYING, **{Col.suspended: True})
+    if short:
+        tables = _changed_accounts(tables, SCREENING, **{Col.min_cash: round(10 * _value(tables, SCREENING), 2)})
+    run = _run(tables)
+    _assert_clean(run)
+    _assert_shape(run)
+    group = {r[Col.security_id]: r[Col.wash_group] or r[Col.security_id] for r in tables["securities"].to_pylist()}
+    in_group = [t for t in run["trades"].to_pylist() if group[t[Col.security_id]] == group[screened]
+                and t[Col.account_id] in (SCREENING, BUYING)]
+    assert in_group == []
+    row = _account(run, SCREENING)
+    assert row[Col.status] == Status.infeasible
+    first_day = AS_OF + dt.timedelta(days=21)          # bought on AS_OF - 10: in the window through AS_OF + 20
+    for fact in (f"{shares:g} shares of {screened}", f"household-mate {BUYING}", f"{bought:g} shares",
+                 str(AS_OF - dt.timedelta(days=10)), "(suspended)", f"sold from {first_day}", "USD "):
+        assert fact in row[Col.detail], (fact, row[Col.detail])
+    assert ("cash floor" in row[Col.detail]) == short
+    # the waiting screen mandates nothing; a cash need still does
+    assert row[Col.mandated] == short
+    assert _account(run, BUYING)[Col.status] == Status.suspended
+
+
+def _problem(tables, ids=None):
+    targets = build_targets(tables)
+    ids = ids or [a for a, usable in zip(targets.account_ids, targets.usable) if usable]
+    return build_problem_batch(tables, targets, ids, AS_OF, PolicyConfig())
+
+
+def _screened_lot(problem, index, account_id, lot_id, tables):
+    """The lot variable (h, a, i, l) of ``lot_id`` in ``account_id``."""
+    rows = [r for r, row in enumerate(tables["lots"].to_pylist())
+            if row[Col.account_id] == account_id and row[Col.lot_id] == lot_id]
+    return tuple(int(x) for x in np.argwhere(index.lot_row == rows[0])[0])
+
+
+@pytest.mark.parametrize("days", [30, 31])
+def test_a_purchase_30_days_ago_holds_the_screen_back_one_31_days_ago_does_not(days):
+    """The window is the 30 days before as_of: a purchase on day 30 holds the loss lot back until
+    the next day; on day 31 it is out of the window and the screen sells at once."""
+    tables, screened, shares, bought = _screen_inside_a_wash_window(
+        synth.generate_tables(12, seed=3, bad_fraction=0.0), days=days)
+    tables = _changed_accounts(tables, BUYING, **{Col.suspended: True})
+    problem, index = _problem(tables)
+    old = _screened_lot(problem, index, SCREENING, "L-OLD", tables)
+    if days == 30:
+        (record,) = index.held_back
+        assert record.account_id == SCREENING and record.shares == ((screened, shares),)
+        assert record.sale_from == AS_OF + dt.timedelta(days=1)
+        assert problem.sell_lower[old] == 0 and problem.sell_upper[old] == 0
+    else:
+        assert index.held_back == ()
+        assert problem.sell_lower[old] == problem.lot_width[old] > 0
+
+
+@pytest.mark.parametrize("why", [Status.rejected, Rule.never_sell, Status.suspended])
+def test_a_mate_that_cannot_sell_its_window_purchase_holds_the_screen_back(why):
+    """Rejected (its recent trades travel with a solved household-mate), never_sell on what it
+    bought, or suspended: the buyer cannot sell, so the screened loss lot waits; nothing of the
+    group is bought in the household today."""
+    from engine.shards import household_transactions
+
+    tables, screened, shares, bought = _screen_inside_a_wash_window(synth.generate_tables(12, seed=3,
+                                                                                          bad_fraction=0.0))
+    ids = None
+    if why == Status.rejected:
+        targets = build_targets(tables)
+        ids = [a for a, usable in zip(targets.account_ids, targets.usable) if usable and a != BUYING]
+        tables = household_transactions(tables, ids)
+    elif why == Rule.never_sell:
+        tables = dict(tables, restrictions=pa.concat_tables([tables["restrictions"], pa.Table.from_pylist(
+            [{Col.account_id: BUYING, Col.rule: Rule.never_sell, Col.security_id: screened, Col.tag: None}],
+            schema=tables["restrictions"].schema)]))
+    else:
+        tables = _changed_accounts(tables, BUYING, **{Col.suspended: True})
+    problem, index = _problem(tables, ids)
+    (record,) = index.held_back
+    (buyer,) = record.buyers
+    assert (buyer.account_id, buyer.security_id, buyer.shares, buyer.why) == (BUYING, screened, bought, why)
+    assert record.sale_from == AS_OF + dt.timedelta(days=21)
+    h, a, i, l = _screened_lot(problem, index, SCREENING, "L-OLD", tables)
+    assert problem.sell_lower[h, a, i, l] == 0 and problem.sell_upper[h, a, i, l] == 0
+    assert not problem.buy_upper[h][:, problem.wash_group == problem.wash_group[i]].any()
 
 
 def test_cash_above_the_cap_after_rounding_is_invested_in_whole_shares():

@@ -116,6 +116,8 @@ def test_a_rejected_members_recent_trades_stay_with_its_household(book):
     stand_in = next(a for a in group if a in solved)
     assert [a for a, b in zip(after, before) if b == group[1]] == [stand_in] * before.count(group[1])
     assert [a for a, b in zip(after, before) if b != group[1]] == [b for b in before if b != group[1]]
+    traded_by = moved["transactions"].column(Col.traded_by).to_pylist()
+    assert traded_by == [b if b == group[1] else None for b in before]
     assert household_transactions(tables, usable)["transactions"].equals(tables["transactions"])
 
 

@@ -173,7 +173,8 @@ def wash_sale_blocks_reference(household, wash_group, account, security, trade_d
             pair["last_buy"] = max(pair["last_buy"], day)
             pair["shares"] += q
             dkey = key + (int(account[t]), int(security[t]))
-            details[dkey] = details.get(dkey, 0.0) + q
+            shares, last = details.get(dkey, (0.0, W.NO_DAY))
+            details[dkey] = (shares + q, max(last, day))
         elif is_taxable:
             gain = float(realized_gain[t])
             if math.isnan(gain) or gain < 0:
@@ -190,7 +191,8 @@ def wash_sale_blocks_reference(household, wash_group, account, security, trade_d
         col("buy_blocked", bool), col("loss_sale_blocked", bool), col("shares", float),
         col("last_loss", np.int64), col("last_buy", np.int64), col("flags", np.int64),
         np.array([index[d[:2]] for d in dkeys], np.int64), np.array([d[2] for d in dkeys], np.int64),
-        np.array([d[3] for d in dkeys], np.int64), np.array([details[d] for d in dkeys], float))
+        np.array([d[3] for d in dkeys], np.int64), np.array([details[d][0] for d in dkeys], float),
+        np.array([details[d][1] for d in dkeys], np.int64))
 
 
 # --- wash-sale accounting, one share at a time -------------------------------

@@ -76,6 +76,9 @@ class WashBlocks(NamedTuple):
     detail_account, detail_security : int64, per detail
     detail_shares_bought : float64, per detail
         Shares of that security bought in that account in the window.
+    detail_last_buy_day : int64, per detail
+        Its latest purchase in the window, days since 1970-01-01: a loss sale
+        is clear of it from ``detail_last_buy_day + window + 1`` on.
     """
 
     household: np.ndarray
@@ -90,6 +93,7 @@ class WashBlocks(NamedTuple):
     detail_account: np.ndarray
     detail_security: np.ndarray
     detail_shares_bought: np.ndarray
+    detail_last_buy_day: np.ndarray
 
 
 @nb.njit(cache=True, nogil=True)
@@ -97,7 +101,7 @@ def _wash_blocks_sorted(order, household, wash_group, account, security, trade_d
                         quantity, realized_gain, taxable, as_of, window,
                         pair_household, pair_group, buy_blocked, loss_sale_blocked,
                         shares_bought, last_loss_sale_day, last_buy_day, status,
-                        detail_pair, detail_account, detail_security, detail_shares):
+                        detail_pair, detail_account, detail_security, detail_shares, detail_last_buy):
     """One pass over transactions sorted by (household, group, account, security).
 
     Writes into the preallocated outputs (length >= number of transactions)
@@ -153,8 +157,10 @@ def _wash_blocks_sorted(order, household, wash_group, account, security, trade_d
                 detail_account[n_details] = account[t]
                 detail_security[n_details] = security[t]
                 detail_shares[n_details] = 0.0
+                detail_last_buy[n_details] = NO_DAY
                 n_details += 1
             detail_shares[n_details - 1] += q
+            detail_last_buy[n_details - 1] = max(detail_last_buy[n_details - 1], day)
     return n_pairs, n_details
 
 
@@ -196,7 +202,7 @@ def wash_sale_blocks(household, wash_group, account, security, trade_day, side, 
     order = np.lexsort((np.arange(n), security, account, wash_group, household)).astype(np.int64)
     i64, f64, b = (lambda: np.empty(n, np.int64)), (lambda: np.empty(n)), (lambda: np.empty(n, np.bool_))
     pairs = [i64(), i64(), b(), b(), f64(), i64(), i64(), i64()]
-    details = [i64(), i64(), i64(), f64()]
+    details = [i64(), i64(), i64(), f64(), i64()]
     n_pairs, n_details = _wash_blocks_sorted(
         order, household, wash_group, account, security,
         np.ascontiguousarray(trade_day, dtype=np.int64), np.ascontiguousarray(side, dtype=np.int8),
