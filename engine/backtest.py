@@ -1,8 +1,8 @@
 """A tax-alpha backtest: strategies trading one taxable account through a price history.
 
 :func:`simulate` walks a :class:`engine.histories.History` from its first
-day, rebalancing monthly (the first business day of each month) or weekly
-(the first of each week).  On day one every strategy buys the index with
+day, rebalancing monthly (the first business day of each month), weekly
+(the first of each week) or daily (every business day, the nightly job's cadence).  On day one every strategy buys the index with
 ``initial_value`` USD, the same shares for all.  Then, on each rebalance day:
 
 1. taxes: on the first rebalance day on or after April 15 of year y+1, the
@@ -63,7 +63,7 @@ class BacktestSettings:
     Attributes
     ----------
     frequency
-        ``"monthly"`` or ``"weekly"`` rebalance days.
+        ``"monthly"``, ``"weekly"`` or ``"daily"`` rebalance days.
     initial_value
         USD invested on day one.
     st_rate, lt_rate
@@ -102,14 +102,16 @@ class StrategyRun:
 
 
 def rebalance_days(days: np.ndarray, first: int, frequency: str) -> np.ndarray:
-    """Indices of the first business day of each month (or ISO week) from ``first``."""
+    """Indices of the first business day of each month (or ISO week, or every business day) from ``first``."""
     d = days[first:]
+    if frequency == "daily":
+        return first + np.arange(d.size)
     if frequency == "monthly":
         key = d.astype("datetime64[M]")
     elif frequency == "weekly":
         key = ((d - np.datetime64("1970-01-05")) // 7).astype(np.int64)
     else:
-        raise ValueError(f"frequency must be monthly or weekly, got {frequency!r}")
+        raise ValueError(f"frequency must be monthly, weekly or daily, got {frequency!r}")
     return first + np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
 
 

@@ -184,7 +184,7 @@ def backtest(history: list[str] = typer.Option(["sp500", "synthetic"], "--histor
              end: str = typer.Option(None, "--end", help="Last day of the S&P 500 history."),
              window_years: int = typer.Option(10, "--window-years", min=0,
                                               help="S&P 500 history cut into fresh accounts of this many years (0: one)."),
-             frequency: str = typer.Option("monthly", "--frequency", help="monthly or weekly."),
+             frequency: str = typer.Option("monthly", "--frequency", help="monthly, weekly or daily."),
              contribution: float = typer.Option(0.0, "--contribution", help="USD added each rebalance day."),
              tax_budget: float = typer.Option(None, "--tax-budget", help="Canopy's yearly tax budget, USD."),
              config: str = typer.Option(None, "--config", help="canopy.toml for Canopy's [policy] and [solver]."),

@@ -40,7 +40,7 @@ from engine.strategies import BuyAndHold, CanopyStrategy, MonthlyHarvester
 
 log = logging.getLogger("canopy.backtest")
 
-STEPS_PER_YEAR = {"monthly": 12.0, "weekly": 52.0}
+STEPS_PER_YEAR = {"monthly": 12.0, "weekly": 52.0, "daily": 252.0}
 
 
 def load_histories(name: str, *, stocks: int = 500, years: int = 3, seed: int = 0,

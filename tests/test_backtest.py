@@ -13,7 +13,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from engine.backtest import BacktestSettings, simulate, summarize
+from engine.backtest import BacktestSettings, rebalance_days, simulate, summarize
 from engine.config import Config, PolicyConfig, SolverConfig
 from engine.histories import synthetic_history
 from engine.kernels.wash import BUY, SELL
@@ -65,6 +65,16 @@ def tiny_runs():
     runs = {s.name: simulate(history, s, settings)
             for s in (BuyAndHold(), MonthlyHarvester(), CanopyStrategy(config))}
     return history, settings, runs
+
+
+def test_rebalance_days_every_business_day_first_of_each_week_or_month():
+    days = np.asarray([np.datetime64(d) for d in ("2024-01-30", "2024-01-31", "2024-02-01", "2024-02-02",
+                                                  "2024-02-05", "2024-02-06", "2024-03-01")])
+    assert rebalance_days(days, 1, "daily").tolist() == [1, 2, 3, 4, 5, 6]
+    assert rebalance_days(days, 1, "weekly").tolist() == [1, 4, 6]        # Mondays 01-29, 02-05, 02-26
+    assert rebalance_days(days, 1, "monthly").tolist() == [1, 2, 6]
+    with pytest.raises(ValueError, match="monthly, weekly or daily"):
+        rebalance_days(days, 1, "hourly")
 
 
 def test_shares_are_conserved_and_never_short(tiny_runs):
