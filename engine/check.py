@@ -159,18 +159,48 @@ def _check_part(book: Mapping[str, pa.Table], as_of: dt.date, run: Mapping[str, 
         if lot is not None and shares > lot[Col.quantity] + 1e-9:
             found.add(1, account_id, lot_id, f"sells {shares:g} shares of a lot of {lot[Col.quantity]:g}")
 
-    held = defaultdict(float)
+    held, loss_held = defaultdict(float), defaultdict(float)
     for (account_id, _), lot in lots.items():
         held[(account_id, lot[Col.security_id])] += lot[Col.quantity]
+        price = securities.get(lot[Col.security_id], {}).get(Col.price)
+        if price is not None and lot[Col.quantity] * price < lot[Col.cost_basis]:
+            loss_held[(account_id, lot[Col.security_id])] += lot[Col.quantity]
+    waiting = _stuck_windows(book, as_of, accounts, statuses, rejected, restricted, household, group, held)
+    excused = {key: shares for key, shares in loss_held.items()
+               if (household[key[0]], group.get(key[1], key[1])) in waiting}
     largest_price = max(((s[Col.price] or 0.0) for s in securities.values()), default=0.0)
     for account_id, account in accounts.items():
         row = statuses.get(account_id)
         if row is None or account_id in rejected:
             continue
         _check_account(found, account, row, by_account.get(account_id, []), held, largest_price,
-                       restricted[account_id])
+                       restricted[account_id], excused)
     _check_wash(found, book, as_of, trades, household, group, held)
     return found.table()
+
+
+def _stuck_windows(book, as_of, accounts, statuses, rejected, restricted, household, group, held) -> set:
+    """(household, wash group) pairs bought in the 30 days before ``as_of`` by an account that cannot sell today.
+
+    That account is suspended, rejected or failed, or the security is ``never_sell`` there, and
+    it still holds some of it (a rejected account always counts: the run says nothing of its
+    lots).  Rule 6's exception (sell every share bought in the window too) cannot be taken in
+    such a household, so a screen's loss sale of the group there would be a wash sale: rules 3
+    and 6 meet, and the screened loss lots may wait in an ``infeasible`` account.
+    """
+    window_start = as_of - dt.timedelta(days=WASH_DAYS)
+    stuck = set()
+    for r in _rows(book["transactions"]):
+        account_id, s = r[Col.account_id], r[Col.security_id]
+        if r[Col.side] != Side.buy or not (window_start <= r[Col.trade_date] < as_of) or account_id not in accounts:
+            continue
+        status = statuses.get(account_id, {}).get(Col.status)
+        gone = account_id in rejected or status == Status.rejected
+        cannot = (gone or accounts[account_id][Col.suspended] or status in _NO_TRADES
+                  or s in restricted[account_id].get(Rule.never_sell, ()))
+        if cannot and (gone or held.get((account_id, s), 0.0) > 1e-9):
+            stuck.add((household[account_id], group.get(s, s)))
+    return stuck
 
 
 def _check_trades(found, account, rows, securities, lots, restricted, as_of, sold) -> None:
@@ -224,7 +254,7 @@ def _check_trades(found, account, rows, securities, lots, restricted, as_of, sol
             found.add(8, account_id, t[Col.lot_id], f"est_tax {t[Col.est_tax]} should be {gain * rate:.2f}")
 
 
-def _check_account(found, account, row, trades, held, largest_price, restricted) -> None:
+def _check_account(found, account, row, trades, held, largest_price, restricted, excused) -> None:
     account_id = account[Col.account_id]
     status = row[Col.status]
     buys = sum(t[Col.value] for t in trades if t[Col.side] == Side.buy)
@@ -243,14 +273,20 @@ def _check_account(found, account, row, trades, held, largest_price, restricted)
                   f"and the account is {status}, not infeasible")
     if status == Status.infeasible and not row[Col.detail]:
         found.add(4, account_id, None, "an infeasible account must say why and by how much")
-    # rule 3: exclude holdings sold in full unless never_sell
+    # rule 3: exclude holdings sold in full unless never_sell; loss lots whose sale would be a wash
+    # sale the exception of rule 6 cannot cure (see _stuck_windows) may wait, the account infeasible
     for s in restricted.get(Rule.exclude, ()):
-        if s in restricted.get(Rule.never_sell, ()) or status in (Status.infeasible, Status.failed):
+        if s in restricted.get(Rule.never_sell, ()) or status == Status.failed:
             continue
         quantity = held.get((account_id, s), 0.0)
         sold_now = sum(t[Col.quantity] for t in trades if t[Col.side] == Side.sell and t[Col.security_id] == s)
-        if quantity > 1e-9 and sold_now < quantity - 1e-9:
-            found.add(3, account_id, s, f"holds {quantity:g} shares of excluded {s}; sells only {sold_now:g}")
+        may_wait = excused.get((account_id, s), 0.0)
+        if quantity > 1e-9 and sold_now < quantity - may_wait - 1e-9:
+            found.add(3, account_id, s, f"holds {quantity:g} shares of excluded {s}; sells only {sold_now:g}"
+                      + (f" ({may_wait:g} at a loss may wait for a wash-sale window)" if may_wait else ""))
+        elif quantity > 1e-9 and sold_now < quantity - 1e-9 and status != Status.infeasible:
+            found.add(3, account_id, s, f"keeps {quantity - sold_now:g} shares of excluded {s} for a wash-sale "
+                      f"window, and the account is {status}, not infeasible")
     value = row[Col.value]
     mandated = row[Col.mandated]
     limit = account[Col.turnover_limit]

@@ -190,6 +190,30 @@ def test_a_screen_that_waits_for_a_wash_window():
     assert rules(tables, run([sell()], others=["A2"])) == {6: 1}
 
 
+def test_only_loss_lots_that_a_window_purchase_nobody_can_sell_blocks_may_wait():
+    """Being infeasible does not excuse a screened holding by itself: where the household-mate that
+    bought in the window trades today (rule 6's exception can be taken), or for a lot at a gain,
+    keeping it breaks rule 3; the loss lot alone may wait while the mate is suspended."""
+    screen = [{Col.account_id: "A1", Col.rule: "exclude", Col.security_id: "S1"}]
+    recent_buy = [{Col.account_id: "A2", Col.security_id: "S1", Col.trade_date: AS_OF - dt.timedelta(days=5),
+                   Col.side: "buy", Col.quantity: 3.0, Col.price: 100.0, Col.realized_gain: None}]
+    mates_lot = {Col.account_id: "A2", Col.lot_id: "L9", Col.security_id: "S1", Col.quantity: 3.0,
+                 Col.cost_basis: 300.0, Col.acquired: AS_OF - dt.timedelta(days=5)}
+    gain_lot = {Col.account_id: "A1", Col.lot_id: "L3", Col.security_id: "S1", Col.quantity: 5.0,
+                Col.cost_basis: 100.0, Col.acquired: AS_OF - dt.timedelta(days=100)}
+    waits = dict(status="infeasible", detail="exclude waits for a wash-sale window", others=["A2"])
+
+    def household(suspended):
+        return [account(), account(account_id="A2", tax_status="tax_exempt", st_rate=0.0, lt_rate=0.0,
+                                   suspended=suspended)]
+    trading = book(household(False), restrictions=screen, transactions=recent_buy, extra_lots=[mates_lot])
+    assert rules(trading, run([], **waits)) == {3: 1}
+    stuck = book(household(True), restrictions=screen, transactions=recent_buy, extra_lots=[mates_lot, gain_lot])
+    sell_gain = sell(lot="L3", quantity=5.0, basis_per_share=20.0)
+    assert rules(stuck, run([sell_gain], **waits)) == {}
+    assert rules(stuck, run([], **waits)) == {3: 1}
+
+
 def test_a_book_checked_a_household_at_a_time_finds_what_the_whole_does():
     """Parts of one household find the household's wash sale (rule 6) and the other account's own faults."""
     recent_loss = [{Col.account_id: "A2", Col.security_id: "S1", Col.trade_date: AS_OF - dt.timedelta(days=3),
