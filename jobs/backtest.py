@@ -14,7 +14,7 @@ of :func:`engine.backtest.summarize`) and ``backtest.png``
 (:func:`engine.charts.backtest_chart`).
 
 The run is one process (on the 2-core development machine the solver is the
-cost: a monthly step of a 500-stock account takes about a second, and each
+cost: a monthly step of a 500-stock account takes about 0.2 s, and each
 new padded shape of the problem compiles once, 10–20 s); set
 ``JAX_COMPILATION_CACHE_DIR`` to keep the compiles between runs.
 """
