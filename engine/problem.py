@@ -238,7 +238,8 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     lot_quantity = _column(lots, Col.quantity).astype(float)          # per row of the lots table
     quantity = lot_quantity[lot_rows]
     cost_basis = _column(lots, Col.cost_basis)[lot_rows].astype(float)
-    acquired = to_days(lots.column(Col.acquired).take(pa.array(lot_rows)))
+    lot_acquired = to_days(lots.column(Col.acquired))                 # per row of the lots table
+    acquired = lot_acquired[lot_rows]
     acc_pos = lot_position[lot_rows]
     order = np.lexsort((lot_rows, lot_security, acc_pos))
     acc_pos, sec_pos, rows_sorted = acc_pos[order], lot_security[order], lot_rows[order]
@@ -376,7 +377,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
                 int(to_days(as_of)))          # a loss in any account of the household counts (rule 6)
             purchases = screen_window.Purchases(
                 blocks, np.concatenate([wanted, outsiders.astype(object)]), member, slot, local, sec_ids, universe,
-                account_grid, lot_row, lot_quantity, to_days(lots.column(Col.acquired)), trading, never_sell, price)
+                account_grid, lot_row, lot_quantity, lot_acquired, trading, never_sell, price)
             local_group = -np.ones(group_codes_all.max() + 1, np.int64)
             local_group[group_codes_all[used]] = wash_group[:n_real]
             for pair, (h, g, no_buy, no_loss) in enumerate(zip(blocks.household, blocks.wash_group,
