@@ -165,7 +165,8 @@ def _check_part(book: Mapping[str, pa.Table], as_of: dt.date, run: Mapping[str, 
         price = securities.get(lot[Col.security_id], {}).get(Col.price)
         if price is not None and lot[Col.quantity] * price < lot[Col.cost_basis]:
             loss_held[(account_id, lot[Col.security_id])] += lot[Col.quantity]
-    waiting = _stuck_windows(book, as_of, accounts, statuses, rejected, restricted, household, group, held)
+    window = _window_trades(book, as_of, household, group)
+    waiting = _stuck_windows(window, accounts, statuses, rejected, restricted, held)
     excused = {key: shares for key, shares in loss_held.items()
                if (household[key[0]], group.get(key[1], key[1])) in waiting}
     largest_price = max(((s[Col.price] or 0.0) for s in securities.values()), default=0.0)
@@ -175,12 +176,33 @@ def _check_part(book: Mapping[str, pa.Table], as_of: dt.date, run: Mapping[str, 
             continue
         _check_account(found, account, row, by_account.get(account_id, []), held, largest_price,
                        restricted[account_id], excused)
-    _check_wash(found, book, as_of, trades, household, group, held)
+    _check_wash(found, as_of, trades, household, group, held, window)
     return found.table()
 
 
-def _stuck_windows(book, as_of, accounts, statuses, rejected, restricted, household, group, held) -> set:
-    """(household, wash group) pairs bought in the 30 days before ``as_of`` by an account that cannot sell today.
+def _window_trades(book, as_of, household, group):
+    """The household's trades of the 30 days before ``as_of``, per (household, wash group).
+
+    Returns the pairs sold at a loss, the shares bought, and the shares bought per
+    (account, security); rules 3 and 6 both read them.
+    """
+    window_start = as_of - dt.timedelta(days=WASH_DAYS)
+    loss_sold, bought = set(), defaultdict(float)
+    bought_where: dict[tuple, dict[tuple[str, str], float]] = defaultdict(lambda: defaultdict(float))
+    for r in _rows(book["transactions"]):
+        if not (window_start <= r[Col.trade_date] < as_of) or r[Col.account_id] not in household:
+            continue
+        key = (household[r[Col.account_id]], group.get(r[Col.security_id], r[Col.security_id]))
+        if r[Col.side] == Side.sell and (r[Col.realized_gain] or 0.0) < 0:
+            loss_sold.add(key)
+        elif r[Col.side] == Side.buy:
+            bought[key] += r[Col.quantity]
+            bought_where[key][(r[Col.account_id], r[Col.security_id])] += r[Col.quantity]
+    return loss_sold, bought, bought_where
+
+
+def _stuck_windows(window, accounts, statuses, rejected, restricted, held) -> set:
+    """(household, wash group) pairs bought in the window (:func:`_window_trades`) by an account that cannot sell today.
 
     That account is suspended, rejected or failed, or the security is ``never_sell`` there, and
     it still holds some of it (a rejected account always counts: the run says nothing of its
@@ -188,19 +210,14 @@ def _stuck_windows(book, as_of, accounts, statuses, rejected, restricted, househ
     such a household, so a screen's loss sale of the group there would be a wash sale: rules 3
     and 6 meet, and the screened loss lots may wait in an ``infeasible`` account.
     """
-    window_start = as_of - dt.timedelta(days=WASH_DAYS)
-    stuck = set()
-    for r in _rows(book["transactions"]):
-        account_id, s = r[Col.account_id], r[Col.security_id]
-        if r[Col.side] != Side.buy or not (window_start <= r[Col.trade_date] < as_of) or account_id not in accounts:
-            continue
+    def cannot_sell(account_id: str, s: str) -> bool:
         status = statuses.get(account_id, {}).get(Col.status)
         gone = account_id in rejected or status == Status.rejected
         cannot = (gone or accounts[account_id][Col.suspended] or status in _NO_TRADES
                   or s in restricted[account_id].get(Rule.never_sell, ()))
-        if cannot and (gone or held.get((account_id, s), 0.0) > 1e-9):
-            stuck.add((household[account_id], group.get(s, s)))
-    return stuck
+        return cannot and (gone or held.get((account_id, s), 0.0) > 1e-9)
+    _, _, bought_where = window
+    return {key for key, buys in bought_where.items() if any(cannot_sell(a, s) for a, s in buys)}
 
 
 def _check_trades(found, account, rows, securities, lots, restricted, as_of, sold) -> None:
@@ -308,23 +325,12 @@ def _check_account(found, account, row, trades, held, largest_price, restricted,
             found.add(5, account_id, None, f"cash after trading {cash_after:.2f} is above the cap {cap:.2f}")
 
 
-def _check_wash(found, book, as_of, trades, household, group, held) -> None:
+def _check_wash(found, as_of, trades, household, group, held, window) -> None:
     """Rule 6.  The exception "unless every share bought then is sold today too" holds only where
     each account that bought the group in the window sells today, of each security it bought, the
     shares it bought (or all it still holds of it, where it holds fewer), and the household sells
-    at least as many shares of the group as it bought."""
-    window_start = as_of - dt.timedelta(days=WASH_DAYS)
-    loss_sold, bought = set(), defaultdict(float)
-    bought_where: dict[tuple, dict[tuple[str, str], float]] = defaultdict(lambda: defaultdict(float))
-    for r in _rows(book["transactions"]):
-        if not (window_start <= r[Col.trade_date] < as_of) or r[Col.account_id] not in household:
-            continue
-        key = (household[r[Col.account_id]], group.get(r[Col.security_id], r[Col.security_id]))
-        if r[Col.side] == Side.sell and (r[Col.realized_gain] or 0.0) < 0:
-            loss_sold.add(key)
-        elif r[Col.side] == Side.buy:
-            bought[key] += r[Col.quantity]
-            bought_where[key][(r[Col.account_id], r[Col.security_id])] += r[Col.quantity]
+    at least as many shares of the group as it bought.  ``window``: :func:`_window_trades`."""
+    loss_sold, bought, bought_where = window
     buys_today, loss_sales_today, sold_shares = set(), set(), defaultdict(float)
     sold_where = defaultdict(float)
     for t in trades:
