@@ -101,6 +101,7 @@ class Dispatcher:
         self.shared_ref = ray.put(dict(shared))
         slots, gpus = actor_slots()
         self.size = actors or slots
+        self.gpus = gpus
         env = {**ACTOR_ENV, **{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
         # compiled solver shapes survive actor restarts and runs (each node keeps its own)
         env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
@@ -118,7 +119,8 @@ class Dispatcher:
             self._start_actor()
 
     def _start_actor(self) -> None:
-        actor = self._actor_class.remote(self.shared_ref, self.as_of, self.config)
+        actor = self._actor_class.remote(self.shared_ref, self.as_of, self.config,
+                                         pin=self.run_config.pin_actors and not self.gpus)
         self.starting[actor.ready.remote()] = actor
         self.started += 1
 

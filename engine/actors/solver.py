@@ -27,6 +27,7 @@ from typing import Mapping
 
 import pyarrow as pa
 
+from engine.actors.cores import pin_to_free_core
 from engine.config import Config
 from engine.schema import Col
 from engine.shards import Shard, ShardOutput, solve_shard
@@ -52,9 +53,14 @@ class ShardSolver:
         The run's date and settings.
     warm_up
         Run a tiny synthetic shard first (compiles and loads the kernels).
+    pin
+        Pin this actor to a core no other actor of the node holds
+        (:mod:`engine.actors.cores`); ``core`` says which, or None.
     """
 
-    def __init__(self, shared: Mapping[str, pa.Table], as_of: dt.date, config: Config, warm_up: bool = True):
+    def __init__(self, shared: Mapping[str, pa.Table], as_of: dt.date, config: Config, warm_up: bool = True,
+                 pin: bool = False):
+        self.core = pin_to_free_core() if pin else None
         self.shared = dict(shared)
         self.as_of = as_of
         self.config = config
