@@ -312,7 +312,7 @@ class RunConfig:
     pin_actors
         Pin each CPU solver actor to a core of its own
         (:mod:`engine.actors.cores`): its XLA threads then stop competing
-        with the other actors' for every core (7% faster on 2 cores).  Off
+        with the other actors' for every core (4.5–7% faster on 2 cores).  Off
         where the actors share their node with other work.
     """
 

@@ -3,7 +3,7 @@
 The nightly job runs one solver actor per CPU.  Left to the kernel, each
 actor's XLA threads (XLA's CPU backend keeps two, whatever ``XLA_FLAGS``
 say) wander over every core and share them with the other actors' threads;
-pinned one actor to one core, a 2-core machine ran a night 7% faster.
+pinned one actor to one core, a 2-core machine ran a night 4.5–7% faster.
 
 Ray does not say which core an actor's CPU is, so the actors of a node
 agree among themselves: each takes an exclusive ``flock`` on one file per
