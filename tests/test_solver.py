@@ -295,3 +295,25 @@ def test_a_word_setting_outside_its_choices_is_refused_at_load(key, value):
     with pytest.raises(ConfigError, match=f"solver\\]\\.{key}: '{value}' is not one of"):
         config_from_dict({"solver": {key: value}}, where="canopy.toml")
     assert getattr(config_from_dict({"solver": {key: getattr(SolverConfig(), key)}}).solver, key)
+
+
+def test_dust_is_put_on_its_bounds_unless_that_costs_more_than_the_tolerance():
+    """A household's hair-thin buys go to 0, except where together they are worth more than the tolerance."""
+    from engine.solver import driver
+
+    problem, _ = evaluate.prepare(random_batch(4, accounts=2, seed=12, **SHAPE))
+    raw = solve(problem, dataclasses.replace(CONFIG, dust=0.0, wash_rounds=0))
+    buy, sell = raw.buy, raw.sell
+    dust = float(np.quantile(buy[buy > 0], 0.5))          # half the buys are "dust" at this size
+    before = evaluate.objective(problem, buy, sell)
+
+    strict = dataclasses.replace(CONFIG, dust=dust)
+    b, s = driver._without_dust(problem, buy, sell, strict)
+    absolute, relative = ipm_tolerances(strict)
+    assert (evaluate.objective(problem, b, s) - before <= np.maximum(absolute, relative * np.abs(before))).all()
+    assert ((b > 0) & (b < dust)).any()                   # kept: snapping them costs more
+
+    loose = dataclasses.replace(CONFIG, dust=dust, eps_abs=1.0, eps_rel=1.0)
+    b, s = driver._without_dust(problem, buy, sell, loose)
+    assert not ((b > 0) & (b < dust)).any()               # within a loose tolerance: snapped
+    assert (evaluate.violations(problem, b, s) <= 1e-9).all()
