@@ -182,7 +182,10 @@ class SolverConfig:
         cent on USD 1M) is put on the bound.  The interior-point method ends a
         hair inside every bound, and a dust purchase would still open a
         wash-sale window for the household; its effect on the objective is
-        that of a trade of this size.
+        that of a trade of this size.  Where that costs a household more
+        objective than the solve's tolerance (hundreds of hair-thin buys
+        that matter together), its buys are left as they are: they are
+        below any trade's minimum, and proposals drop them.
     method
         ``"ipm"`` (default): the primal–dual interior-point method of
         :mod:`engine.solver.ipm` (Mehrotra's predictor–corrector on the same
