@@ -2,8 +2,9 @@
 
 :func:`simulate` walks a :class:`engine.histories.History` from its first
 day, rebalancing monthly (the first business day of each month), weekly
-(the first of each week) or daily (every business day, the nightly job's cadence).  On day one every strategy buys the index with
-``initial_value`` USD, the same shares for all.  Then, on each rebalance day:
+(the first of each week) or daily (every business day, the nightly job's
+cadence).  On day one every strategy buys the index with ``initial_value``
+USD, the same shares for all.  Then, on each rebalance day:
 
 1. taxes: on the first rebalance day on or after April 15 of year y+1, the
    tax of year y, ``st_rate × net short-term + lt_rate × net long-term``

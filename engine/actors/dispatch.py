@@ -101,7 +101,7 @@ class Dispatcher:
         self.shared_ref = ray.put(dict(shared))
         slots, gpus = actor_slots()
         self.size = actors or slots
-        self.gpus = gpus
+        self.pin = config.run.pin_actors and not gpus     # GPU actors take no CPU of their own
         env = {**ACTOR_ENV, **{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
         # compiled solver shapes survive actor restarts and runs (each node keeps its own)
         env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
@@ -119,8 +119,7 @@ class Dispatcher:
             self._start_actor()
 
     def _start_actor(self) -> None:
-        actor = self._actor_class.remote(self.shared_ref, self.as_of, self.config,
-                                         pin=self.run_config.pin_actors and not self.gpus)
+        actor = self._actor_class.remote(self.shared_ref, self.as_of, self.config, pin=self.pin)
         self.starting[actor.ready.remote()] = actor
         self.started += 1
 
