@@ -123,6 +123,35 @@ def test_a_household_that_needs_a_wash_re_solve_has_every_group_settled():
     assert not evaluate.wash_two_sided(fixed, again.buy, again.sell, CONFIG.wash_tolerance)[0].any()
 
 
+def test_a_wash_fix_that_costs_no_more_than_the_tolerance_is_taken_without_a_re_solve():
+    """The first solve bounds the settled problem from below: a fix within the tolerance of it is final."""
+    from engine.solver import driver
+
+    problem, _ = evaluate.prepare(random_batch(4, accounts=1, seed=21, mix="wash", **SHAPE))
+    relaxed = solve(problem, SolverConfig(wash_rounds=0))
+    final = solve(problem, CONFIG)
+    # household 0: its final solution, made two-sided by a hair of a buy in a group it sells at a loss
+    _, _, loss_sold = evaluate.wash_two_sided(problem, final.buy, final.sell, CONFIG.wash_tolerance)
+    groups = np.asarray(problem.wash_group)
+    group = int(np.argmax(loss_sold[0]))
+    assert loss_sold[0, group] > 1e-4
+    security = int(np.flatnonzero((groups == group) & (np.asarray(problem.buy_upper)[0, 0] > 1e-6))[0])
+    buy, sell = relaxed.buy.copy(), relaxed.sell.copy()
+    buy[0], sell[0] = final.buy[0], final.sell[0]
+    buy[0, 0, security] += 2 * CONFIG.wash_tolerance
+    settled, changed = driver._wash_fix(problem, buy, sell, CONFIG)
+    assert changed.all()
+    out_buy, out_sell, resolve = driver._settle_without_resolve(problem, settled, buy, sell, changed, CONFIG)
+    # the hair is dropped and household 0 is done; the others' fixes cost more than the tolerance
+    assert not resolve[0] and resolve[1:].all()
+    assert out_buy[0, 0, security] <= final.buy[0, 0, security] + 1e-12
+    assert not evaluate.wash_two_sided(settled, out_buy, out_sell, 0.0)[0][0].any()
+    cost = evaluate.objective(settled, out_buy, out_sell)[0] - evaluate.objective(problem, buy, sell)[0]
+    assert cost <= driver._tolerance(CONFIG, final.objective[:1])[0]
+    np.testing.assert_array_equal(out_buy[1:], buy[1:])
+    np.testing.assert_array_equal(out_sell[1:], sell[1:])
+
+
 def test_vmapped_admm_equals_loop_of_single_solves():
     problem = random_batch(3, accounts=2, seed=8, **SHAPE)
     batched = solve(problem, ADMM)

@@ -113,15 +113,45 @@ def _without_dust(prepared: ProblemBatch, buy, sell, config: SolverConfig):
     snapped = _repair(prepared, buy, sell, config.dust)
     if config.dust <= 0:
         return snapped
-    absolute, relative = ipm.tolerances(config) if config.method == "ipm" else (config.eps_abs, config.eps_rel)
     before = evaluate.objective(prepared, *_repair(prepared, buy, sell))
-    costly = evaluate.objective(prepared, *snapped) - before > np.maximum(absolute, relative * np.abs(before))
+    costly = evaluate.objective(prepared, *snapped) - before > _tolerance(config, before)
     if not costly.any():
         return snapped
     rows = np.flatnonzero(costly)
     buy_out, sell_out = snapped[0].copy(), snapped[1].copy()
     buy_out[rows], sell_out[rows] = _repair(take(prepared, rows), np.asarray(buy)[rows], snapped[1][rows])
     return buy_out, sell_out
+
+
+def _tolerance(config: SolverConfig, objective: np.ndarray) -> np.ndarray:
+    """How far from its optimum a solve leaves a household's objective, (B,): the stopping rule's tolerance."""
+    absolute, relative = ipm.tolerances(config) if config.method == "ipm" else (config.eps_abs, config.eps_rel)
+    return np.maximum(absolute, relative * np.abs(objective))
+
+
+def _settle_without_resolve(prepared: ProblemBatch, settled: ProblemBatch, buy, sell, changed,
+                            config: SolverConfig):
+    """Households whose wash-sale fix costs no more than the tolerance keep their solution: no re-solve.
+
+    The solution of the looser problem (no wash-sale rule) bounds the
+    settled problem's optimum from below, to within the tolerance.  Where
+    the solution put on the settled bounds (blocked buys and loss sales
+    dropped, a cash floor repaired) is within the tolerance of that bound,
+    no re-solve could do better by more than the tolerance: that point is
+    the household's solution.  Returns the solution and the households that
+    still need a re-solve.
+    """
+    rows = np.flatnonzero(changed)
+    sub = take(settled, rows)
+    fixed_buy, fixed_sell = _repair(sub, np.asarray(buy)[rows], np.asarray(sell)[rows])
+    bound = evaluate.objective(take(prepared, rows), np.asarray(buy)[rows], np.asarray(sell)[rows])
+    close = evaluate.objective(sub, fixed_buy, fixed_sell) - bound <= _tolerance(config, bound)
+    if not close.any():
+        return buy, sell, changed
+    buy, sell, changed = np.array(buy), np.array(sell), changed.copy()
+    buy[rows[close]], sell[rows[close]] = fixed_buy[close], fixed_sell[close]
+    changed[rows[close]] = False
+    return buy, sell, changed
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -418,9 +448,11 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
     for round_ in range(rounds):
         # the last round blocks buys only: it never takes cash away from a floor
         prepared_new, changed = _wash_fix(prepared, buy, sell, config, buys_only=round_ == rounds - 1)
+        if changed.any():
+            buy, sell, changed = _settle_without_resolve(prepared, prepared_new, buy, sell, changed, config)
+        prepared = prepared_new
         if not changed.any():
             break
-        prepared = prepared_new
         device_problem = _device_problem(prepared, layout, dtype)
         state, more = _iterate(device_problem, state, config, changed)
         iterations += more
@@ -465,9 +497,11 @@ def _solve_ipm(prepared, missing, device_problem, layout: LotLayout, config: Sol
     rounds = config.wash_rounds
     for round_ in range(rounds):
         prepared_new, changed = _wash_fix(prepared, buy, sell, config, buys_only=round_ == rounds - 1)
+        if changed.any():
+            buy, sell, changed = _settle_without_resolve(prepared, prepared_new, buy, sell, changed, config)
+        prepared = prepared_new
         if not changed.any():
             break
-        prepared = prepared_new
         device_problem = _device_problem(prepared, layout, dtype)
         state = _ipm_restart(device_problem, state, _ipm_init(device_problem, config), jnp.asarray(changed))
         state, more = _iterate(device_problem, state, config, changed, _ipm_chunk)
