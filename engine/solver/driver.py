@@ -211,16 +211,19 @@ MIN_BUCKET = 4
 
 
 def _bucket(count: int, total: int) -> int:
-    """The batch ``count`` households run in: 4, 8, 16, 32, ... (at most ``total``).
+    """The batch ``count`` households run in: 4, 8, 12, 16, 24, 32, 48, ... (at most ``total``).
 
-    Powers of two: every batch size compiles every jitted step once per
-    shape (and an actor that holds too many compiled programs runs out of
-    memory maps), while a frozen or padded slot costs only its iterations in
-    the tail of a solve, where few households are left.
+    Powers of two and three quarters of them: every batch size compiles
+    every jitted step once per shape (and an actor that holds too many
+    compiled programs runs out of memory maps), while a frozen or padded
+    slot costs a whole iteration.  The wash-sale re-solve of most of a batch
+    (say 92 of 128 households) runs at 96, not 128.
     """
     size = MIN_BUCKET
     while size < count:
         size *= 2
+    if size >= 4 * MIN_BUCKET and count <= size * 3 // 4:
+        size = size * 3 // 4
     return min(size, total)
 
 
