@@ -275,8 +275,9 @@ def test_prox_of_exact_penalty():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", [CONFIG, ADMM, SolverConfig(eps_abs=1e-5, eps_rel=1e-5),
-                                    SolverConfig(eps_abs=1e-5, eps_rel=1e-5, lot_layout="compact")],
-                         ids=["ipm", "admm", "ipm-1e-5", "ipm-1e-5-compact"])
+                                    SolverConfig(eps_abs=1e-5, eps_rel=1e-5, lot_layout="compact"),
+                                    SolverConfig(eps_abs=1e-5, eps_rel=1e-5, ipm_refine=1)],
+                         ids=["ipm", "admm", "ipm-1e-5", "ipm-1e-5-compact", "ipm-1e-5-refine-1"])
 def test_two_hundred_instances_match_clarabel(config):
     """≥ 200 households of varied sizes and every constraint mix against Clarabel.
 
