@@ -156,6 +156,17 @@ def _settle_without_resolve(prepared: ProblemBatch, settled: ProblemBatch, buy, 
     return buy, sell, changed
 
 
+def _wash_round(prepared: ProblemBatch, buy, sell, config: SolverConfig, last: bool):
+    """One round of the wash-sale fix: the settled problem, the solution, and the households to solve again.
+
+    The last round blocks buys only: it never takes cash away from a floor.
+    """
+    settled, changed = _wash_fix(prepared, buy, sell, config, buys_only=last)
+    if changed.any():
+        buy, sell, changed = _settle_without_resolve(prepared, settled, buy, sell, changed, config)
+    return settled, buy, sell, changed
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
 def _init(problem: ProblemBatch, config: SolverConfig) -> SolverState:
     return jax.vmap(lambda p: admm.init(p, config), in_axes=(BATCH_AXES,))(problem)
@@ -451,11 +462,7 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
     buy, sell = _solution(prepared, device_problem, layout, state, config)
     rounds = config.wash_rounds
     for round_ in range(rounds):
-        # the last round blocks buys only: it never takes cash away from a floor
-        prepared_new, changed = _wash_fix(prepared, buy, sell, config, buys_only=round_ == rounds - 1)
-        if changed.any():
-            buy, sell, changed = _settle_without_resolve(prepared, prepared_new, buy, sell, changed, config)
-        prepared = prepared_new
+        prepared, buy, sell, changed = _wash_round(prepared, buy, sell, config, last=round_ == rounds - 1)
         if not changed.any():
             break
         device_problem = _device_problem(prepared, layout, dtype)
@@ -501,10 +508,7 @@ def _solve_ipm(prepared, missing, device_problem, layout: LotLayout, config: Sol
     buy, sell = solution(prepared, state)
     rounds = config.wash_rounds
     for round_ in range(rounds):
-        prepared_new, changed = _wash_fix(prepared, buy, sell, config, buys_only=round_ == rounds - 1)
-        if changed.any():
-            buy, sell, changed = _settle_without_resolve(prepared, prepared_new, buy, sell, changed, config)
-        prepared = prepared_new
+        prepared, buy, sell, changed = _wash_round(prepared, buy, sell, config, last=round_ == rounds - 1)
         if not changed.any():
             break
         device_problem = _device_problem(prepared, layout, dtype)
