@@ -224,6 +224,9 @@ class Factor(NamedTuple):
     factor_scale: jnp.ndarray  # √(2λ) L_F, (k, k)
     root_rows: jnp.ndarray    # √ρ of the account rows, (m, 3)
     root_class: jnp.ndarray   # √ρ of the class rows, (C,)
+    tau: jnp.ndarray          # diag(M A Mᵀ), (n,)
+    psi: jnp.ndarray          # 1 / (1 + β τ), (n,)
+    coupling: jnp.ndarray     # M A Gᵀ with √ρ folded in, (n, 3m)
 
 
 def factorize(p: ProblemBatch, rho, row_scale, class_scale, config: SolverConfig) -> Factor:
@@ -301,31 +304,45 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
                             jnp.concatenate([s_eg.T, s_gg], axis=1)], axis=0)
     diagonal = jnp.concatenate([jnp.ones(k, core.dtype), class_diagonal, rows_diagonal.reshape(-1)])
     core = core + jnp.diag(diagonal)
-    return Factor(inv_buy, inv_sell, gamma, jnp.linalg.cholesky(core), factor_scale, root_rows, root_class)
+    return Factor(inv_buy, inv_sell, gamma, jnp.linalg.cholesky(core), factor_scale, root_rows, root_class,
+                  tau, psi, Pm)
 
 
-def _b_inverse(p: ProblemBatch, fac: Factor, vb, vz):
-    """``B⁻¹ v = A v − A Mᵀ(γ ⊙ M A v)`` (Sherman–Morrison per security)."""
-    ab = fac.inv_buy * vb
-    az = fac.inv_sell * vz
-    q = fac.gamma * trade(p, ab, az)
+def _b_inverse(p: ProblemBatch, fac: Factor, ab, az, ma):
+    """``B⁻¹ v = A v − A Mᵀ(γ ⊙ M A v)`` (Sherman–Morrison per security) from ``A v`` and ``M A v``."""
+    q = fac.gamma * ma
     return ab - fac.inv_buy * q[None, :], az + fac.inv_sell * per_lot_security(p, q)
 
 
 def solve_kkt(p: ProblemBatch, fac: Factor, vb, vz):
-    """``K⁻¹ v`` by Woodbury: ``u = B⁻¹v;  x = u − B⁻¹ W (I + WᵀB⁻¹W)⁻¹ Wᵀ u``."""
-    ub, uz = _b_inverse(p, fac, vb, vz)
-    mu, rows = trade_and_rows(p, ub, uz)
+    """``K⁻¹ v`` by Woodbury: ``u = B⁻¹v;  x = u − B⁻¹ W (I + WᵀB⁻¹W)⁻¹ Wᵀ u``.
+
+    One segment sum over the lots: ``M u`` and ``G u`` follow from ``A v``'s
+    sums by the factor's ``ψ`` and ``M A Gᵀ`` (``M B⁻¹ = ψ ⊙ M A`` and
+    ``G B⁻¹ = G A − (M A Gᵀ)ᵀ γ M A``), and ``M A W`` from ``τ`` and ``M A Gᵀ``.
+    """
+    ab = fac.inv_buy * vb
+    az = fac.inv_sell * vz
+    sold, taxed = position_sums(p, az, p.lot_tax * az)                   # (m, n) each
+    bought = ab.sum(1)
+    ma = ab.sum(0) - sold.sum(0)
+    ub, uz = _b_inverse(p, fac, ab, az, ma)
+    mu = fac.psi * ma
+    sold_a = sold.sum(1)
+    rows = jnp.stack([sold_a - bought, taxed.sum(1), sold_a + bought], axis=1)
+    scaled_rows = (fac.root_rows * rows).reshape(-1) - (fac.gamma * ma) @ fac.coupling
     t = jnp.concatenate([fac.factor_scale.T @ (p.exposures.T @ mu),
                          fac.root_class * (mu @ class_onehot(p)),
-                         (fac.root_rows * rows).reshape(-1)])
+                         scaled_rows])
     s = jsl.cho_solve((fac.chol, True), t)
     k = fac.factor_scale.shape[0]
     n_classes = p.class_target.shape[-1]
+    s_rows = s[k + n_classes:]
     en = p.exposures @ (fac.factor_scale @ s[:k]) + class_onehot(p) @ (fac.root_class * s[k:k + n_classes])
     wb, wz = trade_adjoint(p, en)
-    gb, gz = account_rows_adjoint(p, fac.root_rows * s[k + n_classes:].reshape(-1, 3))
-    cb, cz = _b_inverse(p, fac, wb + gb, wz + gz)
+    gb, gz = account_rows_adjoint(p, fac.root_rows * s_rows.reshape(-1, 3))
+    cb, cz = _b_inverse(p, fac, fac.inv_buy * (wb + gb), fac.inv_sell * (wz + gz),
+                        fac.tau * en + fac.coupling @ s_rows)
     return ub - cb, uz - cz
 
 
