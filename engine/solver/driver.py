@@ -143,17 +143,15 @@ def _settle_without_resolve(prepared: ProblemBatch, settled: ProblemBatch, buy, 
     the household's solution.  Returns the solution and the households that
     still need a re-solve.
     """
-    rows = np.flatnonzero(changed)
-    sub = take(settled, rows)
-    fixed_buy, fixed_sell = _repair(sub, np.asarray(buy)[rows], np.asarray(sell)[rows])
-    bound = evaluate.objective(take(prepared, rows), np.asarray(buy)[rows], np.asarray(sell)[rows])
-    close = evaluate.objective(sub, fixed_buy, fixed_sell) - bound <= _tolerance(config, bound)
+    # on the whole batch: a household that did not change is already on its bounds, and
+    # gathering the changed ones' dense lot arrays costs more than the arithmetic
+    fixed_buy, fixed_sell = _repair(settled, buy, sell)
+    bound = evaluate.objective(prepared, buy, sell)
+    close = changed & (evaluate.objective(settled, fixed_buy, fixed_sell) - bound <= _tolerance(config, bound))
     if not close.any():
         return buy, sell, changed
-    buy, sell, changed = np.array(buy), np.array(sell), changed.copy()
-    buy[rows[close]], sell[rows[close]] = fixed_buy[close], fixed_sell[close]
-    changed[rows[close]] = False
-    return buy, sell, changed
+    keep = close[:, None, None]
+    return (np.where(keep, fixed_buy, buy), np.where(keep[..., None], fixed_sell, sell), changed & ~close)
 
 
 def _wash_round(prepared: ProblemBatch, buy, sell, config: SolverConfig, last: bool):
