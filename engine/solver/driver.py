@@ -195,6 +195,16 @@ def _ipm_solver_state(problem: ProblemBatch, state: ipm.IPMState) -> SolverState
     return jax.vmap(ipm.to_solver_state, in_axes=(BATCH_AXES, 0))(problem, state)
 
 
+def _on_device(value: np.ndarray) -> jax.Array:
+    """A host array on the device as it is.
+
+    ``jnp.asarray`` of a NumPy array runs a small jitted program per shape and
+    dtype: traced, lowered and looked up in the compilation cache, 50–100 ms
+    each, a third of the programs a night's shard met.
+    """
+    return jax.device_put(np.asarray(value))
+
+
 def _device_problem(problem: ProblemBatch, layout: LotLayout, dtype) -> ProblemBatch:
     """The dense host batch on the device, in the compact lot layout, floats in ``dtype``."""
     out = []
@@ -205,7 +215,7 @@ def _device_problem(problem: ProblemBatch, layout: LotLayout, dtype) -> ProblemB
         value = np.asarray(value)
         if value.dtype.kind == "f":
             value = value.astype(dtype)
-        out.append(jnp.asarray(value))
+        out.append(jax.device_put(value))
     return ProblemBatch(*out)
 
 
@@ -261,9 +271,9 @@ def _iterate(problem: ProblemBatch, state, config: SolverConfig,
     total = active.size
     fixed = np.zeros(total, bool) if fixed is None else fixed
     running = active & ~fixed
-    status = jnp.where(jnp.asarray(active & fixed), SOLVED,
-                       jnp.where(jnp.asarray(active), admm.RUNNING, state.status))
-    state = state._replace(status=status.astype(jnp.int32), iteration=jnp.zeros_like(state.iteration))
+    status = np.where(active & fixed, SOLVED, np.where(active, admm.RUNNING, np.asarray(state.status)))
+    state = state._replace(status=_on_device(status.astype(np.int32)),
+                           iteration=_on_device(np.zeros(np.shape(state.iteration), np.int32)))
     index = None
     sub_problem = sub_state = None
     while running.any():
@@ -271,15 +281,15 @@ def _iterate(problem: ProblemBatch, state, config: SolverConfig,
         size = _bucket(live.size, total)
         if index is None or size < index.size:
             if sub_state is not None:
-                state = _scatter(state, sub_state, jnp.asarray(index))
+                state = _scatter(state, sub_state, _on_device(index))
             index = np.concatenate([live, np.full(size - live.size, live[0])])
             whole = size == total and (index == np.arange(total)).all()
-            sub_problem, sub_state = (problem, state) if whole else _take(problem, state, jnp.asarray(index))
+            sub_problem, sub_state = (problem, state) if whole else _take(problem, state, _on_device(index))
         sub_state = chunk(sub_problem, sub_state, config)
         status = np.asarray(sub_state.status)
         running[index[status != admm.RUNNING]] = False
     if sub_state is not None:
-        state = _scatter(state, sub_state, jnp.asarray(index))
+        state = _scatter(state, sub_state, _on_device(index))
     iterations = np.where(active, np.asarray(state.iteration), 0).astype(np.int64)
     return state, iterations
 
@@ -477,7 +487,7 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
 def _device_state(state: SolverState, layout: LotLayout, dtype) -> SolverState:
     """A dense warm start on the device, in the compact layout."""
     state = compact_state(SolverState(*[np.asarray(v) for v in state]), layout)
-    return SolverState(*[jnp.asarray(v).astype(dtype) if v.dtype.kind == "f" else jnp.asarray(v) for v in state])
+    return SolverState(*[_on_device(v.astype(dtype) if v.dtype.kind == "f" else v) for v in state])
 
 
 def _separate_wash(prepared, buy, sell, config):
@@ -510,7 +520,7 @@ def _solve_ipm(prepared, missing, device_problem, layout: LotLayout, config: Sol
         if not changed.any():
             break
         device_problem = _device_problem(prepared, layout, dtype)
-        state = _ipm_restart(device_problem, state, _ipm_init(device_problem, config), jnp.asarray(changed))
+        state = _ipm_restart(device_problem, state, _ipm_init(device_problem, config), _on_device(changed))
         state, more = _iterate(device_problem, state, config, changed, _ipm_chunk)
         iterations += more
         buy, sell = solution(prepared, state)
