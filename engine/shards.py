@@ -339,7 +339,7 @@ def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], 
         one household runs alone.
     """
     from engine.proposals import propose
-    from engine.solver import solve
+    from engine.solver import program_seconds, solve
 
     timings = {}
     clock = time.perf_counter()
@@ -352,9 +352,11 @@ def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], 
     clock = time.perf_counter()
     fits = (warm is not None and np.array_equal(warm.security_ids, index.security_ids)
             and np.array_equal(warm.account_ids, index.account_ids))
+    programs = program_seconds()
     result = solve(problem, config.solver, warm.state if fits else None, lots=shard.lots or None,
                    households=households)
     timings["solve"] = time.perf_counter() - clock
+    timings["programs"] = program_seconds() - programs      # part of "solve"
     clock = time.perf_counter()
     trades, accounts = propose(book, targets, problem, index, result, as_of, config.policy)
     timings["propose"] = time.perf_counter() - clock

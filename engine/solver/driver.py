@@ -42,6 +42,27 @@ if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     # every program: a small one (a gather, a scatter) still takes 0.2–0.6 s to compile, per shape
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
+#: JAX's events of making a program: tracing, lowering to MLIR, compiling (or fetching from
+#: the persistent cache).
+_PROGRAM_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+_program_seconds = [0.0]
+
+
+def _count_program_time(event: str, duration: float, **_) -> None:
+    if event in _PROGRAM_EVENTS:
+        _program_seconds[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_program_time)
+
+
+def program_seconds() -> float:
+    """Seconds this process has spent making programs (tracing, lowering, compiling or loading them)."""
+    return _program_seconds[0]
+
+
 #: A floor missed by more than this (units of V) makes the household infeasible.
 INFEASIBLE_TOLERANCE = 1e-9
 #: Share of the kernel's memory-map limit past which ``solve`` drops JAX's compiled programs.
@@ -546,4 +567,4 @@ def _result(prepared, missing, state: SolverState, iterations, buy, sell) -> Sol
                         missing_cash=missing, state=state, problem=prepared)
 
 
-__all__ = ["solve", "trim_compiled"]
+__all__ = ["program_seconds", "solve", "trim_compiled"]
