@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import jax
@@ -35,6 +36,8 @@ from engine.solver import admm, evaluate, ipm
 from engine.solver.layout import LotLayout, compact_problem, compact_state, expand_state, lot_layout
 from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SOLVED, ProblemBatch,
                                  SolverResult, SolverState, batch_size, take)
+
+_log = logging.getLogger(__name__)
 
 jax.config.update("jax_enable_x64", True)
 if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
@@ -66,7 +69,11 @@ def program_seconds() -> float:
 #: A floor missed by more than this (units of V) makes the household infeasible.
 INFEASIBLE_TOLERANCE = 1e-9
 #: Share of the kernel's memory-map limit past which ``solve`` drops JAX's compiled programs.
-MAP_SHARE = 0.5
+#: A program maps about 180 pieces and a shard of a new shape makes at most ~35 programs
+#: (≈ 6,300 maps); past three quarters of 65,530 that still leaves 16,000.  Every drop
+#: costs the programs of the shapes still to come again (tracing, lowering, loading:
+#: 0.1–0.5 s each), so the later it comes the better.
+MAP_SHARE = 0.75
 
 
 def _memory_maps() -> tuple[int, int]:
@@ -94,6 +101,7 @@ def trim_compiled(share: float = MAP_SHARE) -> bool:
     maps, limit = _memory_maps()
     if limit and maps > share * limit:
         jax.clear_caches()
+        _log.info("dropped the compiled programs: %d memory maps of the limit %d", maps, limit)
         return True
     return False
 
