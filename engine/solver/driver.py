@@ -69,11 +69,10 @@ def program_seconds() -> float:
 #: A floor missed by more than this (units of V) makes the household infeasible.
 INFEASIBLE_TOLERANCE = 1e-9
 #: Share of the kernel's memory-map limit past which ``solve`` drops JAX's compiled programs.
-#: A program maps about 180 pieces and a shard of a new shape makes at most ~35 programs
-#: (≈ 6,300 maps); past three quarters of 65,530 that still leaves 16,000.  Every drop
-#: costs the programs of the shapes still to come again (tracing, lowering, loading:
-#: 0.1–0.5 s each), so the later it comes the better.
-MAP_SHARE = 0.75
+#: Later is not cheaper: at 3/4 the 100,000-account night's actors spent 395 s making
+#: programs, at 1/2 182 s (it seems a process that holds more programs makes and loads
+#: new ones more slowly).
+MAP_SHARE = 0.5
 
 
 def _memory_maps() -> tuple[int, int]:
