@@ -312,6 +312,20 @@ def test_compiled_programs_are_dropped_past_a_share_of_the_memory_map_limit():
     assert np.isfinite(solve(problem, CONFIG).objective).all()   # ... and compiled again on use
 
 
+def test_program_seconds_counts_the_making_of_a_program_once():
+    import jax
+
+    from engine.solver import program_seconds
+
+    double = jax.jit(lambda x: 2.0 * x + 1.0)
+    before = program_seconds()
+    double(np.ones(13)).block_until_ready()
+    made = program_seconds()
+    assert made > before                                 # traced, lowered, compiled: counted
+    double(np.ones(13)).block_until_ready()
+    assert program_seconds() == made                     # the same program again: nothing to make
+
+
 def test_an_unknown_lot_layout_is_refused():
     with pytest.raises(ValueError, match="lot_layout"):
         solve(random_batch(1, accounts=1, seed=2, mix="plain", **SHAPE), SolverConfig(lot_layout="sparse"))
