@@ -309,7 +309,7 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
 
 
 def _b_inverse(p: ProblemBatch, fac: Factor, ab, az, ma):
-    """``B⁻¹ v = A v − A Mᵀ(γ ⊙ M A v)`` (Sherman–Morrison per security) from ``A v`` and ``M A v``."""
+    """``B⁻¹ v = A v − A Mᵀ(γ ⊙ M A v)`` (Sherman–Morrison per security), given ``A v`` and ``M A v``."""
     q = fac.gamma * ma
     return ab - fac.inv_buy * q[None, :], az + fac.inv_sell * per_lot_security(p, q)
 

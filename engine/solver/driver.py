@@ -175,7 +175,8 @@ def _settle_without_resolve(prepared: ProblemBatch, settled: ProblemBatch, buy, 
     # gathering the changed ones' dense lot arrays costs more than the arithmetic
     fixed_buy, fixed_sell = _repair(settled, buy, sell)
     bound = evaluate.objective(prepared, buy, sell)
-    close = changed & (evaluate.objective(settled, fixed_buy, fixed_sell) - bound <= _tolerance(config, bound))
+    cost = evaluate.objective(settled, fixed_buy, fixed_sell) - bound
+    close = changed & (cost <= _tolerance(config, bound))
     if not close.any():
         return buy, sell, changed
     keep = close[:, None, None]
@@ -228,7 +229,8 @@ def _on_device(value: np.ndarray) -> jax.Array:
 
     ``jnp.asarray`` of a NumPy array runs a small jitted program per shape and
     dtype: traced, lowered and looked up in the compilation cache, 50–100 ms
-    each, a third of the programs a night's shard met.
+    each (177 of the 560 programs the 10,000-account book's shards made,
+    solved in one process).
     """
     return jax.device_put(np.asarray(value))
 
@@ -243,7 +245,7 @@ def _device_problem(problem: ProblemBatch, layout: LotLayout, dtype) -> ProblemB
         value = np.asarray(value)
         if value.dtype.kind == "f":
             value = value.astype(dtype)
-        out.append(jax.device_put(value))
+        out.append(_on_device(value))
     return ProblemBatch(*out)
 
 
