@@ -308,9 +308,8 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
                   tau, psi, Pm)
 
 
-def _b_inverse(p: ProblemBatch, fac: Factor, ab, az, ma):
-    """``B⁻¹ v = A v − A Mᵀ(γ ⊙ M A v)`` (Sherman–Morrison per security), given ``A v`` and ``M A v``."""
-    q = fac.gamma * ma
+def _b_inverse(p: ProblemBatch, fac: Factor, ab, az, q):
+    """``B⁻¹ v = A v − A Mᵀ q`` (Sherman–Morrison per security), given ``A v`` and ``q = γ ⊙ M A v``."""
     return ab - fac.inv_buy * q[None, :], az + fac.inv_sell * per_lot_security(p, q)
 
 
@@ -326,11 +325,12 @@ def solve_kkt(p: ProblemBatch, fac: Factor, vb, vz):
     sold, taxed = position_sums(p, az, p.lot_tax * az)                   # (m, n) each
     bought = ab.sum(1)
     ma = ab.sum(0) - sold.sum(0)
-    ub, uz = _b_inverse(p, fac, ab, az, ma)
+    q = fac.gamma * ma
+    ub, uz = _b_inverse(p, fac, ab, az, q)
     mu = fac.psi * ma
     sold_a = sold.sum(1)
     rows = jnp.stack([sold_a - bought, taxed.sum(1), sold_a + bought], axis=1)
-    scaled_rows = (fac.root_rows * rows).reshape(-1) - (fac.gamma * ma) @ fac.coupling
+    scaled_rows = (fac.root_rows * rows).reshape(-1) - q @ fac.coupling
     t = jnp.concatenate([fac.factor_scale.T @ (p.exposures.T @ mu),
                          fac.root_class * (mu @ class_onehot(p)),
                          scaled_rows])
@@ -342,7 +342,7 @@ def solve_kkt(p: ProblemBatch, fac: Factor, vb, vz):
     wb, wz = trade_adjoint(p, en)
     gb, gz = account_rows_adjoint(p, fac.root_rows * s_rows.reshape(-1, 3))
     cb, cz = _b_inverse(p, fac, fac.inv_buy * (wb + gb), fac.inv_sell * (wz + gz),
-                        fac.tau * en + fac.coupling @ s_rows)
+                        fac.gamma * (fac.tau * en + fac.coupling @ s_rows))
     return ub - cb, uz - cz
 
 
