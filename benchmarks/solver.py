@@ -38,11 +38,11 @@ def _profile(problem, config, result, seconds_per_household):
     import jax
 
     from engine.solver import driver as solve_module, evaluate
-    from engine.solver.layout import lot_layout
+    from engine.solver.layout import compact_problem, lot_layout
 
     prepared, _ = evaluate.prepare(problem)
     dtype = jax.numpy.float64 if config.dtype == "float64" else jax.numpy.float32
-    device_problem = solve_module._device_problem(prepared, lot_layout(prepared), dtype)
+    device_problem = solve_module._device_problem(compact_problem(prepared, lot_layout(prepared)), dtype)
     households = np.shape(problem.target)[0]
     if config.method == "ipm":
         init, chunk, steps = solve_module._ipm_init, solve_module._ipm_chunk, config.ipm_check_interval

@@ -267,6 +267,41 @@ def test_the_compact_layout_keeps_every_real_lot_and_drops_the_padding():
     assert (np.diff(layout.position, axis=1) >= 0).all()      # sorted, padding at the last position
 
 
+def test_the_host_steps_measure_the_same_in_both_lot_layouts():
+    """``solve``'s host-side steps run on the compact layout: each agrees with its dense self."""
+    from engine.solver import driver
+
+    raw = random_batch(6, n=30, accounts=2, lots=6, factors=2, classes=2, seed=21, mix="wash")
+    dense, _ = evaluate.prepare(raw)
+    layout = lot_layout(dense, dense=False)
+    compact = compact_problem(dense, layout)
+    np.testing.assert_array_equal(evaluate.prepare(compact_problem(raw, layout))[0].sell_lower, compact.sell_lower)
+    first = solve(dense, SolverConfig(wash_rounds=0))
+    rng = np.random.default_rng(3)
+    # off the bounds here and there, so that violations and repairs have something to find
+    buy = first.buy + rng.normal(0, 1e-3, first.buy.shape) * (rng.random(first.buy.shape) < 0.2)
+    sell = np.where(np.asarray(dense.lot_width) > 0, first.sell + rng.normal(0, 1e-3, first.sell.shape), 0.0)
+    sell_c = layout.compact(sell)
+    for name in ("objective", "violations", "max_cash"):
+        args = () if name == "max_cash" else (buy, sell)
+        np.testing.assert_allclose(getattr(evaluate, name)(compact, *args[:1], *((sell_c,) if args else ())),
+                                   getattr(evaluate, name)(dense, *args), rtol=1e-12, atol=1e-15, err_msg=name)
+    for ours, theirs in zip(evaluate.rows(compact, buy, sell_c), evaluate.rows(dense, buy, sell)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
+    for ours, theirs in zip(evaluate.wash_two_sided(compact, first.buy, layout.compact(first.sell)),
+                            evaluate.wash_two_sided(dense, first.buy, first.sell)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
+    repaired, repaired_c = driver._repair(dense, buy, sell, 1e-4), driver._repair(compact, buy, sell_c, 1e-4)
+    np.testing.assert_allclose(repaired_c[0], repaired[0], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(layout.expand(repaired_c[1]), repaired[1], rtol=1e-12, atol=1e-15)
+    fixed, changed = driver._wash_fix(dense, first.buy, first.sell, CONFIG)
+    fixed_c, changed_c = driver._wash_fix(compact, first.buy, layout.compact(first.sell), CONFIG)
+    assert changed.any() and (changed_c == changed).all()
+    np.testing.assert_array_equal(fixed_c.buy_upper, fixed.buy_upper)
+    np.testing.assert_array_equal(layout.put(dense.sell_upper, fixed_c.sell_upper), fixed.sell_upper)
+    assert fixed_c.lot_position is compact.lot_position
+
+
 def test_prox_of_exact_penalty():
     v = jnp.asarray([-3.0, -1.5, 0.5, 1.2, 5.0])
     out = admm.prox_interval(v, 0.0, 1.0, jnp.inf, 2.0, 1.0)

@@ -125,9 +125,9 @@ def _polish(problem: ProblemBatch, state: SolverState):
     return jax.vmap(admm.polish, in_axes=(BATCH_AXES, 0))(problem, state)
 
 
-def _solution(prepared, device_problem, layout: LotLayout, state, config: SolverConfig):
+def _solution(prepared, device_problem, state, config: SolverConfig):
     buy, sell = _polish(device_problem, state)
-    return _without_dust(prepared, np.asarray(buy, float), layout.expand(np.asarray(sell, float)), config)
+    return _without_dust(prepared, np.asarray(buy, float), np.asarray(sell, float), config)
 
 
 def _without_dust(prepared: ProblemBatch, buy, sell, config: SolverConfig):
@@ -179,8 +179,13 @@ def _settle_without_resolve(prepared: ProblemBatch, settled: ProblemBatch, buy, 
     close = changed & (cost <= _tolerance(config, bound))
     if not close.any():
         return buy, sell, changed
-    keep = close[:, None, None]
-    return (np.where(keep, fixed_buy, buy), np.where(keep[..., None], fixed_sell, sell), changed & ~close)
+    return (np.where(_per_household(close, buy), fixed_buy, buy),
+            np.where(_per_household(close, sell), fixed_sell, sell), changed & ~close)
+
+
+def _per_household(values: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """(B,) values shaped to broadcast against ``like`` (B, ...)."""
+    return values.reshape(values.shape + (1,) * (like.ndim - 1))
 
 
 def _wash_round(prepared: ProblemBatch, buy, sell, config: SolverConfig, last: bool):
@@ -235,10 +240,10 @@ def _on_device(value: np.ndarray) -> jax.Array:
     return jax.device_put(np.asarray(value))
 
 
-def _device_problem(problem: ProblemBatch, layout: LotLayout, dtype) -> ProblemBatch:
-    """The dense host batch on the device, in the compact lot layout, floats in ``dtype``."""
+def _device_problem(problem: ProblemBatch, dtype) -> ProblemBatch:
+    """The host batch on the device, floats in ``dtype``."""
     out = []
-    for field, value in zip(ProblemBatch._fields, compact_problem(problem, layout)):
+    for field, value in zip(ProblemBatch._fields, problem):
         if value is None:
             out.append(None)
             continue
@@ -284,7 +289,7 @@ def _fixed(problem: ProblemBatch) -> np.ndarray:
     Their solution is the one point of their bounds: they need no iteration.
     """
     buys = (np.asarray(problem.buy_upper) > 0).any(axis=(1, 2))
-    sells = (np.asarray(problem.sell_upper) > np.asarray(problem.sell_lower)).any(axis=(1, 2, 3))
+    sells = (np.asarray(problem.sell_upper) > np.asarray(problem.sell_lower)).reshape(batch_size(problem), -1).any(axis=1)
     return ~(buys | sells)
 
 
@@ -347,9 +352,9 @@ def _repair(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray,
         buy = buy * (1.0 - cut)[:, :, None]
         short = np.maximum(short - cut * bought, 0.0)
         room = np.asarray(problem.sell_upper) - sell
-        total = room.sum(axis=(2, 3))
+        total = evaluate.position_sums(problem, room).sum(axis=2)
         more = np.where(total > 0, np.minimum(short / np.where(total > 0, total, 1.0), 1.0), 0.0)
-        sell = sell + room * more[:, :, None, None]
+        sell = sell + room * evaluate.to_lots(problem, more)
     return buy, sell
 
 
@@ -375,11 +380,11 @@ def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig, buys_only:
     sell_upper = np.asarray(problem.sell_upper)
     lot_loss = np.asarray(problem.lot_loss)
     loss = lot_loss & (np.asarray(problem.sell_lower) <= 0)
-    forced = evaluate.group_sums((lot_loss & (np.asarray(problem.sell_lower) > 0)).any(axis=(1, 3)),
-                                 groups, n_groups) > 0                                           # (B, G)
+    forced_lots = evaluate.position_sums(problem, lot_loss & (np.asarray(problem.sell_lower) > 0)).sum(axis=1)
+    forced = evaluate.group_sums(forced_lots, groups, n_groups) > 0                               # (B, G)
     reach = evaluate.max_cash(problem)
     floor = np.asarray(problem.cash_floor) - INFEASIBLE_TOLERANCE
-    optional = evaluate.group_sums((sell_upper * loss).sum(axis=3), groups, n_groups)             # (B, m, G)
+    optional = evaluate.group_sums(evaluate.position_sums(problem, sell_upper * loss), groups, n_groups)  # (B, m, G)
     keep_sales = (buys_only | (bought < loss_sold) | forced
                   | (reach[:, :, None] - optional < floor[:, :, None]).any(axis=1))
     block_buys = two_sided & keep_sales
@@ -392,8 +397,15 @@ def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig, buys_only:
     block_buys = np.where(settle, settled_buys, block_buys) & changed[:, None]
     block_losses = np.where(settle, settled_losses, block_losses) & changed[:, None]
     buy_upper = np.where(block_buys[:, None, groups], 0.0, np.asarray(problem.buy_upper))
-    sell_upper = np.where(loss & block_losses[:, None, groups, None], 0.0, sell_upper)
+    sell_upper = np.where(loss & _group_lots(problem, block_losses), 0.0, sell_upper)
     return problem._replace(buy_upper=buy_upper, sell_upper=sell_upper), changed
+
+
+def _group_lots(problem: ProblemBatch, flags: np.ndarray) -> np.ndarray:
+    """A flag per wash group (B, G) on each lot of the group's securities."""
+    by_security = flags[:, np.asarray(problem.wash_group)]                                        # (B, n)
+    m = np.shape(problem.holdings)[1]
+    return evaluate.to_lots(problem, np.broadcast_to(by_security[:, None, :], (len(flags), m, by_security.shape[1])))
 
 
 def _drop_wash_dust(problem: ProblemBatch, buy, sell) -> ProblemBatch:
@@ -406,12 +418,13 @@ def _drop_wash_dust(problem: ProblemBatch, buy, sell) -> ProblemBatch:
         return problem
     groups = np.asarray(problem.wash_group)
     loss = np.asarray(problem.lot_loss) & (np.asarray(problem.sell_lower) <= 0)
-    optional_sold = evaluate.group_sums((np.asarray(sell) * loss).sum(axis=(1, 3)), groups, two_sided.shape[1])
+    optional_sold = evaluate.group_sums(evaluate.position_sums(problem, np.asarray(sell) * loss).sum(axis=1),
+                                        groups, two_sided.shape[1])
     drop_sales = two_sided & (loss_sold < bought) & (optional_sold >= loss_sold * (1 - 1e-12))
     drop_buys = two_sided & ~drop_sales
     return problem._replace(
         buy_upper=np.where(drop_buys[:, None, groups], 0.0, np.asarray(problem.buy_upper)),
-        sell_upper=np.where(loss & drop_sales[:, None, groups, None], 0.0, np.asarray(problem.sell_upper)))
+        sell_upper=np.where(loss & _group_lots(problem, drop_sales), 0.0, np.asarray(problem.sell_upper)))
 
 
 def _batch_size(households: int) -> int:
@@ -487,31 +500,34 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
     if config.lot_layout not in _LAYOUTS:
         raise ValueError(f"SolverConfig.lot_layout is {config.lot_layout!r}: use one of {sorted(_LAYOUTS)}")
     layout = lot_layout(prepared, lots, _LAYOUTS[config.lot_layout])
-    device_problem = _device_problem(prepared, layout, dtype)
+    # every step from here on, on the host too, runs in the compact layout: a direct index's
+    # dense lot arrays are 93% padding; the result is dense again (_result)
+    dense, prepared = prepared, compact_problem(prepared, layout)
+    device_problem = _device_problem(prepared, dtype)
     total = np.shape(prepared.target)[0]
     warm = None if warm is None else _device_state(warm, layout, dtype)
     if config.method == "ipm":
-        return _solve_ipm(prepared, missing, device_problem, layout, config, warm, dtype)
+        return _solve_ipm(dense, prepared, missing, device_problem, layout, config, warm, dtype)
     if warm is None:
         state = _init(device_problem, config)
     else:
         state = warm._replace(status=jnp.full(total, admm.RUNNING, jnp.int32))
     state, iterations = _iterate(device_problem, state, config, np.ones(total, bool), fixed=_fixed(prepared))
-    buy, sell = _solution(prepared, device_problem, layout, state, config)
+    buy, sell = _solution(prepared, device_problem, state, config)
     rounds = config.wash_rounds
     for round_ in range(rounds):
         prepared, buy, sell, changed = _wash_round(prepared, buy, sell, config, last=round_ == rounds - 1)
         if not changed.any():
             break
-        device_problem = _device_problem(prepared, layout, dtype)
+        device_problem = _device_problem(prepared, dtype)
         state, more = _iterate(device_problem, state, config, changed)
         iterations += more
-        buy, sell = _solution(prepared, device_problem, layout, state, config)
+        buy, sell = _solution(prepared, device_problem, state, config)
     if rounds > 0:
         # still two-sided after the last re-solve (rare): the buys of the group are dropped;
         # what is left two-sided is below wash_tolerance on one side: drop that side
         prepared, buy, sell = _separate_wash(prepared, buy, sell, config)
-    return _result(prepared, missing, expand_state(state, layout), iterations, buy, sell)
+    return _result(dense, prepared, layout, missing, state, iterations, buy, sell)
 
 
 def _device_state(state: SolverState, layout: LotLayout, dtype) -> SolverState:
@@ -531,17 +547,20 @@ def _separate_wash(prepared, buy, sell, config):
     return prepared, buy, sell
 
 
-def _solve_ipm(prepared, missing, device_problem, layout: LotLayout, config: SolverConfig, warm,
+def _solve_ipm(dense, prepared, missing, device_problem, layout: LotLayout, config: SolverConfig, warm,
                dtype) -> SolverResult:
-    """``solve`` by the interior-point method; wash re-solves start the changed households afresh."""
+    """``solve`` by the interior-point method; wash re-solves start the changed households afresh.
+
+    ``dense`` is the prepared batch, ``prepared`` the same in ``layout`` (see ``solve``).
+    """
     total = np.shape(prepared.target)[0]
     state = _ipm_init(device_problem, config, warm)
     state, iterations = _iterate(device_problem, state, config, np.ones(total, bool), _ipm_chunk,
                                  fixed=_fixed(prepared))
 
     def solution(prepared, state):
-        return _without_dust(prepared, np.asarray(state.best_buy, float),
-                             layout.expand(np.asarray(state.best_sell, float)), config)
+        return _without_dust(prepared, np.asarray(state.best_buy, float), np.asarray(state.best_sell, float),
+                             config)
 
     buy, sell = solution(prepared, state)
     rounds = config.wash_rounds
@@ -549,31 +568,39 @@ def _solve_ipm(prepared, missing, device_problem, layout: LotLayout, config: Sol
         prepared, buy, sell, changed = _wash_round(prepared, buy, sell, config, last=round_ == rounds - 1)
         if not changed.any():
             break
-        device_problem = _device_problem(prepared, layout, dtype)
+        device_problem = _device_problem(prepared, dtype)
         state = _ipm_restart(device_problem, state, _ipm_init(device_problem, config), _on_device(changed))
         state, more = _iterate(device_problem, state, config, changed, _ipm_chunk)
         iterations += more
         buy, sell = solution(prepared, state)
     if rounds > 0:
         prepared, buy, sell = _separate_wash(prepared, buy, sell, config)
-    return _result(prepared, missing, expand_state(_ipm_solver_state(device_problem, state), layout),
+    return _result(dense, prepared, layout, missing, _ipm_solver_state(device_problem, state),
                    iterations, buy, sell)
 
 
-def _result(prepared, missing, state: SolverState, iterations, buy, sell) -> SolverResult:
+def _result(dense: ProblemBatch, prepared: ProblemBatch, layout: LotLayout, missing, state: SolverState,
+            iterations, buy, sell) -> SolverResult:
+    """The result in the dense layout: ``prepared`` (in ``layout``) put back on ``dense``, the state expanded."""
     status = np.asarray(state.status).copy()
-    finite = np.isfinite(buy).all(axis=(1, 2)) & np.isfinite(sell).all(axis=(1, 2, 3))
+    B = batch_size(prepared)
+    finite = np.isfinite(buy).all(axis=(1, 2)) & np.isfinite(sell).reshape(B, -1).all(axis=1)
     status[~finite] = NON_FINITE
     status[(missing > INFEASIBLE_TOLERANCE).any(axis=1) & (status != NON_FINITE)] = INFEASIBLE
     buy = np.nan_to_num(buy)
     sell = np.nan_to_num(sell)
     cash_after = evaluate.rows(prepared, buy, sell)[0]
-    return SolverResult(buy=buy, sell=sell, cash_after=cash_after,
-                        objective=evaluate.objective(prepared, buy, sell),
+    objective = evaluate.objective(prepared, buy, sell)
+    if not layout.dense:
+        sell = layout.expand(sell)
+        prepared = dense._replace(buy_upper=prepared.buy_upper,
+                                  **{f: layout.put(getattr(dense, f), getattr(prepared, f))
+                                     for f in ("sell_lower", "sell_upper")})
+    return SolverResult(buy=buy, sell=sell, cash_after=cash_after, objective=objective,
                         status=status.astype(np.int32), iterations=iterations.astype(np.int32),
                         primal_residual=np.asarray(state.primal_residual, float),
                         dual_residual=np.asarray(state.dual_residual, float),
-                        missing_cash=missing, state=state, problem=prepared)
+                        missing_cash=missing, state=expand_state(state, layout), problem=prepared)
 
 
 __all__ = ["program_seconds", "solve", "trim_compiled"]

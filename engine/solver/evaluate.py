@@ -2,6 +2,11 @@
 
 These define the problem of :mod:`engine.solver.types` once, outside jit; the
 solver, its cvxpy oracle, the tests and the benchmark all measure with them.
+Each takes a batch in either lot layout (:mod:`engine.solver.layout`): lot
+arrays (B, m, n, L) dense, or (B, P) compact with ``lot_position`` set; sums
+over a position's lots go through :func:`position_sums`, and a position's
+value reaches its lots through :func:`to_lots`.  ``solve`` does its host-side
+steps in the compact layout, where the dense one is mostly padding.
 """
 
 from __future__ import annotations
@@ -12,9 +17,54 @@ from engine.solver.types import (PENALTY_BAND, PENALTY_CASH_CAP, PENALTY_TAX, PE
                                  ProblemBatch)
 
 
+def _positions(problem: ProblemBatch) -> tuple[int, int]:
+    """(m, n): accounts and securities of a household."""
+    return np.shape(problem.holdings)[1:]
+
+
+def position_sums(problem: ProblemBatch, lots) -> np.ndarray:
+    """Sums of a lot array over each position's lots, (B, m, n), floats."""
+    lots = np.asarray(lots)
+    if problem.lot_position is None:
+        return lots.sum(axis=3, dtype=float)
+    (B, P), (m, n) = lots.shape, _positions(problem)
+    index = np.asarray(problem.lot_position) + (m * n + 1) * np.arange(B)[:, None]
+    sums = np.bincount(index.ravel(), weights=lots.ravel().astype(float, copy=False), minlength=B * (m * n + 1))
+    return sums.reshape(B, m * n + 1)[:, :m * n].reshape(B, m, n)
+
+
+def position_max(problem: ProblemBatch, lots) -> np.ndarray:
+    """Largest of a nonnegative lot array over each position's lots, (B, m, n) (0 where a position has none)."""
+    lots = np.asarray(lots, dtype=float)
+    if problem.lot_position is None:
+        return lots.max(axis=3, initial=0.0)
+    (B, P), (m, n) = lots.shape, _positions(problem)
+    out = np.zeros((B, m * n + 1))
+    np.maximum.at(out, (np.arange(B)[:, None], np.asarray(problem.lot_position)), lots)
+    return out[:, :m * n].reshape(B, m, n)
+
+
+def to_lots(problem: ProblemBatch, values) -> np.ndarray:
+    """A value per position (B, m, n), or per account (B, m), on each of its lots (padding lots: 0)."""
+    values = np.asarray(values)
+    B, (m, n) = values.shape[0], _positions(problem)
+    if values.ndim == 2:
+        values = np.broadcast_to(values[:, :, None], (B, m, n))
+    if problem.lot_position is None:
+        return values[..., None]
+    flat = np.concatenate([values.reshape(B, m * n), np.zeros((B, 1), values.dtype)], axis=1)
+    return np.take_along_axis(flat, np.asarray(problem.lot_position, np.int64), axis=1)
+
+
+def lot_totals(lots) -> np.ndarray:
+    """Sums of a lot array over all of a household's lots, (B,), in either layout."""
+    lots = np.asarray(lots)
+    return lots.reshape(lots.shape[0], -1).sum(axis=1)
+
+
 def max_cash(problem: ProblemBatch) -> np.ndarray:
     """Most cash each account can reach: ``cash + Σ_{i,l} sell_upper`` (no buys), (B, m), units of V."""
-    return np.asarray(problem.cash) + np.asarray(problem.sell_upper).sum(axis=(2, 3))
+    return np.asarray(problem.cash) + position_sums(problem, problem.sell_upper).sum(axis=2)
 
 
 def prepare(problem: ProblemBatch) -> tuple[ProblemBatch, np.ndarray]:
@@ -42,7 +92,7 @@ def prepare(problem: ProblemBatch) -> tuple[ProblemBatch, np.ndarray]:
     # fixed outright (a floor met only at a vertex of the bounds is slow for ADMM)
     buy_upper = np.where(short[:, :, None], 0.0, np.asarray(problem.buy_upper, dtype=float))
     sell_upper = np.asarray(problem.sell_upper, dtype=float)
-    sell_lower = np.where(short[:, :, None, None], sell_upper, np.asarray(problem.sell_lower, dtype=float))
+    sell_lower = np.where(to_lots(problem, short), sell_upper, np.asarray(problem.sell_lower, dtype=float))
     floor = np.where(short, -np.inf, floor)
     can_buy = (buy_upper > 0).any(axis=2)
     cap = np.where(can_buy, np.asarray(problem.cash_cap, dtype=float), np.inf)
@@ -71,9 +121,13 @@ def rows(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray):
     class_weight : (B, C)
         ``Σ_{i∈c} w_i`` after trading.
     """
-    sold = sell.sum(axis=3)
+    return _rows(problem, buy, sell, position_sums(problem, sell))
+
+
+def _rows(problem: ProblemBatch, buy, sell, sold):
+    """:func:`rows`, with the value sold per position, (B, m, n), already summed."""
     cash_after = np.asarray(problem.cash) + sold.sum(axis=2) - buy.sum(axis=2)
-    tax = (np.asarray(problem.lot_tax) * sell).sum(axis=(2, 3))
+    tax = position_sums(problem, np.asarray(problem.lot_tax) * sell).sum(axis=2)
     turnover = buy.sum(axis=2) + sold.sum(axis=2)
     weights = (np.asarray(problem.holdings) + buy - sold).sum(axis=1)
     return cash_after, tax, turnover, weights @ class_matrix(problem)
@@ -91,13 +145,13 @@ def objective(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray) -> np.nd
     d = np.asarray(problem.specific_variance, dtype=float)
     c = np.asarray(problem.spread, dtype=float)
     pen = np.asarray(problem.penalties, dtype=float)
-    sold = sell.sum(axis=3)
+    sold = position_sums(problem, sell)
     r = (np.asarray(problem.holdings) + buy - sold).sum(axis=1) - np.asarray(problem.target)
     f = r @ X
     tracking = np.asarray(problem.risk_aversion) * (np.einsum("bk,kl,bl->b", f, F, f) + (d * r * r).sum(axis=1))
     spread = ((buy + sold) * c).sum(axis=(1, 2))
-    tax = (np.asarray(problem.lot_cost) * sell).sum(axis=(1, 2, 3))
-    cash_after, tax_real, turnover, class_weight = rows(problem, buy, sell)
+    tax = lot_totals(np.asarray(problem.lot_cost) * sell)
+    cash_after, tax_real, turnover, class_weight = _rows(problem, buy, sell, sold)
 
     def excess(value, limit):
         with np.errstate(invalid="ignore"):
@@ -125,8 +179,8 @@ def violations(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray) -> np.n
     buy = np.asarray(buy, dtype=float)
     sell = np.asarray(sell, dtype=float)
     over_b = np.maximum(np.maximum(-buy, buy - np.asarray(problem.buy_upper)), 0.0).max(axis=2)
-    over_z = np.maximum(np.maximum(np.asarray(problem.sell_lower) - sell,
-                                   sell - np.asarray(problem.sell_upper)), 0.0).max(axis=(2, 3))
+    over_z = position_max(problem, np.maximum(np.maximum(np.asarray(problem.sell_lower) - sell,
+                                                         sell - np.asarray(problem.sell_upper)), 0.0)).max(axis=2)
     cash_after = rows(problem, buy, sell)[0]
     floor = np.maximum(np.asarray(problem.cash_floor), np.minimum(0.0, max_cash(problem)))
     short = np.maximum(floor - cash_after, 0.0)
@@ -147,7 +201,8 @@ def wash_two_sided(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray,
     groups = np.asarray(problem.wash_group)
     n_groups = int(groups.max()) + 1 if groups.size else 0
     bought = group_sums(np.asarray(buy).sum(axis=1), groups, n_groups)
-    loss_sold = group_sums((np.asarray(sell) * np.asarray(problem.lot_loss)).sum(axis=(1, 3)), groups, n_groups)
+    loss_sold = group_sums(position_sums(problem, np.asarray(sell) * np.asarray(problem.lot_loss)).sum(axis=1),
+                           groups, n_groups)
     return (bought > tolerance) & (loss_sold > tolerance), bought, loss_sold
 
 

@@ -104,6 +104,16 @@ class LotLayout(NamedTuple):
         np.put_along_axis(out, self.index, np.where(self.valid, compact, np.zeros((), compact.dtype)), axis=1)
         return out.reshape((B,) + self.shape)
 
+    def put(self, dense, compact) -> np.ndarray:
+        """``dense`` (B, m, n, L) with its real lots' values replaced by ``compact`` (B, P)."""
+        dense = np.asarray(dense)
+        if self.dense:
+            return np.asarray(compact)
+        B = dense.shape[0]
+        out = dense.reshape(B, -1).copy()
+        np.put_along_axis(out, self.index, np.where(self.valid, compact, np.take_along_axis(out, self.index, 1)), 1)
+        return out.reshape(dense.shape)
+
 
 def lot_layout(problem: ProblemBatch, lots: int | None = None, dense: bool | None = None) -> LotLayout:
     """The compact layout of a dense batch: each household's real lots, in dense order.
