@@ -206,17 +206,38 @@ class _Lines:
         self.__dict__.update(columns)
 
 
-def _lines(tables, problem, index, result, accounts: _Accounts, trading: np.ndarray,
+class _Lots:
+    """The shard's lots, one entry each, account-major (account, security, lot).
+
+    The dense (B, m, n, L) lot arrays are mostly padding (a direct index:
+    93%); :meth:`of` reads one at the lots only.
+    """
+
+    def __init__(self, index: BatchIndex, accounts: _Accounts):
+        lot_row = np.asarray(index.lot_row)
+        account_of = -np.ones(lot_row.shape[:2], np.int64)
+        account_of[accounts.h, accounts.s] = np.arange(len(accounts))
+        where = np.nonzero(lot_row >= 0)
+        account = account_of[where[:2]]
+        self.where = tuple(w[account >= 0] for w in where)
+        self.account, self.security = account[account >= 0], self.where[2]
+        self.row = lot_row[self.where]
+
+    def of(self, values, dtype=float) -> np.ndarray:
+        return np.asarray(values, dtype)[self.where]
+
+    def per_account(self, values, count: int) -> np.ndarray:
+        return np.bincount(self.account, weights=values, minlength=count)
+
+
+def _lines(tables, problem, index, result, accounts: _Accounts, shard_lots: _Lots, trading: np.ndarray,
            as_of: dt.date) -> _Lines:
     final = result.problem
     V = np.asarray(index.household_value, float)
     A, n = len(accounts), index.security_ids.size
-    sell = np.asarray(result.sell, float)[accounts.h, accounts.s]          # (A, n, L)
     buy = np.asarray(result.buy, float)[accounts.h, accounts.s]            # (A, n)
-    lot_row = np.asarray(index.lot_row)[accounts.h, accounts.s]
-    upper = np.asarray(final.sell_upper, float)[accounts.h, accounts.s]
-    cost = np.asarray(final.lot_cost, float)[accounts.h, accounts.s]
-    marked_loss = np.asarray(final.lot_loss, bool)[accounts.h, accounts.s]
+    sell = shard_lots.of(result.sell)
+    upper = shard_lots.of(final.sell_upper)
     lots = tables["lots"]
     securities = tables["securities"]
     real = np.flatnonzero(index.security_ids != None)  # noqa: E711
@@ -229,29 +250,32 @@ def _lines(tables, problem, index, result, accounts: _Accounts, trading: np.ndar
 
     # a lot the problem forces out (screens and their wash-window purchases; everything, where the
     # floor is out of reach) closes whole
-    width = np.asarray(final.lot_width, float)[accounts.h, accounts.s]
-    forced = (np.asarray(final.sell_lower, float)[accounts.h, accounts.s] >= width * (1.0 - _DUST)) & (width > 0)
+    width = shard_lots.of(final.lot_width)
+    forced = (shard_lots.of(final.sell_lower) >= width * (1.0 - _DUST)) & (width > 0)
     sell = np.where(forced, width, sell)
-    sold = (sell > 0) & (lot_row >= 0) & trading[:, None, None]
+    sold = (sell > 0) & trading[shard_lots.account]
     # lots a cash repair may raise: accounts that start below their floor only
     wash_groups = np.asarray(final.wash_group)
     household_buys = np.zeros((np.asarray(V).size, int(wash_groups.max()) + 1 if n else 0), bool)
     bought_any = (np.asarray(result.buy, float) > 0).any(axis=1)          # (B, n)
     g_h, g_i = np.nonzero(bought_any)
     household_buys[g_h, wash_groups[g_i]] = True
-    extra = ((upper > 0) & ~sold & (lot_row >= 0) & (sell <= 0)
-             & (trading & (accounts.cash < accounts.floor - CASH_TOLERANCE))[:, None, None])
-    a_s, i_s, l_s = np.nonzero(sold | extra)
-    rows = lot_row[a_s, i_s, l_s]
+    extra = ((upper > 0) & ~sold & (sell <= 0)
+             & (trading & (accounts.cash < accounts.floor - CASH_TOLERANCE))[shard_lots.account])
+    chosen = np.flatnonzero(sold | extra)
+    a_s, i_s, rows = shard_lots.account[chosen], shard_lots.security[chosen], shard_lots.row[chosen]
+    sold, sell = sold[chosen], sell[chosen]
+    marked_loss = shard_lots.of(final.lot_loss, bool)[chosen]
+    cost = shard_lots.of(final.lot_cost)[chosen]
     quantity = _numbers(lots, Col.quantity, rows).astype(float)
     basis = _numbers(lots, Col.cost_basis, rows).astype(float)
     acquired = to_days(lots.column(Col.acquired).take(pa.array(rows, pa.int64())))
     price = price_of[i_s]
     loss = quantity * price < basis
     # a loss lot is raised only where the problem vetted it for wash sales and no household buy clashes
-    clash = loss & (~marked_loss[a_s, i_s, l_s] | household_buys[accounts.h[a_s], wash_groups[i_s]])
-    keep = sold[a_s, i_s, l_s] | ~clash
-    a_s, i_s, l_s, rows = a_s[keep], i_s[keep], l_s[keep], rows[keep]
+    clash = loss & (~marked_loss | household_buys[accounts.h[a_s], wash_groups[i_s]])
+    keep = sold | ~clash
+    a_s, i_s, rows, sold, sell, cost = a_s[keep], i_s[keep], rows[keep], sold[keep], sell[keep], cost[keep]
     quantity, basis, acquired, price, loss = quantity[keep], basis[keep], acquired[keep], price[keep], loss[keep]
     is_long = long_term(acquired, int(to_days(as_of)))
     rate = np.where(is_long, accounts.lt_rate[a_s], accounts.st_rate[a_s])
@@ -261,13 +285,13 @@ def _lines(tables, problem, index, result, accounts: _Accounts, trading: np.ndar
     k_s, k_b = a_s.size, a_b.size
     account = np.r_[a_b, a_s]
     # within an account: buys, then the solver's sells and then the extra lots, cheapest tax first
-    rank = np.r_[np.zeros(k_b), np.where(sold[a_s, i_s, l_s], 1.0, 2.0)]
-    order = np.lexsort((np.r_[i_b, i_s], np.r_[np.zeros(k_b), cost[a_s, i_s, l_s]], rank, account))
+    rank = np.r_[np.zeros(k_b), np.where(sold, 1.0, 2.0)]
+    order = np.lexsort((np.r_[i_b, i_s], np.r_[np.zeros(k_b), cost], rank, account))
     lines = _Lines(
         account=account, side=np.r_[np.full(k_b, BUY), np.full(k_s, SELL)].astype(np.int8),
         security=np.r_[i_b, i_s], lot_row=np.r_[-np.ones(k_b, np.int64), rows],
         price=np.r_[price_of[i_b], price], fractional=np.r_[fractional_of[i_b], fractional_of[i_s]],
-        dollars=np.r_[buy[a_b, i_b] * accounts.V[a_b], sell[a_s, i_s, l_s] * accounts.V[a_s]],
+        dollars=np.r_[buy[a_b, i_b] * accounts.V[a_b], sell * accounts.V[a_s]],
         lot_quantity=np.r_[np.zeros(k_b), quantity], basis=np.r_[np.zeros(k_b), basis],
         long=np.r_[np.zeros(k_b, bool), is_long], loss=np.r_[np.zeros(k_b, bool), loss],
         rate=np.r_[np.zeros(k_b), rate], spread=np.asarray(problem.spread, float)[np.r_[i_b, i_s]])
@@ -496,16 +520,18 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
         matrix[:, real] = _rule_matrix(restrictions, rule, tables["securities"], account_keys,
                                        security_ids[real].astype(str))
     # lots the problem forces out: screens, and the purchases rule 6's exception sells with them
-    width = np.asarray(problem.lot_width, float)
-    forced = ((np.asarray(problem.sell_lower, float) >= width * (1.0 - _DUST)) & (width > 0)).any(axis=3)
-    forced = forced[accounts.h, accounts.s]
+    shard_lots = _Lots(index, accounts)
+    width = shard_lots.of(problem.lot_width)
+    forced_lots = (shard_lots.of(problem.sell_lower) >= width * (1.0 - _DUST)) & (width > 0)
+    forced = np.zeros((A, security_ids.size), bool)
+    forced[shard_lots.account[forced_lots], shard_lots.security[forced_lots]] = True
     # a screen that waits for a wash-sale window mandates no sale of what waits
     waits, waiting = screen_window.by_account(index.held_back, accounts.h, accounts.s, security_ids.size)
     mandated = _mandated(accounts, exclude & ~waits, never_sell) | forced.any(axis=1)
     failed = np.asarray(result.status)[accounts.h] == NON_FINITE
     trading = ~accounts.suspended & ~failed
 
-    lines = _lines(tables, problem, index, result, accounts, trading, as_of)
+    lines = _lines(tables, problem, index, result, accounts, shard_lots, trading, as_of)
     shares = _round(lines, accounts, mandated)
     _trim(shares, lines, accounts, mandated)
     _invest(shares, lines, accounts, result)
@@ -576,11 +602,10 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     trade_count = per_account(np.ones(lines.account.size)).astype(np.int32)
 
     # statuses
-    sellable = (np.asarray(result.problem.sell_upper, float)[accounts.h, accounts.s] > 0) \
-        & (np.asarray(index.lot_row)[accounts.h, accounts.s] >= 0)
+    sellable = shard_lots.per_account(shard_lots.of(result.problem.sell_upper) > 0, A)
     closed = keep & sell & (shares >= lines.lot_quantity * (1.0 - _DUST))
     closed_lots = np.bincount(lines.account[closed], minlength=A)
-    fully_sold = closed_lots >= sellable.sum(axis=(1, 2))
+    fully_sold = closed_lots >= sellable
     status = np.where(trade_count > 0, Status.proposed, Status.no_trade).astype(object)
     detail = np.full(A, None, dtype=object)
     short = trading & (cash_after < accounts.floor - CASH_TOLERANCE)
