@@ -296,7 +296,8 @@ def _fixed(problem: ProblemBatch) -> np.ndarray:
     Their solution is the one point of their bounds: they need no iteration.
     """
     buys = (np.asarray(problem.buy_upper) > 0).any(axis=(1, 2))
-    sells = (np.asarray(problem.sell_upper) > np.asarray(problem.sell_lower)).reshape(batch_size(problem), -1).any(axis=1)
+    sells = np.asarray(problem.sell_upper) > np.asarray(problem.sell_lower)
+    sells = sells.reshape(batch_size(problem), -1).any(axis=1)
     return ~(buys | sells)
 
 
@@ -391,7 +392,7 @@ def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig, buys_only:
     forced = evaluate.group_sums(forced_lots, groups, n_groups) > 0                               # (B, G)
     reach = evaluate.max_cash(problem)
     floor = np.asarray(problem.cash_floor) - INFEASIBLE_TOLERANCE
-    optional = evaluate.group_sums(evaluate.position_sums(problem, sell_upper * loss), groups, n_groups)  # (B, m, G)
+    optional = evaluate.group_sums(evaluate.position_sums(problem, sell_upper * loss), groups, n_groups)  # B, m, G
     keep_sales = (buys_only | (bought < loss_sold) | forced
                   | (reach[:, :, None] - optional < floor[:, :, None]).any(axis=1))
     block_buys = two_sided & keep_sales
@@ -411,8 +412,7 @@ def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig, buys_only:
 def _group_lots(problem: ProblemBatch, flags: np.ndarray) -> np.ndarray:
     """A flag per wash group (B, G) on each lot of the group's securities."""
     by_security = flags[:, np.asarray(problem.wash_group)]                                        # (B, n)
-    m = np.shape(problem.holdings)[1]
-    return evaluate.to_lots(problem, np.broadcast_to(by_security[:, None, :], (len(flags), m, by_security.shape[1])))
+    return evaluate.to_lots(problem, np.broadcast_to(by_security[:, None, :], np.shape(problem.holdings)))
 
 
 def _drop_wash_dust(problem: ProblemBatch, buy, sell) -> ProblemBatch:

@@ -111,7 +111,8 @@ class LotLayout(NamedTuple):
             return np.asarray(compact)
         B = dense.shape[0]
         out = dense.reshape(B, -1).copy()
-        np.put_along_axis(out, self.index, np.where(self.valid, compact, np.take_along_axis(out, self.index, 1)), 1)
+        kept = np.take_along_axis(out, self.index, axis=1)
+        np.put_along_axis(out, self.index, np.where(self.valid, compact, kept), axis=1)
         return out.reshape(dense.shape)
 
 
