@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
@@ -282,18 +283,18 @@ def test_the_host_steps_measure_the_same_in_both_lot_layouts():
     buy = first.buy + rng.normal(0, 1e-3, first.buy.shape) * (rng.random(first.buy.shape) < 0.2)
     sell = np.where(np.asarray(dense.lot_width) > 0, first.sell + rng.normal(0, 1e-3, first.sell.shape), 0.0)
     sell_c = layout.compact(sell)
-    for name in ("objective", "violations", "max_cash"):
-        args = () if name == "max_cash" else (buy, sell)
-        np.testing.assert_allclose(getattr(evaluate, name)(compact, *args[:1], *((sell_c,) if args else ())),
-                                   getattr(evaluate, name)(dense, *args), rtol=1e-12, atol=1e-15, err_msg=name)
+    same = functools.partial(np.testing.assert_allclose, rtol=1e-12, atol=1e-15)
+    same(evaluate.objective(compact, buy, sell_c), evaluate.objective(dense, buy, sell))
+    same(evaluate.violations(compact, buy, sell_c), evaluate.violations(dense, buy, sell))
+    same(evaluate.max_cash(compact), evaluate.max_cash(dense))
     for ours, theirs in zip(evaluate.rows(compact, buy, sell_c), evaluate.rows(dense, buy, sell)):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
+        same(ours, theirs)
     for ours, theirs in zip(evaluate.wash_two_sided(compact, first.buy, layout.compact(first.sell)),
                             evaluate.wash_two_sided(dense, first.buy, first.sell)):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
+        same(ours, theirs)
     repaired, repaired_c = driver._repair(dense, buy, sell, 1e-4), driver._repair(compact, buy, sell_c, 1e-4)
-    np.testing.assert_allclose(repaired_c[0], repaired[0], rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(layout.expand(repaired_c[1]), repaired[1], rtol=1e-12, atol=1e-15)
+    same(repaired_c[0], repaired[0])
+    same(layout.expand(repaired_c[1]), repaired[1])
     fixed, changed = driver._wash_fix(dense, first.buy, first.sell, CONFIG)
     fixed_c, changed_c = driver._wash_fix(compact, first.buy, layout.compact(first.sell), CONFIG)
     assert changed.any() and (changed_c == changed).all()
