@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from typer.testing import CliRunner
 
@@ -55,6 +56,19 @@ def test_bench_solver_smallest_case(tmp_path):
     cases = json.loads(out.read_text())["cases"]
     assert [(c["securities"], c["accounts_per_household"]) for c in cases] == [(30, 1)]
     assert cases[0]["worst_objective_gap"] < 1e-4
+
+
+def test_bench_solver_runs_without_the_oracle(tmp_path, monkeypatch):
+    """A GPU node has no cvxpy: ``--oracle-households 0`` must not import it."""
+    for module in ("cvxpy", "engine.solver.oracle"):
+        monkeypatch.setitem(sys.modules, module, None)           # importing it now raises
+    out = tmp_path / "solver.json"
+    result = runner.invoke(app, ["bench", "solver", "--size", "30", "--accounts", "1", "--batch", "2",
+                                 "--oracle-households", "0", "--iterations", "500", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    [case] = json.loads(out.read_text())["cases"]
+    assert case["canopy_accounts_per_s"] > 0
+    assert case["clarabel_ms_per_account"] is None and case["worst_objective_gap"] is None
 
 
 def test_bench_solver_rejects_unknown_dtype():
