@@ -8,13 +8,17 @@ output is exactly what an undisturbed run wrote.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from engine import synth
-from engine.actors.solver import CHAOS_CRASH_HOUSEHOLDS, CHAOS_EXIT_ONCE
+from engine.actors.solver import CHAOS_CRASH_HOUSEHOLDS, CHAOS_EXIT_ONCE, GPU_DETERMINISM, actor_env
 from engine.book import read_book
 from engine.check import check_run
 from engine.config import Config, RunConfig
@@ -88,6 +92,20 @@ def test_a_rerun_is_identical_and_a_committed_date_is_kept(book, baseline, tmp_p
     tables_now, manifest_now = read_run(again, synth.AS_OF)
     assert manifest_now["run_id"] == replaced["run_id"]
     assert tables_now["trades"].equals(tables["trades"])
+
+
+def test_gpu_actors_ask_xla_for_deterministic_ops(monkeypatch):
+    """On a GPU, XLA adds in a fixed order only when asked; unasked, an H200 gave other trades
+    on every solve of the same shard.  The flags must also parse: XLA aborts on an unknown one."""
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    cpu, gpu = actor_env(0), actor_env(1)
+    assert GPU_DETERMINISM not in cpu["XLA_FLAGS"]
+    assert gpu["XLA_FLAGS"] == f"{cpu['XLA_FLAGS']} {GPU_DETERMINISM}"
+    assert gpu["JAX_PLATFORMS"] == "cpu"                       # the driver's variables still pass on
+    run = subprocess.run([sys.executable, "-c", "import jax.numpy as jnp; print(float(jnp.arange(4.0).sum()))"],
+                         env={**os.environ, **gpu}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "6.0"
 
 
 def test_a_killed_worker_changes_nothing(book, baseline, tmp_path, monkeypatch):

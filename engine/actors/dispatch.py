@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from engine.actors.solver import ACTOR_ENV, FORWARDED_ENV, ShardSolver
+from engine.actors.solver import ShardSolver, actor_env
 from engine.config import Config
 from engine.errors import RunError
 from engine.shards import Shard, ShardOutput, shard_tables
@@ -102,7 +102,7 @@ class Dispatcher:
         slots, gpus = actor_slots()
         self.size = actors or slots
         self.pin = config.run.pin_actors and not gpus     # GPU actors take no CPU of their own
-        env = {**ACTOR_ENV, **{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
+        env = actor_env(gpus)
         # compiled solver shapes survive actor restarts and runs (each node keeps its own)
         env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
             os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "canopy", "jax"))

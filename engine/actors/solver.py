@@ -40,6 +40,18 @@ ACTOR_ENV = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_paralleli
              "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 #: Driver environment variables passed on to the actors.
 FORWARDED_ENV = (CHAOS_CRASH_HOUSEHOLDS, CHAOS_EXIT_ONCE, "JAX_COMPILATION_CACHE_DIR", "JAX_PLATFORMS")
+#: XLA's GPU reductions and scatters are otherwise free to add in any order: on an H200 the same
+#: shard gave different trades on every solve, which CONTRACT's re-run rule forbids.
+GPU_DETERMINISM = "--xla_gpu_deterministic_ops=true"
+
+
+def actor_env(gpus: float) -> dict[str, str]:
+    """The environment of a solver actor: :data:`ACTOR_ENV`, the forwarded driver variables, and
+    on a GPU, XLA's deterministic ops (:data:`GPU_DETERMINISM`)."""
+    env = {**ACTOR_ENV, **{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
+    if gpus:
+        env["XLA_FLAGS"] = f"{env['XLA_FLAGS']} {GPU_DETERMINISM}"
+    return env
 
 
 class ShardSolver:
