@@ -13,6 +13,7 @@ from engine import schema
 ROOT = Path(__file__).resolve().parents[1]
 PURE = ["engine/schema.py", "engine/config.py", "engine/errors.py", "engine/validate.py",
         "engine/targets.py", "engine/problem.py", "engine/screen_window.py", "engine/synth.py", "engine/kernels",
+        "engine/lines.py", "engine/proposals.py",
         "engine/solver"]
 STORAGE = {"fsspec", "s3fs"}
 

@@ -404,7 +404,7 @@ def test_cash_above_the_cap_after_rounding_is_invested_in_whole_shares():
     from types import SimpleNamespace
 
     from engine.kernels.wash import BUY, SELL
-    from engine.proposals import _invest
+    from engine.lines import invest
 
     # one account: two buys the solver asked for, already met, and one loss sell
     side = np.array([BUY, BUY, SELL], np.int8)
@@ -424,7 +424,7 @@ def test_cash_above_the_cap_after_rounding_is_invested_in_whole_shares():
                                h=np.array([0]))
     result = SimpleNamespace(problem=SimpleNamespace(wash_group=np.array([0, 1, 2])))
     before = shares.copy()
-    _invest(shares, lines, accounts, result)
+    invest(shares, lines, accounts, result)
     cash = cash_after - ((shares - before) * price)[:2].sum()
     assert 3_000.0 - 50.0 <= cash <= 3_000.0
     assert shares[2] == before[2] and (shares == np.round(shares)).all() and (shares >= before).all()
