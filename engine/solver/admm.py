@@ -48,6 +48,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+import numpy as np
 
 from engine.config import SolverConfig
 from engine.solver.types import (MAX_ITERATIONS, NON_FINITE, PENALTY_BAND, PENALTY_CASH_CAP,
@@ -247,6 +248,16 @@ def shared_columns(p: ProblemBatch):
     return jnp.concatenate([p.exposures @ jnp.linalg.cholesky(p.factor_covariance), class_onehot(p)], axis=1)
 
 
+def _packed(r: int):
+    """The upper triangle of an r×r symmetric matrix packed: its (rows, columns), and for each
+    entry of the matrix its place in the packing (static, NumPy)."""
+    upper = np.triu_indices(r)
+    place = np.empty((r, r), np.int64)
+    place[upper] = np.arange(upper[0].size)
+    place[upper[1], upper[0]] = place[upper]
+    return upper, place
+
+
 def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class,
                        rows_diagonal, class_diagonal) -> Factor:
     """The factor of ``K = Δ + P + Gᵀ diag(root²/diagonal) G + (CᵀM)ᵀ diag(root²/diagonal) CᵀM``.
@@ -262,8 +273,9 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
     The core's largest block, ``Eᵀ diag(ω) E`` (n·(k + C)² per household),
     is ``S (Ẽᵀ diag(ω) Ẽ) S`` with ``Ẽ`` shared by the batch
     (:func:`shared_columns`), computed as ω @ (the rows of Ẽ's outer
-    products): under ``vmap`` one (B × n) @ (n × (k + C)²) matrix product for
-    the whole batch instead of B small ones.
+    products, their upper triangle): under ``vmap`` one (B × n) @
+    (n × (k + C)(k + C + 1)/2) matrix product for the whole batch instead of
+    B small ones.
     """
     beta = 2.0 * p.risk_aversion * p.specific_variance
     taxed_sell = inv_sell * p.lot_tax
@@ -277,10 +289,12 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
     columns = shared_columns(p)                            # (n, rE), no batch axis
     k = factor_scale.shape[0]
     r_e = columns.shape[1]
-    outer = (columns[:, :, None] * columns[:, None, :]).reshape(columns.shape[0], r_e * r_e)
+    upper, symmetric = _packed(r_e)
+    outer = columns[:, upper[0]] * columns[:, upper[1]]     # (n, rE(rE + 1)/2): the upper triangle
     scale = jnp.concatenate([jnp.broadcast_to(root_risk, (k,)), root_class])
-    s_ee = scale[:, None] * (omega @ outer).reshape(r_e, r_e) * scale[None, :]
-    # P = M A Gᵀ (n, m, 3), √ρ folded in: column (a, r) = Σ over a's variables of security i of s·a·g_r
+    s_ee = scale[:, None] * (omega @ outer)[symmetric] * scale[None, :]
+    # (M A Gᵀ)ᵀ (3m, n), √ρ folded in: row (a, r) = Σ over a's variables of security i of s·a·g_r
+    # (rows by security, so that no product needs a transposed copy of it)
     gb = jnp.asarray(_BUY_ROW, p.holdings.dtype)
     Pm = root_rows.T[:, :, None] * (gb[:, None, None] * inv_buy[None]
                                     - jnp.stack([sell_sum, sell_tax, sell_sum]))          # (3, m, n)
