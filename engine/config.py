@@ -304,8 +304,8 @@ class RunConfig:
         and the size of its batch.  A batch whose arrays stay in a core's
         cache costs less a household: a direct-index household-iteration took
         410 µs in a batch of 32 or 64 and 460–470 µs in one of 128 (one
-        core, 2 MB of L2), and the 100,000-account night solved 13% faster
-        at 500,000 than at 2,000,000.
+        core, 2 MB of L2), and at 500,000 the 100,000-account night's actors
+        spent 13% less time solving (programs aside) than at 2,000,000.
     max_in_flight
         Shards in flight per solver actor (2 keeps an actor busy while the
         driver ships the next shard).
