@@ -293,8 +293,7 @@ def factorize_diagonal(p: ProblemBatch, inv_buy, inv_sell, root_rows, root_class
     outer = columns[:, upper[0]] * columns[:, upper[1]]     # (n, rE(rE + 1)/2): the upper triangle
     scale = jnp.concatenate([jnp.broadcast_to(root_risk, (k,)), root_class])
     s_ee = scale[:, None] * (omega @ outer)[symmetric] * scale[None, :]
-    # (M A Gᵀ)ᵀ (3m, n), √ρ folded in: row (a, r) = Σ over a's variables of security i of s·a·g_r
-    # (rows by security, so that no product needs a transposed copy of it)
+    # P = M A Gᵀ (n, m, 3), √ρ folded in: column (a, r) = Σ over a's variables of security i of s·a·g_r
     gb = jnp.asarray(_BUY_ROW, p.holdings.dtype)
     Pm = root_rows.T[:, :, None] * (gb[:, None, None] * inv_buy[None]
                                     - jnp.stack([sell_sum, sell_tax, sell_sum]))          # (3, m, n)
