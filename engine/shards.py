@@ -214,7 +214,7 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
     keep = lot_account >= 0
     lot_account = lot_account[keep]
     lot_security = index_in(lots.column(Col.security_id), securities)[keep]
-    positions, lots_held = np.unique(lot_account * S + lot_security, return_counts=True)
+    positions, lots_held = unique_sorted(lot_account * S + lot_security, return_counts=True)
     position_account = positions // S
     most_lots = np.zeros(H, np.int64)
     np.maximum.at(most_lots, member[position_account], lots_held)

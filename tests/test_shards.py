@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from engine import synth
 from engine.config import RunConfig
-from engine.schema import Col
+from engine.schema import Col, unique_sorted
 from engine.solver.layout import pad_lots as pad_lots_total
 from engine.shards import household_ids, pad_lots, pad_universe, plan_shards, shard_sizes, shard_tables
 from engine.solver.driver import MIN_BUCKET
@@ -129,6 +129,17 @@ def test_shard_sizes_are_powers_of_two_that_cover_the_households(households, mos
     powers = [s for s in sizes if s & (s - 1) == 0]
     assert len(powers) >= len(sizes) - 1 and all(s < MIN_BUCKET for s in sizes if s & (s - 1))
     assert sizes == sorted(sizes, reverse=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.integers(-2**40, 2**40), max_size=300), runs=st.booleans())
+def test_unique_sorted_is_numpys_unique_with_its_counts(values, runs):
+    keys = np.sort(np.asarray(values, np.int64)) if runs else np.asarray(values, np.int64)
+    keys = np.concatenate([keys, keys[: len(keys) // 3]])        # a book's lots: runs in order, and repeats
+    distinct, counts = np.unique(keys, return_counts=True)
+    assert np.array_equal(unique_sorted(keys), distinct)
+    got, got_counts = unique_sorted(keys, return_counts=True)
+    assert np.array_equal(got, distinct) and np.array_equal(got_counts, counts)
 
 
 def test_planned_shards_run_at_power_of_two_batches(book):
