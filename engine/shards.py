@@ -16,7 +16,9 @@ converges, so households of like shape go together:
 
 The ladders are coarse on purpose: every distinct shape costs a compile of
 10–20 s per actor (less from JAX's persistent cache), and a padded variable
-costs only its share of an iteration.
+costs only its share of an iteration.  For the same reason a shape of few
+households is solved in a larger shape of the book that covers it
+(:func:`merge_rare_shapes`).
 
 Within a shape, households are taken in household-id order (deterministic)
 and cut into shards of at most ``RunConfig.shard_accounts`` accounts and
@@ -50,7 +52,7 @@ SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models"
 #: The tables cut by account.
 ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
 
-__all__ = ["Shard", "ShardOutput", "plan_shards", "shard_sizes", "shard_tables", "solve_shard", "household_ids",
+__all__ = ["Shard", "ShardOutput", "plan_shards", "merge_rare_shapes", "shape_work", "shard_sizes", "shard_tables", "solve_shard", "household_ids",
            "household_transactions", "WarmStart",
            "SHARED_TABLES", "ACCOUNT_TABLES"]
 
@@ -87,6 +89,11 @@ class Shard:
     def key(self) -> tuple[int, int, int, int]:
         """(m, L, n, P): what the solver compiles for (shards of one key share their programs)."""
         return self.shape + (self.lots,)
+
+    @property
+    def work(self) -> int:
+        """The shard's share of the solver's work: :func:`shape_work` times its households."""
+        return self.households * shape_work(self.key)
 
 
 @dataclass
@@ -130,6 +137,55 @@ def pad_lots(count: int) -> int:
     while size < count:
         size *= 4
     return size
+
+
+#: A rare shape joins a larger one where that costs a household at most this many times its
+#: own shape's work (:func:`merge_rare_shapes`).
+MERGE_GROWTH = 4.0
+
+
+def shape_work(key) -> int:
+    """What one household's iteration costs at shape ``key`` = (m, L, n, P): positions plus lots, ``m·n + P``.
+
+    The interior-point iteration passes over the compact layout's lots and over the
+    household's positions; on the 10,000-account book's shards it took 0.10 ms a household
+    at (1, 16, 64, 64), 0.36 at (1, 16, 768, 1024) and 0.88 at (4, 16, 768, 2048).
+    """
+    m, _, n, P = key
+    return m * n + P
+
+
+def merge_rare_shapes(keys: np.ndarray, least: int = RunConfig.min_shape_households,
+                      growth: float = MERGE_GROWTH) -> np.ndarray:
+    """Each household's shape (rows of (m, L, n, P)), a rare shape moved into a larger one.
+
+    Every shape an actor meets costs it its programs: 0.6–3 s even from JAX's
+    persistent cache (tracing, lowering and loading some 15 of them), which a shape of a
+    household or two pays alone; a household solved padded to a larger shape costs only
+    its iterations there.  So a shape held by fewer than ``least`` households joins, of
+    the shapes that cover it (every one of m, L, n and P at least its own), the one of
+    least :func:`shape_work` where that is at most ``growth`` times its own.  The
+    shapes of ``least`` households or more are candidates first; then, the rare shapes
+    from the most work down, each left in place is one for the rarer ones after it (the
+    few households with 64 lots in one position gather in one or two shapes).  Padding
+    is what the ladders do anyway: the solve of a household does not change with it,
+    beyond rounding.  ``least`` 0 leaves every shape as it is.
+    """
+    keys = np.asarray(keys, np.int64).reshape(-1, 4)
+    if keys.size == 0 or least <= 1:
+        return keys
+    shapes, member, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    member = member.reshape(-1)
+    work = np.array([shape_work(k) for k in shapes], np.float64)
+    target = np.arange(len(shapes))
+    kept = list(np.flatnonzero(counts >= least))
+    for rare in sorted(np.flatnonzero(counts < least), key=lambda i: (-work[i], tuple(shapes[i]))):
+        covers = [k for k in kept if (shapes[k] >= shapes[rare]).all() and work[k] <= growth * work[rare]]
+        if covers:
+            target[rare] = min(covers, key=lambda k: (work[k], tuple(shapes[k])))
+        else:
+            kept.append(rare)
+    return shapes[target[member]]
 
 
 def _household_ids(accounts: pa.Table) -> np.ndarray:
@@ -190,7 +246,7 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
         The accounts to solve (usable, not rejected); their households are
         the accounts sharing ``household_id``.
     run
-        ``shard_accounts`` and ``shard_elements``.
+        ``shard_accounts``, ``shard_elements`` and ``min_shape_households``.
 
     Returns
     -------
@@ -231,6 +287,7 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
     L = np.asarray([pad_lots(int(c)) for c in most_lots])
     n = np.asarray([pad_universe(int(c)) for c in universe])
     P = np.asarray([pad_lots_total(int(c)) for c in household_lots])
+    m, L, n, P = merge_rare_shapes(np.stack([m, L, n, P], axis=1), run.min_shape_households).T
     order = np.lexsort((households, P, n, L, m))
     by_household = np.argsort(member, kind="stable")
     first = np.r_[0, np.cumsum(members)]

@@ -106,13 +106,10 @@ def dispatch_order(shards: list[Shard]) -> list[Shard]:
     long at the end.  The output does not depend on the order: rows are
     sorted before writing.
     """
-    def work(s: Shard) -> int:
-        return s.households * (s.shape[0] * s.shape[2] + s.lots)
-
     total = collections.Counter()
     for s in shards:
-        total[s.key] += work(s)
-    return sorted(shards, key=lambda s: (-total[s.key], s.key, -work(s), s.shard_id))
+        total[s.key] += s.work
+    return sorted(shards, key=lambda s: (-total[s.key], s.key, -s.work, s.shard_id))
 
 
 def _shapes_per_actor(shards: list[Shard], outputs: list[ShardOutput]) -> list[int]:

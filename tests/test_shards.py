@@ -15,7 +15,8 @@ from engine import synth
 from engine.config import RunConfig
 from engine.schema import Col, unique_sorted
 from engine.solver.layout import pad_lots as pad_lots_total
-from engine.shards import household_ids, pad_lots, pad_universe, plan_shards, shard_sizes, shard_tables
+from engine.shards import (household_ids, merge_rare_shapes, pad_lots, pad_universe, plan_shards, shape_work,
+                           shard_sizes, shard_tables)
 from engine.solver.driver import MIN_BUCKET
 from engine.targets import build_targets
 
@@ -129,6 +130,48 @@ def test_shard_sizes_are_powers_of_two_that_cover_the_households(households, mos
     powers = [s for s in sizes if s & (s - 1) == 0]
     assert len(powers) >= len(sizes) - 1 and all(s < MIN_BUCKET for s in sizes if s & (s - 1))
     assert sizes == sorted(sizes, reverse=True)
+
+
+def test_a_rare_shape_joins_the_cheapest_shape_that_covers_it():
+    common = [(1, 16, 512, 1024)] * 40 + [(1, 16, 768, 1024)] * 40 + [(4, 16, 768, 4096)] * 40
+    rare = [(1, 16, 512, 512)] * 3 + [(1, 4, 64, 64)] + [(2, 64, 768, 2048)]
+    moved = [tuple(k) for k in merge_rare_shapes(np.array(common + rare), least=32)]
+    assert moved[:120] == common                                   # common shapes stay
+    assert moved[120:123] == [(1, 16, 512, 1024)] * 3              # the cheaper of two covers
+    assert moved[123] == (1, 4, 64, 64)               # every cover costs over 4 times its work: alone
+    assert moved[124] == (2, 64, 768, 2048)           # no cover at all
+    assert [tuple(k) for k in merge_rare_shapes(np.array(common + rare), least=0)] == common + rare
+
+
+def test_rare_shapes_gather_in_a_rare_shape_that_covers_them():
+    keys = [(2, 64, 768, 2048)] * 3 + [(2, 64, 768, 1024)] * 2 + [(1, 64, 512, 1024)] + [(4, 16, 64, 256)] * 50
+    moved = [tuple(k) for k in merge_rare_shapes(np.array(keys), least=32)]
+    assert moved == [(2, 64, 768, 2048)] * 6 + [(4, 16, 64, 256)] * 50
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.tuples(st.sampled_from([1, 2, 4]), st.sampled_from([1, 4, 16, 64]),
+                               st.sampled_from([64, 128, 512, 768]), st.sampled_from([64, 256, 1024, 4096])),
+                     max_size=120), least=st.integers(0, 40))
+def test_merged_shapes_cover_their_households_and_never_add_a_shape(keys, least):
+    keys = np.array(keys, np.int64).reshape(-1, 4)
+    moved = merge_rare_shapes(keys, least=least)
+    assert moved.shape == keys.shape and (moved >= keys).all()
+    assert len({tuple(k) for k in moved}) <= len({tuple(k) for k in keys})
+    before = collections.Counter(map(tuple, keys))
+    for key, new in zip(map(tuple, keys), map(tuple, moved)):
+        if before[key] >= least:
+            assert new == key
+        else:
+            assert shape_work(new) <= 4 * shape_work(key)
+
+
+def test_a_plan_has_fewer_shapes_with_rare_ones_merged(book):
+    tables, targets, usable = book
+    shapes = {merge: {s.key for s in plan_shards(tables, targets, usable, RunConfig(min_shape_households=merge))}
+              for merge in (0, 32)}
+    assert len(shapes[32]) < len(shapes[0])
+    assert shapes[32] <= shapes[0]               # households only move into shapes the book has
 
 
 @settings(max_examples=200, deadline=None)
