@@ -52,8 +52,8 @@ SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models"
 #: The tables cut by account.
 ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
 
-__all__ = ["Shard", "ShardOutput", "plan_shards", "merge_rare_shapes", "shape_work", "shard_sizes", "shard_tables", "solve_shard", "household_ids",
-           "household_transactions", "WarmStart",
+__all__ = ["Shard", "ShardOutput", "plan_shards", "merge_rare_shapes", "shape_work", "shard_sizes", "shard_tables",
+           "solve_shard", "household_ids", "household_transactions", "WarmStart",
            "SHARED_TABLES", "ACCOUNT_TABLES"]
 
 
@@ -148,8 +148,8 @@ def shape_work(key) -> int:
     """What one household's iteration costs at shape ``key`` = (m, L, n, P): positions plus lots, ``m·n + P``.
 
     The interior-point iteration passes over the compact layout's lots and over the
-    household's positions; on the 10,000-account book's shards it took 0.10 ms a household
-    at (1, 16, 64, 64), 0.36 at (1, 16, 768, 1024) and 0.88 at (4, 16, 768, 2048).
+    household's positions; on the 10,000-account book's shards a household-iteration took
+    0.10 ms at (1, 16, 64, 64), 0.36 at (1, 16, 768, 1024) and 0.88 at (4, 16, 768, 2048).
     """
     m, _, n, P = key
     return m * n + P
@@ -159,16 +159,16 @@ def merge_rare_shapes(keys: np.ndarray, least: int = RunConfig.min_shape_househo
                       growth: float = MERGE_GROWTH) -> np.ndarray:
     """Each household's shape (rows of (m, L, n, P)), a rare shape moved into a larger one.
 
-    Every shape an actor meets costs it its programs: 0.6–3 s even from JAX's
-    persistent cache (tracing, lowering and loading some 15 of them), which a shape of a
-    household or two pays alone; a household solved padded to a larger shape costs only
-    its iterations there.  So a shape held by fewer than ``least`` households joins, of
-    the shapes that cover it (every one of m, L, n and P at least its own), the one of
-    least :func:`shape_work` where that is at most ``growth`` times its own.  The
-    shapes of ``least`` households or more are candidates first; then, the rare shapes
-    from the most work down, each left in place is one for the rarer ones after it (the
-    few households with 64 lots in one position gather in one or two shapes).  Padding
-    is what the ladders do anyway: the solve of a household does not change with it,
+    Every shape an actor meets costs it its programs: 0.6–3 s even from JAX's persistent
+    cache (tracing, lowering and loading each of its jitted steps at each batch size),
+    which a shape of a household or two pays alone; a household solved padded to a larger
+    shape costs only its iterations there.  So a shape held by fewer than ``least``
+    households joins, of the shapes that cover it (every one of m, L, n and P at least its
+    own), the one of least :func:`shape_work` where that is at most ``growth`` times its
+    own.  The shapes of ``least`` households or more are candidates first; then, the rare
+    shapes from the most work down, each left in place is one for the rarer ones after it
+    (the few households with 64 lots in one position gather in one or two shapes).
+    Padding is what the ladders do anyway: the solve of a household does not change with it,
     beyond rounding.  ``least`` 0 leaves every shape as it is.
     """
     keys = np.asarray(keys, np.int64).reshape(-1, 4)
