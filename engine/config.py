@@ -311,7 +311,7 @@ class RunConfig:
         each padded) held by fewer households than this is solved padded to
         a larger shape of the book that covers it, where that costs a
         household at most 4 times its own shape's work: every shape costs
-        each actor that meets it its compiled programs, 0.6–3 s even from
+        each actor that meets it its compiled programs, 0.6–7.5 s even from
         JAX's compilation cache.  0 keeps every shape.
     max_in_flight
         Shards in flight per solver actor (2 keeps an actor busy while the

@@ -159,7 +159,7 @@ def merge_rare_shapes(keys: np.ndarray, least: int = RunConfig.min_shape_househo
                       growth: float = MERGE_GROWTH) -> np.ndarray:
     """Each household's shape (rows of (m, L, n, P)), a rare shape moved into a larger one.
 
-    Every shape an actor meets costs it its programs: 0.6–3 s even from JAX's persistent
+    Every shape an actor meets costs it its programs: 0.6–7.5 s even from JAX's persistent
     cache (tracing, lowering and loading each of its jitted steps at each batch size),
     which a shape of a household or two pays alone; a household solved padded to a larger
     shape costs only its iterations there.  So a shape held by fewer than ``least``
