@@ -19,6 +19,10 @@
 5. The solution is the projection of the iterate onto the bounds, with any
    remaining shortfall of a cash floor (at most the primal residual) repaired
    by trimming buys, then selling more.
+
+The jitted steps are :func:`engine.solver.programs.persistent`: with a
+compilation cache directory set, a new process reads their exports instead
+of tracing and lowering them again.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 from engine.config import SolverConfig
 from engine.solver import admm, evaluate, ipm
 from engine.solver.layout import LotLayout, compact_problem, compact_state, expand_state, lot_layout
+from engine.solver.programs import persistent
 from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SOLVED, ProblemBatch,
                                  SolverResult, SolverState, batch_size, take)
 
@@ -105,7 +110,7 @@ def trim_compiled(share: float = MAP_SHARE) -> bool:
     return False
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
+@persistent(static_argnames=("config",))
 def _chunk(problem: ProblemBatch, state: SolverState, config: SolverConfig) -> SolverState:
     new = jax.vmap(admm.chunk, in_axes=(BATCH_AXES, 0, None))(problem, state, config)
     # a household that had finished stays as it was (it waits for the next compaction)
@@ -114,13 +119,13 @@ def _chunk(problem: ProblemBatch, state: SolverState, config: SolverConfig) -> S
                          for old, fresh in zip(state, new)])
 
 
-@functools.partial(jax.jit, donate_argnums=(0,))
+@persistent(donate_argnums=(0,))
 def _scatter(state: SolverState, sub: SolverState, index) -> SolverState:
     """Write the sub-batch back (``index`` may repeat a household: its copies are identical)."""
     return type(state)(*[full.at[index].set(part) for full, part in zip(state, sub)])
 
 
-@jax.jit
+@persistent
 def _polish(problem: ProblemBatch, state: SolverState):
     return jax.vmap(admm.polish, in_axes=(BATCH_AXES, 0))(problem, state)
 
@@ -199,7 +204,7 @@ def _wash_round(prepared: ProblemBatch, buy, sell, config: SolverConfig, last: b
     return settled, buy, sell, changed
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
+@persistent(static_argnames=("config",))
 def _init(problem: ProblemBatch, config: SolverConfig) -> SolverState:
     return jax.vmap(lambda p: admm.init(p, config), in_axes=(BATCH_AXES,))(problem)
 
@@ -211,27 +216,27 @@ def _init(problem: ProblemBatch, config: SolverConfig) -> SolverState:
 _household_chunk = jax.jit(ipm.chunk, static_argnames=("config",))
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
+@persistent(static_argnames=("config",))
 def _ipm_chunk(problem: ProblemBatch, state: ipm.IPMState, config: SolverConfig) -> ipm.IPMState:
     # a household that has finished is left as it is inside ipm.step
     return jax.vmap(lambda p, s: _household_chunk(p, s, config), in_axes=(BATCH_AXES, 0))(problem, state)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
+@persistent(static_argnames=("config",))
 def _ipm_init(problem: ProblemBatch, config: SolverConfig, warm: SolverState | None = None) -> ipm.IPMState:
     if warm is None:
         return jax.vmap(lambda p: ipm.init(p, config), in_axes=(BATCH_AXES,))(problem)
     return jax.vmap(lambda p, w: ipm.init(p, config, w), in_axes=(BATCH_AXES, 0))(problem, warm)
 
 
-@jax.jit
+@persistent
 def _ipm_restart(problem: ProblemBatch, state: ipm.IPMState, fresh: ipm.IPMState, changed) -> ipm.IPMState:
     """Households ``changed`` start again from ``fresh`` (their bounds changed: wash groups fixed)."""
     return ipm.IPMState(*[jnp.where(changed.reshape(changed.shape + (1,) * (old.ndim - 1)), new, old)
                           for old, new in zip(state, fresh)])
 
 
-@jax.jit
+@persistent
 def _ipm_solver_state(problem: ProblemBatch, state: ipm.IPMState) -> SolverState:
     return jax.vmap(ipm.to_solver_state, in_axes=(BATCH_AXES, 0))(problem, state)
 
@@ -261,7 +266,7 @@ def _device_problem(problem: ProblemBatch, dtype) -> ProblemBatch:
     return ProblemBatch(*out)
 
 
-@jax.jit
+@persistent
 def _take(problem: ProblemBatch, state, index):
     """The households ``index`` of a problem and its state, in one jitted gather (shared fields kept)."""
     return take(problem, index), type(state)(*[v[index] for v in state])
