@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 
 import numpy as np
 import pytest
@@ -141,7 +140,6 @@ def test_the_solver_gives_the_same_answer_from_loaded_programs(tmp_path, monkeyp
     for result in (exported, loaded):
         for field in ("buy", "sell", "objective", "iterations", "status"):
             assert np.array_equal(getattr(result, field), getattr(plain, field)), field
-    pickle.dumps(loaded.objective)
 
 
 _SOLVE_IN_A_PROCESS = """

@@ -27,7 +27,6 @@ of tracing and lowering them again.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 
