@@ -112,14 +112,17 @@ def persistent(fn: Callable | None = None, *, static_argnames: tuple[str, ...] =
         if exported is None:
             specs = jax.tree_util.tree_unflatten(
                 tree, [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in avals])
-            exported = exports[key] = _exported(directory, fn, names, dict(static), specs, key)
+            exported = exports[key] = _exported(directory, fn, names, specs, key)
         return exported.call(*arrays)
 
     return jax.jit(traced, static_argnames=static_argnames, donate_argnums=donate_argnums)
 
 
-def _exported(directory: Path, fn: Callable, names: list[str], static: dict, specs: list, key) -> export.Exported:
-    """The export of ``fn`` for arguments like ``specs``, read from ``directory`` or made and saved there."""
+def _exported(directory: Path, fn: Callable, names: list[str], specs: list, key) -> export.Exported:
+    """The export of ``fn`` for arguments like ``specs``, read from ``directory`` or made and saved there.
+
+    ``key`` is (argument tree, shapes and dtypes, static settings as (name, value) pairs).
+    """
     tree, signature, settings = key
     text = repr((fn.__module__, fn.__qualname__, code_fingerprint(), jax.default_backend(),
                  bool(jax.config.jax_enable_x64), str(tree), signature, settings))
@@ -127,7 +130,7 @@ def _exported(directory: Path, fn: Callable, names: list[str], static: dict, spe
     exported = _load(path)
     if exported is None:
         def positional(*values):
-            return fn(**dict(zip(names, values)), **static)
+            return fn(**dict(zip(names, values)), **dict(settings))
 
         exported = export.export(jax.jit(positional))(*specs)          # for this process's platform
         _save(path, exported.serialize())
