@@ -312,7 +312,9 @@ class RunConfig:
         a larger shape of the book that covers it, where that costs a
         household at most 4 times its own shape's work: every shape costs
         each actor that meets it its compiled programs, 0.6–7.5 s even from
-        JAX's compilation cache.  0 keeps every shape.
+        JAX's compilation cache (measured before the solver kept its
+        programs' exports, :mod:`engine.solver.programs`, which took 35–40%
+        off the 100,000-account night's program time).  0 keeps every shape.
     max_in_flight
         Shards in flight per solver actor (2 keeps an actor busy while the
         driver ships the next shard).
