@@ -526,17 +526,41 @@ def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()
 
 
+def one_chunk(table: pa.Table) -> pa.Table:
+    """``table`` in one chunk where its string columns fit one (2 GB each).
+
+    Arrow's ``take`` from a table of many chunks costs time with the whole table, not with the
+    rows taken: 8 times a one-chunk take for a shard of a 10,000-account book's lots (27 chunks),
+    so slicing every shard grew with the square of the book (787 s of wall time at 100,000
+    accounts with the stand-in solver of ``benchmarks/stages.py``).
+    """
+    try:
+        return table.combine_chunks()
+    except pa.ArrowInvalid:                      # offsets overflow: keep the chunks
+        return table
+
+
 def index_in(values, keys) -> np.ndarray:
     """Position of each of ``values`` in ``keys`` (int64), -1 where absent or null, hashed in Arrow.
 
-    Either side may be an Arrow array (chunked or not) or a sequence of strings.
+    Either side may be an Arrow array (chunked or not) or a sequence of strings.  Chunked
+    ``values`` are looked up chunk by chunk, not combined first: combining the 100,000-account
+    book's 33 million lots' ids copied 0.7 GB a column and took 3 s each time, more than the
+    lookup.
     """
     def arrow(x):
-        if isinstance(x, pa.ChunkedArray):
-            return x.combine_chunks()
-        return x if isinstance(x, pa.Array) else pa.array(np.asarray(x, dtype=object), pa.string())
-    found = pc.index_in(arrow(values), value_set=arrow(keys))
-    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return x if isinstance(x, (pa.Array, pa.ChunkedArray)) else pa.array(np.asarray(x, dtype=object), pa.string())
+    keys = arrow(keys)
+    found = pc.index_in(arrow(values), value_set=keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys)
+    chunks = found.chunks if isinstance(found, pa.ChunkedArray) else [found]
+    if not chunks:
+        return np.zeros(0, np.int64)
+    out = np.empty(len(found), np.int64)
+    start = 0
+    for chunk in chunks:
+        out[start:start + len(chunk)] = chunk.fill_null(-1).to_numpy()
+        start += len(chunk)
+    return out
 
 
 def unique_sorted(values, return_counts: bool = False):

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from engine import synth
 from engine.config import RunConfig
-from engine.schema import Col, unique_sorted
+from engine.schema import Col, index_in, one_chunk, unique_sorted
 from engine.solver.layout import pad_lots as pad_lots_total
-from engine.shards import (household_ids, merge_rare_shapes, pad_lots, pad_universe, plan_shards, shape_work,
+from engine.shards import (Shard, household_ids, merge_rare_shapes, pad_lots, pad_universe, plan_shards, shape_work,
                            shard_sizes, shard_tables)
 from engine.solver.driver import MIN_BUCKET
 from engine.targets import build_targets
@@ -95,6 +95,19 @@ def test_each_shard_gets_exactly_its_accounts_rows(book):
     for name in ("accounts", "lots"):
         expected = pc.sum(pc.is_in(tables[name].column(Col.account_id), value_set=_ids(usable))).as_py()
         assert seen[name] == expected
+
+
+def test_a_plan_of_more_shards_than_16_bits_number_still_slices_each_shards_rows(book):
+    tables, targets, usable = book
+    shards = plan_shards(tables, targets, usable, RunConfig(shard_accounts=16))
+    # shard numbers past 2**15 do not fit the 16-bit keys the cut sorts by when it can: the
+    # plan's shards straddle that line
+    empty = [Shard(-1, np.zeros(0, object), 0, (1, 1, 1)) for _ in range(2**15 - 2)]
+    parts = list(shard_tables(tables, empty + shards))
+    assert len(shards) > 4 and all(table.num_rows == 0 for part in parts[:len(empty)] for table in part.values())
+    for shard, part in zip(shards, parts[len(empty):]):
+        assert sorted(part["lots"].column(Col.account_id).to_pylist()) == sorted(
+            a for a in tables["lots"].column(Col.account_id).to_pylist() if a in set(shard.account_ids))
 
 
 def test_a_rejected_members_recent_trades_stay_with_its_household(book):
@@ -183,6 +196,31 @@ def test_unique_sorted_is_numpys_unique_with_its_counts(values, runs):
     assert np.array_equal(unique_sorted(keys), distinct)
     got, got_counts = unique_sorted(keys, return_counts=True)
     assert np.array_equal(got, distinct) and np.array_equal(got_counts, counts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.sampled_from("abcdefg")), max_size=40),
+       keys=st.lists(st.sampled_from("abcde"), unique=True, max_size=5),
+       cuts=st.lists(st.integers(0, 40), max_size=4), form=st.sampled_from(["chunked", "array", "list"]))
+def test_index_in_finds_each_value_in_keys_chunk_by_chunk(values, keys, cuts, form):
+    bounds = sorted({0, len(values), *(min(c, len(values)) for c in cuts)})
+    if form == "chunked":      # the book's lots come in hundreds of chunks, some of them empty
+        given_values = pa.chunked_array([pa.array(values[a:b], pa.string()) for a, b in zip(bounds, bounds[1:])],
+                                        pa.string())
+    else:
+        given_values = pa.array(values, pa.string()) if form == "array" else values
+    key_chunks = pa.chunked_array([pa.array(keys[:2], pa.string()), pa.array(keys[2:], pa.string())])
+    want = [keys.index(v) if v in keys else -1 for v in values]
+    for given_keys in (keys, key_chunks):
+        got = index_in(given_values, given_keys)
+        assert got.dtype == np.int64 and got.tolist() == want
+
+
+def test_one_chunk_combines_a_tables_chunks_and_keeps_its_rows():
+    table = pa.concat_tables([pa.table({"a": [i, i + 1], "b": [str(i), None]}) for i in range(0, 10, 2)])
+    assert table.column("a").num_chunks == 5
+    combined = one_chunk(table)
+    assert combined.column("a").num_chunks == 1 and combined.equals(table)
 
 
 def test_planned_shards_run_at_power_of_two_batches(book):
