@@ -44,6 +44,7 @@ from engine import schema
 from engine.book import read_book
 from engine.config import Config, load_config
 from engine.errors import CanopyError, ConfigError, RunError
+from engine.memory import keep_freed_memory
 from engine.proposals import status_rows
 from engine.schema import Col, Side, Status
 from engine.shards import SHARED_TABLES, Shard, ShardOutput, household_transactions, plan_shards, shard_tables
@@ -177,6 +178,9 @@ def run_nightly(book: str, out: str, config: Config = Config(), *, replace: bool
                 ) -> dict[str, Any]:
     """Run the nightly job on the Ray instance already initialized; return the committed manifest.
 
+    This process, and each solver actor, keeps the memory it frees for its own next use
+    (:func:`engine.memory.keep_freed_memory`; ``CANOPY_KEEP_FREED_MEMORY=0`` to not).
+
     Parameters
     ----------
     book, out
@@ -204,6 +208,7 @@ def run_nightly(book: str, out: str, config: Config = Config(), *, replace: bool
     """
     if not ray.is_initialized():
         raise RunError("Ray is not initialized: call ray.init() first, or use jobs.nightly.main / canopy run")
+    keep_freed_memory()
     timings: dict[str, float] = {}
     started = time.perf_counter()
     clock = time.perf_counter()

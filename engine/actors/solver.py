@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from engine.actors.cores import pin_to_free_core
 from engine.config import Config
+from engine.memory import keep_freed_memory
 from engine.schema import Col
 from engine.shards import Shard, ShardOutput, solve_shard
 from engine.targets import Targets
@@ -72,6 +73,7 @@ class ShardSolver:
 
     def __init__(self, shared: Mapping[str, pa.Table], as_of: dt.date, config: Config, warm_up: bool = True,
                  pin: bool = False):
+        keep_freed_memory()
         self.core = pin_to_free_core() if pin else None
         self.shared = dict(shared)
         self.as_of = as_of
