@@ -552,15 +552,7 @@ def index_in(values, keys) -> np.ndarray:
         return x if isinstance(x, (pa.Array, pa.ChunkedArray)) else pa.array(np.asarray(x, dtype=object), pa.string())
     keys = arrow(keys)
     found = pc.index_in(arrow(values), value_set=keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys)
-    chunks = found.chunks if isinstance(found, pa.ChunkedArray) else [found]
-    if not chunks:
-        return np.zeros(0, np.int64)
-    out = np.empty(len(found), np.int64)
-    start = 0
-    for chunk in chunks:
-        out[start:start + len(chunk)] = chunk.fill_null(-1).to_numpy()
-        start += len(chunk)
-    return out
+    return np.asarray(found.fill_null(-1).to_numpy(), dtype=np.int64)
 
 
 def unique_sorted(values, return_counts: bool = False):
