@@ -160,15 +160,15 @@ def merge_rare_shapes(keys: np.ndarray, least: int = RunConfig.min_shape_househo
     """Each household's shape (rows of (m, L, n, P)), a rare shape moved into a larger one.
 
     Every shape an actor meets costs it its programs: 0.6–7.5 s even from JAX's persistent
-    cache (tracing, lowering and loading each of its jitted steps at each batch size;
-    measured before :mod:`engine.solver.programs` kept their exports, which spare most of
-    the tracing and lowering), which a shape of a household or two pays alone; a household
-    solved padded to a larger shape costs only its iterations there.  So a shape held by fewer than ``least``
-    households joins, of the shapes that cover it (every one of m, L, n and P at least its
-    own), the one of least :func:`shape_work` where that is at most ``growth`` times its
-    own.  The shapes of ``least`` households or more are candidates first; then, the rare
-    shapes from the most work down, each left in place is one for the rarer ones after it
-    (the few households with 64 lots in one position gather in one or two shapes).
+    cache (tracing, lowering and loading each of its jitted steps at each batch size; measured
+    before :mod:`engine.solver.programs` kept their exports, which spare most of the tracing
+    and lowering), which a shape of a household or two pays alone; a household solved padded
+    to a larger shape costs only its iterations there.  So a shape held by fewer than
+    ``least`` households joins, of the shapes that cover it (every one of m, L, n and P at
+    least its own), the one of least :func:`shape_work` where that is at most ``growth`` times
+    its own.  The shapes of ``least`` households or more are candidates first; then, the rare
+    shapes from the most work down, each left in place is one for the rarer ones after it (the
+    few households with 64 lots in one position gather in one or two shapes).
     Padding is what the ladders do anyway: the solve of a household does not change with it,
     beyond rounding.  ``least`` 0 leaves every shape as it is.
     """
