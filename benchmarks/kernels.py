@@ -1,7 +1,7 @@
 """Time each Numba kernel against its pure-Python reference on a synthetic book.
 
 Run: ``.venv/bin/python benchmarks/kernels.py [--accounts 2000] [--seed 0]``.
-Inputs come from :func:`engine.synth.generate_tables`.  Each kernel runs on
+Inputs come from :func:`engine.book.synth.generate_tables`.  Each kernel runs on
 the whole shard (one call, single thread), best of ``--repeat`` runs after a
 warm-up call (so compile time is excluded); each reference runs once on a
 slice of the shard and its rate is extrapolated.  Prints a table and writes
@@ -23,10 +23,11 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import synth  # noqa: E402
-from engine.kernels import dates, lots, rounding, wash, washsale  # noqa: E402
+from engine.book import synth  # noqa: E402
+from engine.contract.schema import Col, Side, TaxStatus  # noqa: E402
+from engine.kernels import dates, lots  # noqa: E402
 from engine.kernels import reference as ref  # noqa: E402
-from engine.schema import Col, Side, TaxStatus  # noqa: E402
+from engine.kernels import rounding, wash, washsale
 
 
 def codes(array) -> np.ndarray:

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 
-
 def _tree_rss(root: int) -> int:
     """Summed resident memory (bytes) of process ``root`` and its descendants, from /proc (Linux)."""
     parent, rss = {}, {}
@@ -73,9 +72,9 @@ class PeakMemory:
 def run_one(accounts: int, books: Path, out: Path, seed: int, config_path: str | None) -> dict:
     import ray
 
-    from engine import synth
-    from engine.config import load_config
-    from jobs.nightly import run_nightly
+    from engine.actors.nightly import run_nightly
+    from engine.book import synth
+    from engine.contract.config import load_config
 
     book = books / f"book-{accounts}-{seed}"
     if not (book / "book.json").exists():

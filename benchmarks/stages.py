@@ -6,7 +6,7 @@
 The solver is being made fast on its own (``benchmarks/solver.py``); this
 benchmark times everything around it: read and validate, targets, plan, and
 per shard the slicing of its tables, problem assembly and proposals, then
-the write.  It runs the driver of ``jobs.nightly`` as it is, with the Ray
+the write.  It runs the driver of ``engine.actors.nightly`` as it is, with the Ray
 dispatcher replaced by a loop in this process and ``engine.solver.solve``
 replaced by a cheap stand-in that returns a plausible solution (a quarter of
 every sellable lot, and the household's underweights bought back) in no
@@ -59,7 +59,7 @@ class LoopDispatcher:
         self.size = self.started = 1
 
     def run(self, work, collect):
-        from engine.shards import solve_shard
+        from engine.rebalance.pipeline import solve_shard
 
         clock = time.perf_counter()
         for shard, tables, targets in work:
@@ -77,10 +77,10 @@ class LoopDispatcher:
 def run_one(book: str, out: str, config_path: str | None) -> dict:
     import engine.actors.dispatch as dispatch
     import engine.solver as solver
-    from engine.book import read_book
-    from engine.config import load_config
-    from engine.store import RunWriter
-    from jobs import nightly
+    from engine.actors import nightly
+    from engine.book.runs import RunWriter
+    from engine.book.storage import read_book
+    from engine.contract.config import load_config
 
     dispatch.Dispatcher = LoopDispatcher
     solver.solve = stand_in_solve
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--profile", default=None, help="write a pyinstrument profile of the last size here")
     parser.add_argument("--out", default="benchmarks/results/stages.json")
     args = parser.parse_args(argv)
-    from engine import synth
+    from engine.book import synth
 
     results = []
     for accounts in args.accounts or [2_000, 10_000]:

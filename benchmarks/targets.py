@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/targets.py --accounts 100000
 
-Builds a synthetic book in memory (:func:`engine.synth.generate_tables`; not
+Builds a synthetic book in memory (:func:`engine.book.synth.generate_tables`; not
 timed), then times, best of ``--repeat``:
 
 * ``build_targets`` on tables not yet validated (custom allocations checked here too),
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from engine.schema import Col
-from engine.synth import generate_tables
-from engine.targets import CustomizationChange, account_target, build_targets, household_targets
+from engine.book.synth import generate_tables
+from engine.contract.schema import Col
+from engine.rebalance.targets import CustomizationChange, account_target, build_targets, household_targets
 
 RESULTS = Path(__file__).resolve().parent / "results" / "targets.json"
 

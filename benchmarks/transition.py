@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import synth
-from engine.book import write_book
-from engine.schema import Col
+from engine.book import synth
+from engine.book.storage import write_book
+from engine.contract.schema import Col
 
 ACCOUNT = "A0000009"
 

@@ -2,8 +2,8 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/whatif.py --accounts 200 --sample 4
 
-Builds a synthetic book in memory (:func:`engine.synth.generate_tables`;
-not timed), opens a :class:`engine.whatif.WhatIfSession` on it, and for
+Builds a synthetic book in memory (:func:`engine.book.synth.generate_tables`;
+not timed), opens a :class:`engine.simulate.whatif.WhatIfSession` on it, and for
 ``--sample`` usable accounts (the largest households and direct-index holders
 first, then others, so several shapes are measured):
 
@@ -33,13 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.book import Book
-from engine.config import Config, load_config
-from engine.schema import Col
-from engine.synth import AS_OF, generate_tables
-from engine.targets import CustomizationChange
-from engine.validate import validate
-from engine.whatif import WHATIF_SOLVER, WhatIfSession
+from engine.book.storage import Book
+from engine.book.synth import AS_OF, generate_tables
+from engine.book.validate import validate
+from engine.contract.config import Config, load_config
+from engine.contract.schema import Col
+from engine.rebalance.targets import CustomizationChange
+from engine.simulate.whatif import WHATIF_SOLVER, WhatIfSession
 
 RESULTS = Path(__file__).resolve().parent / "results" / "whatif.json"
 

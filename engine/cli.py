@@ -2,7 +2,7 @@
 
 Each command is a thin layer over a library function: it parses options,
 calls the function, and prints a summary with rich.  Errors Canopy raises on
-purpose (:class:`~engine.errors.CanopyError`) print as one clear line and exit
+purpose (:class:`~engine.contract.errors.CanopyError`) print as one clear line and exit
 with status 2; anything else is a bug and keeps its traceback.
 """
 
@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine.errors import CanopyError
-from engine.schema import Col
+from engine.contract.errors import CanopyError
+from engine.contract.schema import Col
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Canopy: tax-aware overlay portfolio management.")
@@ -49,7 +49,7 @@ def generate(accounts: int = typer.Option(..., "--accounts", min=1, help="Number
                                                 help="Share of accounts given each kind of planted bad row."),
              overwrite: bool = typer.Option(False, "--overwrite", help="Replace a book already at --out.")):
     """Write a realistic synthetic book."""
-    from engine import synth
+    from engine.book import synth
 
     try:
         date = dt.date.fromisoformat(as_of)
@@ -73,7 +73,7 @@ def validate(book: str = typer.Option(..., "--book", help="Folder or fsspec URI 
     """Read and validate a book; print its summary and its rejections."""
     import pyarrow.compute as pc
 
-    from engine.book import read_book
+    from engine.book.storage import read_book
 
     start = time.perf_counter()
     result = read_book(book)
@@ -117,8 +117,9 @@ def run(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of th
     """Run the nightly job: propose trades for every account of the book and commit the run."""
     import logging
 
-    from engine.config import load_config
-    from jobs.nightly import print_summary, ray_connection, run_nightly, storage_options_from
+    from engine.actors.nightly import print_summary, ray_connection, run_nightly
+    from engine.book.storage import storage_options_from
+    from engine.contract.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = load_config(config)
@@ -132,7 +133,7 @@ def run(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of th
 @app.command("config")
 def show_config():
     """Print every setting at its default, documented, as a canopy.toml to start from."""
-    from engine.config import default_toml
+    from engine.contract.config import default_toml
 
     typer.echo(default_toml(), nl=False)
 
@@ -147,9 +148,9 @@ def check(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of 
           run: str = typer.Option(..., "--run", help="Folder or URI the run was written under (OUT)."),
           show: int = typer.Option(50, "--show", min=0, help="Violations to print.")):
     """Check a committed run against its book, rule by rule (CONTRACT §3); exit 1 on a violation."""
-    from engine.book import read_book
-    from engine.check import check_run, violations_by_rule
-    from engine.store import read_run
+    from engine.book.runs import read_run
+    from engine.book.storage import read_book
+    from engine.review.check import check_run, violations_by_rule
 
     source = read_book(book)
     tables, manifest = read_run(run, source.as_of)
@@ -190,16 +191,23 @@ def backtest(history: list[str] = typer.Option(["sp500", "synthetic"], "--histor
              config: str = typer.Option(None, "--config", help="canopy.toml for Canopy's [policy] and [solver]."),
              out: str = typer.Option("benchmarks/results/backtest", "--out", help="Folder for the JSON and PNG.")):
     """Tax-alpha backtest: buy-and-hold, a monthly harvester and Canopy on real and simulated prices."""
-    from jobs.backtest import main as backtest_main
+    import logging
+    from pathlib import Path
 
-    argv = [f"--history={h}" for h in history] + [
-        f"--stocks={stocks}", f"--years={years}", f"--seed={seed}", f"--frequency={frequency}",
-        f"--contribution={contribution}", f"--window-years={window_years}", f"--out={out}"]
-    argv += [f"--start={start}"] if start else []
-    argv += [f"--end={end}"] if end else []
-    argv += [f"--tax-budget={tax_budget}"] if tax_budget is not None else []
-    argv += [f"--config={config}"] if config else []
-    raise typer.Exit(backtest_main(argv))
+    from engine.contract.config import load_config
+    from engine.simulate.backtest import BacktestSettings
+    from engine.simulate.study import STEPS_PER_YEAR, run_study
+
+    for name in history:
+        if name not in ("sp500", "synthetic"):
+            raise typer.BadParameter(f"--history must be sp500 or synthetic, got {name!r}")
+    if frequency not in STEPS_PER_YEAR:
+        raise typer.BadParameter(f"--frequency must be one of {', '.join(STEPS_PER_YEAR)}, got {frequency!r}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    run_study(history, stocks=stocks, years=years, seed=seed, start=_date_option(start, "--start"),
+              end=_date_option(end, "--end"), window_years=window_years,
+              settings=BacktestSettings(frequency=frequency, contribution=contribution),
+              config=load_config(config), out=Path(out), tax_budget=tax_budget)
 
 
 @app.command()
@@ -211,8 +219,9 @@ def approve(run: str = typer.Option(..., "--run", help="The runs folder (OUT) or
             storage_options: str = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
             check_only: bool = typer.Option(False, "--check", help="Only parse and check the rules file.")):
     """Decide every account of a run by ordered rules; commit the decisions and the approved trade file."""
-    from engine.workflow import approve as approve_run, load_rules
-    from jobs.nightly import storage_options_from
+    from engine.book.storage import storage_options_from
+    from engine.review.approval import approve as approve_run
+    from engine.review.approval import load_rules
 
     parsed = load_rules(rules)
     if check_only:
@@ -245,8 +254,8 @@ def report(run: str = typer.Option(..., "--run", help="The runs folder (OUT) or 
            replace: bool = typer.Option(False, "--replace", help="Replace a report already committed there."),
            storage_options: str = typer.Option(None, "--storage-options", help="fsspec options as JSON.")):
     """Write the run's HTML report with PNG charts, and a Taxes Saved or Deferred page per account."""
-    from engine.report import make_report
-    from jobs.nightly import storage_options_from
+    from engine.book.storage import storage_options_from
+    from engine.review.report import make_report
 
     written = make_report(run, book=book, out=out, as_of=_date_option(as_of, "--as-of"), replace=replace,
                           max_accounts=max_accounts, accounts=account,
@@ -291,9 +300,9 @@ def whatif(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "canopy", "jax"))
 
-    from engine.config import Config, load_config
-    from engine.targets import Allocation, CustomizationChange, Restriction
-    from engine.whatif import WHATIF_SOLVER, WhatIfSession
+    from engine.contract.config import Config, load_config
+    from engine.rebalance.targets import Allocation, CustomizationChange, Restriction
+    from engine.simulate.whatif import WHATIF_SOLVER, WhatIfSession
 
     settings = load_config(config) if config else Config(solver=WHATIF_SOLVER)
     allocations = {}
@@ -369,11 +378,11 @@ def transition(book: str = typer.Option(..., "--book", help="Folder or fsspec UR
     import json
     from pathlib import Path
 
-    from engine.book import read_book
-    from engine.charts import transition_chart
-    from engine.config import load_config
-    from engine.errors import BookError
-    from engine.transition import plan_table, plan_transition
+    from engine.book.storage import read_book
+    from engine.contract.config import load_config
+    from engine.contract.errors import BookError
+    from engine.review.charts import transition_chart
+    from engine.simulate.transition import plan_table, plan_transition
 
     settings = load_config(config)
     source = read_book(book, settings.policy)
@@ -406,21 +415,6 @@ def transition(book: str = typer.Option(..., "--book", help="Folder or fsspec UR
     console.print(f"written: {folder / 'transition.json'}, {folder / 'transition.png'}", width=200)
 
 
-def _benchmark(name: str):
-    """The module ``benchmarks/<name>.py`` of this source tree (benchmarks are not installed)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    if not path.exists():
-        raise typer.BadParameter(f"benchmarks/{name}.py is not beside this installation ({path}); "
-                                 f"run canopy bench from a source checkout")
-    spec = importlib.util.spec_from_file_location(f"canopy_benchmarks_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @bench.command("solver")
 def bench_solver(sizes: list[int] = typer.Option([50, 100, 200, 500, 600], "--size",
                                                 help="Securities per instance; repeat for several."),
@@ -443,9 +437,10 @@ def bench_solver(sizes: list[int] = typer.Option([50, 100, 200, 500, 600], "--si
         raise typer.BadParameter(f"--dtype must be float64 or float32, got {dtype!r}")
     if method not in ("ipm", "admm"):
         raise typer.BadParameter(f"--method must be ipm or admm, got {method!r}")
-    _benchmark("solver").main(sizes=sizes, batch=batch, iterations=iterations, tolerance=tolerance,
-                              dtype=dtype, device=device, households=households,
-                              oracle_households=oracle, out=out, method=method)
+    from engine.testing.solver_bench import main as bench_main
+
+    bench_main(sizes=sizes, batch=batch, iterations=iterations, tolerance=tolerance, dtype=dtype, device=device,
+               households=households, oracle_households=oracle, out=out, method=method)
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m engine.cli

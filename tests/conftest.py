@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import synth
+from engine.book import synth
 
 
 @pytest.fixture(scope="session")
@@ -145,18 +145,19 @@ def solve_locally(book_uri: str, out: str, accounts: int | None = None):
     """The nightly job's work without Ray: every usable household in one shard of the largest shape.
 
     One shape means one compile (~15 s); the rows are what the job's shards would write
-    (``engine.shards.solve_shard``), committed with ``engine.store.RunWriter``.
+    (``engine.rebalance.pipeline.solve_shard``), committed with ``engine.book.runs.RunWriter``.
     """
     import numpy as np
     import pyarrow as pa
 
-    from engine.book import read_book
-    from engine.config import Config, SolverConfig
-    from engine.proposals import status_rows
-    from engine.schema import Status
-    from engine.shards import SHARED_TABLES, Shard, household_transactions, plan_shards, shard_tables, solve_shard
-    from engine.store import RunWriter
-    from engine.targets import build_targets
+    from engine.book.runs import RunWriter
+    from engine.book.storage import read_book
+    from engine.contract.config import Config, SolverConfig
+    from engine.contract.schema import Status
+    from engine.rebalance.pipeline import solve_shard
+    from engine.rebalance.proposals import status_rows
+    from engine.rebalance.shards import SHARED_TABLES, Shard, household_transactions, plan_shards, shard_tables
+    from engine.rebalance.targets import build_targets
 
     config = Config(solver=SolverConfig(**SMALL_RUN_SOLVER))
     book = read_book(book_uri)
@@ -168,9 +169,8 @@ def solve_locally(book_uri: str, out: str, accounts: int | None = None):
     shape = tuple(int(max(s.shape[k] for s in plan)) for k in range(3))
     shard = Shard(0, np.concatenate([s.account_ids for s in plan]), sum(s.households for s in plan), shape)
     part = next(shard_tables(tables, [shard]))
-    row_of = {a: i for i, a in enumerate(targets.account_ids)}
-    output = solve_shard({n: tables[n] for n in SHARED_TABLES}, part,
-                         targets.take([row_of[a] for a in shard.account_ids]), shard, book.as_of, config)
+    output = solve_shard({n: tables[n] for n in SHARED_TABLES}, part, targets.of(shard.account_ids), shard,
+                         book.as_of, config)
     others = [a for a in targets.account_ids if a not in set(usable)]
     rows = [output.accounts]
     if others:

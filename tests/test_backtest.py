@@ -13,12 +13,12 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from engine.backtest import BacktestSettings, rebalance_days, simulate, summarize
-from engine.config import Config, PolicyConfig, SolverConfig
-from engine.histories import synthetic_history
+from engine.contract.config import Config, PolicyConfig, SolverConfig
 from engine.kernels.wash import BUY, SELL
-from engine.ledger import Ledger
-from engine.strategies import BuyAndHold, CanopyStrategy, MonthlyHarvester
+from engine.simulate.backtest import BacktestSettings, rebalance_days, simulate, summarize
+from engine.simulate.histories import synthetic_history
+from engine.simulate.ledger import Ledger
+from engine.simulate.strategies import BuyAndHold, CanopyStrategy, MonthlyHarvester
 
 
 def _day(date: str) -> int:

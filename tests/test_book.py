@@ -9,12 +9,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from engine import schema, synth
-from engine.book import read_book, write_book
-from engine.config import PolicyConfig
-from engine.errors import BookError, SchemaError
-from engine.schema import Col, Reject
-from engine.validate import validate
+from engine.book import synth
+from engine.book.storage import read_book, write_book
+from engine.book.validate import validate
+from engine.contract import schema
+from engine.contract.config import PolicyConfig
+from engine.contract.errors import BookError, SchemaError
+from engine.contract.schema import Col, Reject
 
 AS_OF = synth.AS_OF
 
@@ -355,7 +356,7 @@ def test_duplicate_lot_key(tmp_path, clean_tables):
 def test_duplicate_keys_by_sorted_codes_and_by_hashing_say_the_same(clean_tables, monkeypatch):
     """check_keys sorts integer codes; where the columns have too many distinct values to combine
     it hashes the rows instead.  Both name the first duplicated key, its count and how many."""
-    from engine import validate
+    from engine.book import validate
 
     lots = clean_tables["lots"]
     tables = {**clean_tables, "lots": pa.concat_tables([lots, lots.slice(10, 1), lots.slice(3, 2), lots.slice(3, 1)])}

@@ -7,9 +7,9 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from engine import schema
-from engine.check import check_run, first_long_day, violations_by_rule
-from engine.schema import Col
+from engine.contract import schema
+from engine.contract.schema import Col
+from engine.review.check import check_run, first_long_day, violations_by_rule
 
 AS_OF = dt.date(2026, 11, 20)
 
@@ -248,9 +248,9 @@ def test_every_account_has_a_row(missing):
 def test_canopy_check_command(tmp_path):
     from typer.testing import CliRunner
 
-    from engine.book import write_book
+    from engine.book.runs import RunWriter
+    from engine.book.storage import write_book
     from engine.cli import app
-    from engine.store import RunWriter
 
     tables = book()
     full = {name: tables.get(name, schema.empty(schema_)) for name, schema_ in schema.BOOK_TABLES.items()}

@@ -60,7 +60,7 @@ def test_bench_solver_smallest_case(tmp_path):
 
 def test_bench_solver_runs_without_the_oracle(tmp_path, monkeypatch):
     """A GPU node has no cvxpy: ``--oracle-households 0`` must not import it."""
-    for module in ("cvxpy", "engine.solver.oracle"):
+    for module in ("cvxpy", "engine.testing.oracle"):
         monkeypatch.setitem(sys.modules, module, None)           # importing it now raises
     out = tmp_path / "solver.json"
     result = runner.invoke(app, ["bench", "solver", "--size", "30", "--accounts", "1", "--batch", "2",
@@ -85,7 +85,7 @@ def test_config_prints_every_setting_documented_at_its_default():
     import dataclasses
     import tomllib
 
-    from engine.config import _SECTIONS, Config, _field_docs, config_from_dict
+    from engine.contract.config import _SECTIONS, Config, _field_docs, config_from_dict
 
     result = runner.invoke(app, ["config"])
     assert result.exit_code == 0

@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from engine.histories import sp500_history, synthetic_history
+from engine.simulate.histories import sp500_history, synthetic_history
 
 
 def test_sp500_history_loads_offline_with_a_risk_model_from_the_past_only():

@@ -1,4 +1,4 @@
-"""engine.memory: a process that keeps what it frees, checked in fresh processes (the setting is process-wide)."""
+"""engine.actors.memory: a process that keeps what it frees, checked in fresh processes (the setting is process-wide)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.memory import ENV
+from engine.actors.memory import ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import json, os
 import numpy as np
-from engine.memory import keep_freed_memory
+from engine.actors.memory import keep_freed_memory
 
 def resident():
     with open("/proc/self/statm") as fh:

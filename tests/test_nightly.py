@@ -17,14 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from engine import synth
 from engine.actors.solver import CHAOS_CRASH_HOUSEHOLDS, CHAOS_EXIT_ONCE, GPU_DETERMINISM, actor_env
-from engine.book import read_book
-from engine.check import check_run
-from engine.config import Config, RunConfig
-from engine.errors import BookError, ConfigError, RunError
-from engine.schema import Col, Status
-from engine.store import committed, read_run
+from engine.book import synth
+from engine.book.runs import committed, read_run
+from engine.book.storage import read_book
+from engine.contract.config import Config, RunConfig
+from engine.contract.errors import BookError, ConfigError, RunError
+from engine.contract.schema import Col, Status
+from engine.review.check import check_run
 from jobs import nightly
 
 pytestmark = pytest.mark.usefixtures("ray_session")

@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from engine import synth
-from engine.config import Config, RunConfig
-from engine.store import read_run
+from engine.book import synth
+from engine.book.runs import read_run
+from engine.contract.config import Config, RunConfig
 
 pytestmark = pytest.mark.cluster
 
@@ -38,7 +38,7 @@ def cluster():
 
 
 def test_losing_a_node_mid_run_changes_nothing(cluster, tmp_path):
-    from jobs.nightly import run_nightly
+    from engine.actors.nightly import run_nightly
 
     head_and_workers, workers = cluster
     book = str(tmp_path / "book")

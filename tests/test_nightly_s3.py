@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from engine import synth
-from engine.book import read_book
-from engine.check import check_run
-from engine.schema import Col
-from engine.store import committed, read_run, run_path
+from engine.book import synth
+from engine.book.runs import committed, read_run, run_path
+from engine.book.storage import read_book
+from engine.contract.schema import Col
+from engine.review.check import check_run
 
 pytestmark = pytest.mark.s3
 
@@ -33,7 +33,7 @@ def _trades(table: pa.Table) -> pa.Table:
 
 
 def _run_nightly(book: str, out: str, storage_options=None) -> dict:
-    from jobs.nightly import run_nightly  # the job under test
+    from engine.actors.nightly import run_nightly  # the job under test
 
     return run_nightly(book, out, storage_options=storage_options)
 

@@ -9,15 +9,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine import policy as tax_policy
-from engine import synth
-from engine.config import PolicyConfig, SolverConfig
+from engine.book import synth
+from engine.contract.config import PolicyConfig, SolverConfig
+from engine.contract.schema import Col, Side
 from engine.kernels.dates import first_long_day, to_days
-from engine.problem import build_problem_batch
-from engine.proposals import propose
-from engine.schema import Col, Side
+from engine.rebalance import policy as tax_policy
+from engine.rebalance.problem import build_problem_batch
+from engine.rebalance.proposals import propose
+from engine.rebalance.targets import build_targets
 from engine.solver import solve
-from engine.targets import build_targets
 
 BASE = PolicyConfig(harvest_year_end_scale=1.0, long_term_wait_days=0, tax_inefficient_classes=())
 
@@ -212,7 +212,7 @@ def test_prorated_tax_budget(book):
 
 
 def test_every_policy_setting_is_documented():
-    from engine.config import _field_docs
+    from engine.contract.config import _field_docs
 
     docs = _field_docs(PolicyConfig)
     for field in dataclasses.fields(PolicyConfig):
@@ -222,8 +222,8 @@ def test_every_policy_setting_is_documented():
 def test_tax_inefficient_classes_come_from_toml_as_a_list_and_go_to_the_manifest_as_one():
     import json
 
-    from engine.config import Config, config_from_dict
-    from engine.errors import ConfigError
+    from engine.contract.config import Config, config_from_dict
+    from engine.contract.errors import ConfigError
 
     config = config_from_dict({"policy": {"tax_inefficient_classes": ["real_estate"]}})
     assert config.policy.tax_inefficient_classes == ("real_estate",)

@@ -6,12 +6,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine import synth
-from engine.config import PolicyConfig
-from engine.problem import build_problem_batch
-from engine.schema import Col
+from engine.book import synth
+from engine.contract.config import PolicyConfig
+from engine.contract.schema import Col
+from engine.rebalance.problem import build_problem_batch
+from engine.rebalance.targets import build_targets
 from engine.solver import evaluate, solve
-from engine.targets import build_targets
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
-from engine.config import SolverConfig  # noqa: E402
+from engine.contract.config import SolverConfig  # noqa: E402
 from engine.solver import programs  # noqa: E402
 from engine.solver.types import SolverState  # noqa: E402
 
@@ -125,7 +125,7 @@ def test_the_exports_live_in_a_local_compilation_cache(root, expected):
 def test_the_solver_gives_the_same_answer_from_loaded_programs(tmp_path, monkeypatch):
     """A batch solved with exported programs, then by a 'later process' that loads them, then plainly."""
     from engine.solver import solve
-    from engine.solver.instances import random_batch
+    from engine.testing.instances import random_batch
 
     problem = random_batch(4, n=12, accounts=2, lots=3, factors=3, classes=3, seed=5, lots_per_account=30)
     config = SolverConfig()
@@ -144,9 +144,9 @@ def test_the_solver_gives_the_same_answer_from_loaded_programs(tmp_path, monkeyp
 
 _SOLVE_IN_A_PROCESS = """
 import json, sys
-from engine.config import SolverConfig
+from engine.contract.config import SolverConfig
 from engine.solver import solve
-from engine.solver.instances import random_batch
+from engine.testing.instances import random_batch
 problem = random_batch(4, n=12, accounts=2, lots=3, factors=3, classes=3, seed=5, lots_per_account=30)
 result = solve(problem, SolverConfig())
 json.dump({"objective": result.objective.tolist(), "iterations": result.iterations.tolist()}, sys.stdout)

@@ -13,14 +13,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from engine import schema, synth
-from engine.check import check_run, violations_by_rule
-from engine.config import PolicyConfig, SolverConfig
-from engine.problem import build_problem_batch
-from engine.proposals import propose, status_rows
-from engine.schema import Col, Reason, Rule, Side, Status
+from engine.book import synth
+from engine.contract import schema
+from engine.contract.config import PolicyConfig, SolverConfig
+from engine.contract.schema import Col, Reason, Rule, Side, Status
+from engine.rebalance.problem import build_problem_batch
+from engine.rebalance.proposals import propose, status_rows
+from engine.rebalance.targets import build_targets
+from engine.review.check import check_run, violations_by_rule
 from engine.solver import solve
-from engine.targets import build_targets
 
 AS_OF = synth.AS_OF
 #: Looser than the default, to keep the module fast; a household stopped at the limit still proposes.
@@ -373,7 +374,7 @@ def test_a_mate_that_cannot_sell_its_window_purchase_holds_the_screen_back(why):
     """Rejected (its recent trades travel with a solved household-mate), never_sell on what it
     bought, or suspended: the buyer cannot sell, so the screened loss lot waits; nothing of the
     group is bought in the household today."""
-    from engine.shards import household_transactions
+    from engine.rebalance.shards import household_transactions
 
     tables, screened, shares, bought = _screen_inside_a_wash_window(synth.generate_tables(12, seed=3,
                                                                                           bad_fraction=0.0))
@@ -404,7 +405,7 @@ def test_cash_above_the_cap_after_rounding_is_invested_in_whole_shares():
     from types import SimpleNamespace
 
     from engine.kernels.wash import BUY, SELL
-    from engine.lines import invest
+    from engine.rebalance.lines import invest
 
     # one account: two buys the solver asked for, already met, and one loss sell
     side = np.array([BUY, BUY, SELL], np.int8)

@@ -15,16 +15,16 @@ import pytest
 import scipy.sparse as sp
 from typer.testing import CliRunner
 
-from engine import schema
+from engine.book.runs import read_run
 from engine.cli import app
-from engine.errors import RunError
-from engine.explain import explain
-from engine.report import CHARTS, make_report
-from engine.schema import Col, Side, TaxStatus
-from engine.store import read_run
-from engine.targets import Targets
-from engine.taxes import plain_rebalance
-from engine.workflow import approve, load_rules
+from engine.contract import schema
+from engine.contract.errors import RunError
+from engine.contract.schema import Col, Side, TaxStatus
+from engine.rebalance.targets import Targets
+from engine.review.approval import approve, load_rules
+from engine.review.explain import explain
+from engine.review.report import CHARTS, make_report
+from engine.review.taxes import plain_rebalance
 
 CHROMIUM = Path("/usr/bin/chromium")
 AS_OF = dt.date(2026, 11, 20)
@@ -169,8 +169,8 @@ def test_the_report_renders_in_headless_chromium_with_its_images(report, tmp_pat
 
 
 def test_year_to_date_adds_this_years_earlier_approved_runs(report, small_run, tmp_path):
-    from engine.report import year_so_far
-    from engine.store import read_decisions
+    from engine.book.runs import read_decisions
+    from engine.review.report import year_so_far
 
     runs, folder, _ = report
     as_of = small_run[2]
@@ -204,8 +204,8 @@ def test_year_to_date_adds_this_years_earlier_approved_runs(report, small_run, t
 
 
 def test_every_reason_has_words():
-    from engine.explain import WHY
-    from engine.schema import Reason
+    from engine.contract.schema import Reason
+    from engine.review.explain import WHY
 
     assert {reason for reason, _ in WHY} == set(Reason.all)
     buy = {Col.side: Side.buy, Col.quantity: 2.5, Col.security_id: "S", Col.value: 10.0, Col.reason: Reason.cash_invest}
@@ -218,7 +218,7 @@ def test_every_reason_has_words():
 
 
 def test_without_a_book_the_report_leaves_the_tax_figures_out(report, small_run):
-    from engine.report import build_report
+    from engine.review.report import build_report
 
     runs, _, _ = report
     run, manifest = read_run(str(runs), small_run[2])

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import synth
-from engine.config import RunConfig
-from engine.schema import Col, index_in, one_chunk, unique_sorted
-from engine.solver.layout import pad_lots as pad_lots_total
-from engine.shards import (Shard, household_ids, merge_rare_shapes, pad_lots, pad_universe, plan_shards, shape_work,
-                           shard_sizes, shard_tables)
+from engine.book import synth
+from engine.contract.config import RunConfig
+from engine.contract.schema import Col, index_in, one_chunk, unique_sorted
+from engine.rebalance.shards import (Shard, household_ids, merge_rare_shapes, pad_lots, pad_universe, plan_shards,
+                                     shape_work, shard_sizes, shard_tables)
+from engine.rebalance.targets import build_targets
 from engine.solver.driver import MIN_BUCKET
-from engine.targets import build_targets
+from engine.solver.layout import pad_lots as pad_lots_total
 
 
 def _ids(ids) -> pa.Array:
@@ -111,7 +111,7 @@ def test_a_plan_of_more_shards_than_16_bits_number_still_slices_each_shards_rows
 
 
 def test_a_rejected_members_recent_trades_stay_with_its_household(book):
-    from engine.shards import household_transactions
+    from engine.rebalance.shards import household_transactions
 
     tables, targets, usable = book
     accounts = tables["accounts"]
@@ -240,7 +240,7 @@ def test_an_actor_is_given_its_own_shape_then_one_no_other_actor_has():
 
 
 def test_shards_go_out_by_shape_the_shape_of_most_work_first(book):
-    from jobs.nightly import dispatch_order
+    from engine.actors.nightly import dispatch_order
 
     tables, targets, usable = book
     shards = plan_shards(tables, targets, usable, RunConfig(shard_accounts=8))

@@ -11,13 +11,13 @@ import pytest
 jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
-from engine.config import SolverConfig  # noqa: E402
-from engine.solver import INFEASIBLE, SOLVED, MAX_ITERATIONS, solve  # noqa: E402
-from engine.solver import admm, evaluate, oracle  # noqa: E402
+from engine.contract.config import SolverConfig  # noqa: E402
+from engine.solver import INFEASIBLE, MAX_ITERATIONS, SOLVED, admm, evaluate, solve  # noqa: E402
 from engine.solver.ipm import tolerances as ipm_tolerances  # noqa: E402
-from engine.solver.instances import MIXES, random_batch  # noqa: E402
 from engine.solver.layout import compact_problem, lot_layout  # noqa: E402
 from engine.solver.types import SHARED_FIELDS, ProblemBatch, take  # noqa: E402
+from engine.testing import oracle
+from engine.testing.instances import MIXES, random_batch  # noqa: E402
 
 pytest.importorskip("cvxpy")
 
@@ -369,8 +369,8 @@ def test_an_unknown_lot_layout_is_refused():
 
 @pytest.mark.parametrize("key,value", [("lot_layout", "sparse"), ("method", "newton"), ("dtype", "float16")])
 def test_a_word_setting_outside_its_choices_is_refused_at_load(key, value):
-    from engine.config import config_from_dict
-    from engine.errors import ConfigError
+    from engine.contract.config import config_from_dict
+    from engine.contract.errors import ConfigError
 
     with pytest.raises(ConfigError, match=f"solver\\]\\.{key}: '{value}' is not one of"):
         config_from_dict({"solver": {key: value}}, where="canopy.toml")

@@ -7,11 +7,11 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from engine import schema
-from engine.errors import RunError, SchemaError
-from engine.schema import Col
-from engine.store import (RunWriter, committed, committed_dates, locate_run, read_decisions, read_run, run_path,
-                          write_decisions, write_report)
+from engine.book.runs import (RunWriter, committed, committed_dates, locate_run, read_decisions, read_run, run_path,
+                              write_decisions, write_report)
+from engine.contract import schema
+from engine.contract.errors import RunError, SchemaError
+from engine.contract.schema import Col
 
 AS_OF = dt.date(2026, 11, 20)
 
@@ -161,7 +161,7 @@ def test_decisions_commit_beside_the_run(tmp_path, scheme):
 
 
 def test_a_decision_set_that_fails_midway_leaves_the_committed_one(tmp_path, monkeypatch):
-    from engine import store
+    from engine.book import store
 
     out = str(tmp_path / "runs")
     write_run(out)

@@ -285,11 +285,11 @@ def test_ray_job_submit_runs_the_nightly_job(tmp_path):
     ``ray.init`` in the pytest process.  Run it on its own with
     ``.venv/bin/python -m pytest -q -m slow tests/test_submit.py``.
     """
-    from engine import synth
-    from engine.book import read_book
-    from engine.check import check_run
-    from engine.schema import Col
-    from engine.store import read_run
+    from engine.book import synth
+    from engine.book.runs import read_run
+    from engine.book.storage import read_book
+    from engine.contract.schema import Col
+    from engine.review.check import check_run
 
     book_uri, out = str(tmp_path / "book"), str(tmp_path / "runs")
     synth.generate(book_uri, 60, seed=23)

@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from engine import synth
-from engine.book import read_book
-from engine.schema import Col, Kind, TaxStatus
+from engine.book import synth
+from engine.book.storage import read_book
+from engine.contract.schema import Col, Kind, TaxStatus
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Targets: templates, custom allocations, models and screens → each account's target.
 
 Every book here is built by hand in memory with :func:`book`; the expected
-weights are computed by hand from the formulas of :mod:`engine.targets`.
+weights are computed by hand from the formulas of :mod:`engine.rebalance.targets`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine import schema
-from engine.schema import Col, Reject, Rule
-from engine.targets import (REJECT_CONFLICTING_ALLOCATION, REJECT_SCREEN_EMPTIES_PRODUCT, Allocation,
-                            CustomizationChange, Restriction, account_target, build_targets,
-                            household_targets)
+from engine.contract import schema
+from engine.contract.schema import Col, Reject, Rule
+from engine.rebalance.targets import (REJECT_CONFLICTING_ALLOCATION, REJECT_SCREEN_EMPTIES_PRODUCT, Allocation,
+                                      CustomizationChange, Restriction, account_target, build_targets,
+                                      household_targets)
 
 AS_OF = dt.date(2026, 11, 20)
 TIGHT = dict(rtol=0, atol=1e-15)
@@ -380,7 +380,7 @@ def test_what_if_rejects_a_change_it_may_not_make():
 # A validated book.
 
 def test_validated_book_rejected_accounts_get_empty_rows(tmp_path):
-    from engine.book import read_book, write_book
+    from engine.book.storage import read_book, write_book
 
     tables = book({"A": "growth", "BAD": "growth", "SCREEN": "growth", "NOTEMPLATE": "nope"},
                   allocations=[("BAD", "us_large_cap", 0.95, None)],
@@ -399,7 +399,7 @@ def test_validated_book_rejected_accounts_get_empty_rows(tmp_path):
 
 
 def test_targets_import_no_storage_or_ray():
-    code = "import sys, engine.targets; print(sorted(m for m in ('ray', 'fsspec', 's3fs') if m in sys.modules))"
+    code = "import sys, engine.rebalance.targets; print(sorted(m for m in ('ray', 'fsspec', 's3fs') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -438,7 +438,7 @@ def reference_target(tables: dict[str, pa.Table], account_id: str) -> dict[str, 
 
 
 def test_build_matches_a_slow_reference_on_a_synthetic_book():
-    from engine.synth import generate_tables
+    from engine.book.synth import generate_tables
 
     tables = generate_tables(120, seed=3)
     targets = build_targets(tables)

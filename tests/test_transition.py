@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from engine import synth
-from engine.config import Config, SolverConfig
-from engine.schema import Col
-from engine.transition import plan_transition
+from engine.book import synth
+from engine.contract.config import Config, SolverConfig
+from engine.contract.schema import Col
+from engine.simulate.transition import plan_transition
 
 ACCOUNT = "A0000009"
 

@@ -8,12 +8,12 @@ import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
-from engine.book import read_book
+from engine.book.runs import read_run
+from engine.book.storage import read_book
 from engine.cli import app
-from engine.schema import Col, Reason, Side, Status
-from engine.store import read_run
-from engine.targets import CustomizationChange
-from engine.whatif import WhatIfError, WhatIfSession
+from engine.contract.schema import Col, Reason, Side, Status
+from engine.rebalance.targets import CustomizationChange
+from engine.simulate.whatif import WhatIfError, WhatIfSession
 
 TAG = "fossil_fuel"
 

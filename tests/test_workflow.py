@@ -11,12 +11,12 @@ import pyarrow.csv as pacsv
 import pytest
 from typer.testing import CliRunner
 
-from engine import schema
+from engine.book.runs import read_decisions, read_run
 from engine.cli import app
-from engine.errors import RulesError, RunError
-from engine.schema import Col, Decision, Status
-from engine.store import read_decisions, read_run
-from engine.workflow import DEFAULT_RULE, approve, approved_trades, decide, load_rules, parse_rules, rule_inputs
+from engine.contract import schema
+from engine.contract.errors import RulesError, RunError
+from engine.contract.schema import Col, Decision, Status
+from engine.review.approval import DEFAULT_RULE, approve, approved_trades, decide, load_rules, parse_rules, rule_inputs
 
 AS_OF = dt.date(2026, 11, 20)
 RULES = Path(__file__).resolve().parents[1] / "rules.toml"
@@ -254,5 +254,5 @@ def test_cli_approve(small_run, tmp_path):
     result = runner.invoke(app, ["approve", "--run", str(tmp_path / "nowhere"), "--rules", str(RULES)])
     assert result.exit_code == 2 and "no committed run" in " ".join(result.output.split())
     with pytest.raises(RunError, match="not 2026-11-21"):
-        from engine.store import locate_run
+        from engine.book.runs import locate_run
         locate_run(f"{out}/as_of={as_of.isoformat()}", dt.date(2026, 11, 21))

@@ -1,0 +1,9 @@
+"""The nightly job on Ray: the driver, the solver actors and the dispatch of shards.
+
+Owns the Ray side of the run (:mod:`~engine.actors.nightly`, :mod:`~engine.actors.dispatch`,
+:mod:`~engine.actors.solver`, :mod:`~engine.actors.cores`) and process memory settings
+(:mod:`~engine.actors.memory`). With ``jobs/``, the only code that imports ray.
+
+May import: :mod:`engine.contract`, :mod:`engine.kernels`, :mod:`engine.solver`, :mod:`engine.book`,
+:mod:`engine.rebalance`.
+"""

@@ -14,7 +14,7 @@ the right response depends on what failed:
 * a single household that fails every try is ``failed``, with the last error
   as its detail, and the run goes on;
 * more than ``RunConfig.max_failed_accounts`` failed accounts stop the run
-  (:class:`~engine.errors.RunError`): something is wrong beyond one household.
+  (:class:`~engine.contract.errors.RunError`): something is wrong beyond one household.
 
 An actor that dies is replaced by a new one, which gets work only once its
 ``__init__`` has finished; if the cluster no longer has room for it (a node
@@ -36,10 +36,11 @@ import pyarrow as pa
 import ray
 
 from engine.actors.solver import ShardSolver, actor_env
-from engine.config import Config
-from engine.errors import RunError
-from engine.shards import Shard, ShardOutput, shard_tables
-from engine.targets import Targets
+from engine.contract.config import Config
+from engine.contract.errors import RunError
+from engine.rebalance.pipeline import ShardOutput
+from engine.rebalance.shards import Shard, shard_tables
+from engine.rebalance.targets import Targets
 
 __all__ = ["Dispatcher", "Failure", "actor_slots", "pick"]
 
@@ -274,7 +275,7 @@ def pick(keys: list, mine: set, others: set) -> int:
 
 def split_households(item: _Work) -> list[_Work]:
     """One work item per household of ``item``'s shard, each to be tried alone."""
-    from engine.shards import household_ids
+    from engine.rebalance.shards import household_ids
 
     shard = item.shard
     households = household_ids(item.tables["accounts"], shard.account_ids)

@@ -28,11 +28,12 @@ from typing import Mapping
 import pyarrow as pa
 
 from engine.actors.cores import pin_to_free_core
-from engine.config import Config
-from engine.memory import keep_freed_memory
-from engine.schema import Col
-from engine.shards import Shard, ShardOutput, solve_shard
-from engine.targets import Targets
+from engine.actors.memory import keep_freed_memory
+from engine.contract.config import Config
+from engine.contract.schema import Col
+from engine.rebalance.pipeline import ShardOutput, solve_households, solve_shard
+from engine.rebalance.shards import Shard
+from engine.rebalance.targets import Targets
 
 CHAOS_CRASH_HOUSEHOLDS = "CANOPY_CHAOS_CRASH_HOUSEHOLDS"
 CHAOS_EXIT_ONCE = "CANOPY_CHAOS_EXIT_ONCE"
@@ -56,12 +57,12 @@ def actor_env(gpus: float) -> dict[str, str]:
 
 
 class ShardSolver:
-    """Solves shards of households (see :func:`engine.shards.solve_shard`).
+    """Solves shards of households (see :func:`engine.rebalance.pipeline.solve_shard`).
 
     Parameters
     ----------
     shared
-        The shared tables (:data:`engine.shards.SHARED_TABLES`), from ``ray.put`` once.
+        The shared tables (:data:`engine.rebalance.shards.SHARED_TABLES`), from ``ray.put`` once.
     as_of, config
         The run's date and settings.
     warm_up
@@ -82,18 +83,13 @@ class ShardSolver:
             self._warm_up()
 
     def _warm_up(self) -> None:
-        from engine import synth
-        from engine.shards import SHARED_TABLES, plan_shards, shard_tables
-        from engine.targets import build_targets
+        from engine.book import synth
+        from engine.rebalance.targets import build_targets
 
         tables = synth.generate_tables(3, seed=0, bad_fraction=0.0)
         targets = build_targets(tables)
-        ids = targets.account_ids[targets.usable]
-        shards = plan_shards(tables, targets, ids, self.config.run)
-        shared = {name: tables[name] for name in SHARED_TABLES}
-        for shard, part in zip(shards[:1], shard_tables(tables, shards[:1])):
-            rows = [int(i) for i, a in enumerate(targets.account_ids) if a in set(shard.account_ids)]
-            solve_shard(shared, part, targets.take(rows), shard, synth.AS_OF, self.config)
+        first = targets.account_ids[targets.usable][:1]
+        solve_households(tables, targets, first, synth.AS_OF, self.config)
 
     def ready(self) -> str:
         """Where this actor runs, once ``__init__`` is done."""

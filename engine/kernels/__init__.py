@@ -7,4 +7,6 @@
 * :mod:`~engine.kernels.rounding`: ``round_trades`` (shares, minimum trade, cash repair).
 
 Kernels never import ray, fsspec or s3fs, and never raise inside: they return status bit flags.
+
+May import: :mod:`engine.contract`.
 """

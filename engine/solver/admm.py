@@ -50,10 +50,9 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
-from engine.config import SolverConfig
-from engine.solver.types import (MAX_ITERATIONS, NON_FINITE, PENALTY_BAND, PENALTY_CASH_CAP,
-                                 PENALTY_TAX, PENALTY_TURNOVER, SOLVED, ProblemBatch,
-                                 SolverState)
+from engine.contract.config import SolverConfig
+from engine.solver.types import (MAX_ITERATIONS, NON_FINITE, PENALTY_BAND, PENALTY_CASH_CAP, PENALTY_TAX,
+                                 PENALTY_TURNOVER, SOLVED, ProblemBatch, SolverState)
 
 #: ``status`` of a household still iterating.
 RUNNING = -1

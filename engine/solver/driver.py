@@ -34,12 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from engine.config import SolverConfig
+from engine.contract.config import SolverConfig
 from engine.solver import admm, evaluate, ipm
 from engine.solver.layout import LotLayout, compact_problem, compact_state, expand_state, lot_layout
 from engine.solver.programs import persistent
-from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SOLVED, ProblemBatch,
-                                 SolverResult, SolverState, batch_size, take)
+from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SOLVED, ProblemBatch, SolverResult, SolverState,
+                                 batch_size, take)
 
 _log = logging.getLogger(__name__)
 

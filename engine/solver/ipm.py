@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from engine.config import SolverConfig
+from engine.contract.config import SolverConfig
 from engine.solver import admm
 from engine.solver.types import MAX_ITERATIONS, NON_FINITE, SOLVED, ProblemBatch, SolverState
 

@@ -1,0 +1,227 @@
+"""Reading and writing books (CONTRACT §1) through fsspec.
+
+A book is a folder on any fsspec URI (a plain path, ``file://``,
+``memory://``, ``s3://``) holding ``book.json`` and one Parquet dataset per
+table.  :func:`read_book` reads every table with :mod:`pyarrow.dataset`,
+casts it safely to the contract's schema and validates it
+(:mod:`engine.book.validate`): whole-book problems raise :class:`BookError`,
+account-level problems become rows of the ``rejections`` table.
+
+:class:`BookWriter` writes a book one part file at a time, so a generator
+never holds a large book in memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import fsspec
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from engine.contract import schema
+from engine.contract.config import PolicyConfig
+from engine.contract.errors import BookError, ConfigError
+from engine.contract.schema import Col
+
+BOOK_JSON = "book.json"
+
+
+@dataclass(frozen=True)
+class Book:
+    """A validated book.
+
+    Every table is conformed to its schema in :data:`engine.contract.schema.BOOK_TABLES`.
+    ``rejections`` lists what was wrong with single accounts; ``rejected`` is
+    the set of those account ids: they get no trades, the others are usable.
+    """
+
+    uri: str
+    as_of: dt.date
+    base_currency: str
+    securities: pa.Table
+    factor_exposures: pa.Table
+    factor_covariance: pa.Table
+    models: pa.Table
+    templates: pa.Table
+    accounts: pa.Table
+    restrictions: pa.Table
+    allocations: pa.Table
+    lots: pa.Table
+    transactions: pa.Table
+    rejections: pa.Table
+    rejected: frozenset[str] = frozenset()
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
+
+    def table(self, name: str) -> pa.Table:
+        """The book table called ``name`` (a key of ``schema.BOOK_TABLES``)."""
+        return getattr(self, name)
+
+    @property
+    def tables(self) -> dict[str, pa.Table]:
+        return {name: self.table(name) for name in schema.BOOK_TABLES}
+
+
+def filesystem(uri: str, storage_options: Mapping[str, Any] | None = None):
+    """The fsspec filesystem and the path inside it for ``uri``."""
+    try:
+        return url_to_fs(str(uri), **(storage_options or {}))
+    except (ValueError, ImportError) as exc:
+        raise BookError(f"cannot open {uri!r}: {exc}") from None
+
+
+def _read_meta(fs, root: str, uri: str) -> dict:
+    path = f"{root.rstrip('/')}/{BOOK_JSON}"
+    try:
+        with fs.open(path, "rb") as fh:
+            meta = json.loads(fh.read())
+    except FileNotFoundError:
+        raise BookError(f"no {BOOK_JSON} in {uri!r}; a book is a folder with {BOOK_JSON} "
+                        f"and one Parquet dataset per table") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BookError(f"{BOOK_JSON} in {uri!r} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise BookError(f"{BOOK_JSON} in {uri!r} must be a JSON object, got {type(meta).__name__}")
+    version = meta.get("schema_version")
+    if version != schema.SCHEMA_VERSION:
+        raise BookError(f"{BOOK_JSON}: schema_version {version!r} is not supported; "
+                        f"expected {schema.SCHEMA_VERSION}")
+    try:
+        meta[Col.as_of] = dt.date.fromisoformat(str(meta[Col.as_of]))
+    except (KeyError, ValueError):
+        raise BookError(f"{BOOK_JSON}: as_of must be a date like \"2026-11-20\", "
+                        f"got {meta.get(Col.as_of)!r}") from None
+    currency = meta.get("base_currency", "USD")
+    if currency != "USD":
+        raise BookError(f"{BOOK_JSON}: base_currency {currency!r} is not supported; expected USD")
+    return meta
+
+
+def _read_table(fs, root: str, name: str, uri: str) -> tuple[pa.Table, str]:
+    """One table of the book, conformed to its schema, and its fingerprint."""
+    path = f"{root.rstrip('/')}/{name}"
+    if not fs.isdir(path):
+        raise BookError(f"missing table folder {name}/ in {uri!r}", table=name)
+    files = sorted(info["name"] for info in fs.find(path, detail=True).values()
+                   if info["name"].endswith(".parquet"))
+    if not files:
+        raise BookError(f"table folder {name}/ holds no .parquet files", table=name)
+    try:
+        dataset = ds.dataset(files, format="parquet", filesystem=fs)
+        table = dataset.to_table()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BookError(f"unreadable Parquet dataset: {exc}", table=name) from None
+    digest = hashlib.sha256()
+    for file in files:
+        info = fs.info(file)
+        digest.update(f"{file.rsplit('/', 1)[-1]}:{info.get('size')}:"
+                      f"{info.get('ETag') or info.get('etag') or info.get('mtime') or ''}".encode())
+    return schema.conform(table, schema.BOOK_TABLES[name], name=name), digest.hexdigest()[:16]
+
+
+def read_book(uri: str, policy: PolicyConfig | None = None,
+              storage_options: Mapping[str, Any] | None = None) -> Book:
+    """Read and validate the book at ``uri``.
+
+    Raises
+    ------
+    BookError
+        For a problem with the whole book; nothing is usable then.
+    """
+    from engine.book.validate import validate  # validate imports Book's tables only
+
+    policy = policy or PolicyConfig()
+    fs, root = filesystem(uri, storage_options)
+    meta = _read_meta(fs, root, uri)
+    tables, fingerprints = {}, {}
+    for name in schema.BOOK_TABLES:
+        tables[name], fingerprints[name] = _read_table(fs, root, name, uri)
+    rejections = validate(tables, meta[Col.as_of], policy)
+    rejected = frozenset(a for a in rejections.column(Col.account_id).to_pylist() if a is not None)
+    return Book(uri=str(uri), as_of=meta[Col.as_of], base_currency=meta.get("base_currency", "USD"),
+                rejections=rejections, rejected=rejected, fingerprints=fingerprints, **tables)
+
+
+class BookWriter:
+    """Write a book one part file at a time.
+
+    >>> with BookWriter("memory://book", as_of=dt.date(2026, 11, 20)) as writer:
+    ...     writer.write("securities", securities_table)   # doctest: +SKIP
+
+    Each :meth:`write` conforms the table to its schema and writes it as the
+    next ``part-NNNNN.parquet`` of the table's folder.  ``book.json`` is
+    written last, on a clean exit, so a book is never read half-written.
+    Tables that received no rows are written empty.
+    """
+
+    def __init__(self, uri: str, as_of: dt.date, *, storage_options: Mapping[str, Any] | None = None,
+                 overwrite: bool = False):
+        self.uri = str(uri)
+        self.as_of = as_of
+        self.fs, self.root = filesystem(self.uri, storage_options)
+        self.root = self.root.rstrip("/")
+        if self.fs.exists(f"{self.root}/{BOOK_JSON}") and not overwrite:
+            raise BookError(f"a book already exists at {self.uri!r}; choose another folder "
+                            f"or remove it first")
+        if overwrite and self.fs.exists(self.root):
+            self.fs.rm(self.root, recursive=True)
+        self._parts = {name: 0 for name in schema.BOOK_TABLES}
+        self.rows = {name: 0 for name in schema.BOOK_TABLES}
+
+    def write(self, name: str, table: pa.Table) -> None:
+        if name not in schema.BOOK_TABLES:
+            raise BookError(f"unknown table {name!r}; expected one of {', '.join(schema.BOOK_TABLES)}")
+        table = schema.conform(table, schema.BOOK_TABLES[name], name=name)
+        path = f"{self.root}/{name}/part-{self._parts[name]:05d}.parquet"
+        self.fs.makedirs(f"{self.root}/{name}", exist_ok=True)
+        with self.fs.open(path, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+        self._parts[name] += 1
+        self.rows[name] += table.num_rows
+
+    def close(self) -> None:
+        for name, parts in self._parts.items():
+            if parts == 0:
+                self.write(name, schema.empty(schema.BOOK_TABLES[name]))
+        meta = {"schema_version": schema.SCHEMA_VERSION, Col.as_of: self.as_of.isoformat(),
+                "base_currency": "USD"}
+        with self.fs.open(f"{self.root}/{BOOK_JSON}", "wb") as fh:
+            fh.write(json.dumps(meta, indent=2).encode())
+
+    def __enter__(self) -> "BookWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def write_book(uri: str, as_of: dt.date, tables: Mapping[str, pa.Table], *,
+               storage_options: Mapping[str, Any] | None = None, overwrite: bool = False) -> None:
+    """Write a whole book from in-memory tables (small books, tests)."""
+    with BookWriter(uri, as_of, storage_options=storage_options, overwrite=overwrite) as writer:
+        for name, table in tables.items():
+            writer.write(name, table)
+
+
+__all__ = ["Book", "BookWriter", "read_book", "write_book", "filesystem", "fsspec"]
+
+
+def storage_options_from(text: str | None) -> dict[str, Any] | None:
+    """fsspec options from the JSON text of a ``--storage-options`` option (None: none)."""
+    if not text:
+        return None
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--storage-options is not valid JSON ({exc}); "
+                          f"expected an object like {{\"key\": \"...\"}}") from None
+    if not isinstance(options, dict):
+        raise ConfigError("--storage-options must be a JSON object")
+    return options

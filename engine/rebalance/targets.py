@@ -1,0 +1,613 @@
+"""Targets: from templates, custom allocations, models and screens to each account's target.
+
+The overlay promise: the investment committee changes a template or a model in
+one place and every account that follows it moves the next night, each keeping
+its own customizations.  This module turns the book's ``templates``,
+``allocations``, ``models``, ``restrictions`` and ``securities`` into a target
+weight per (account, security), vectorized over the whole book with sparse
+matrices.
+
+For account a with template t(a), asset class c and security i:
+
+1. Asset-class weights.  ``u[a,c]`` is the template weight, replaced by the
+   account's custom weight where ``allocations`` gives one (0 removes the
+   class); then ``W[a,c] = u[a,c] / Σ_c u[a,c]``, so each row sums to 1.
+2. Products.  ``m(a,c)`` is the template's model for c, replaced by the
+   account's choice where ``allocations`` gives one (it must be the default or
+   one of the template's ``alternatives``).
+3. Screens.  ``E[a,i] = 1`` when an ``exclude`` restriction of a names i or a
+   tag i carries.  The excluded share of product m in account a is
+   ``L[a,m] = Σ_i E[a,i] M[m,i]`` (M: models × securities, rows summing to 1),
+   and the weight of the excluded securities goes to the rest of the same
+   product, pro rata:
+
+       w[a,i] = (1 − E[a,i]) Σ_c W[a,c] M[m(a,c),i] / (1 − L[a,m(a,c)])
+
+   In matrix form ``w = ((A ⊘ K) M) ∘ (1 − E)``, with ``A[a,m] = Σ_{c: m(a,c)=m}
+   W[a,c]`` and ``K[a,m] = 1 − L[a,m]``: one sparse product for the whole book.
+   ``never_buy`` and ``never_sell`` leave the target as it is: the solver
+   finds the best proxy through the risk model.
+
+Units: every weight is a fraction of the account's value (dimensionless).
+
+Rejections.  Custom allocations outside the template's bounds or alternatives
+are found by :func:`engine.book.validate.allocation_rejections` (run here only for
+tables that were not validated).  Found here: screens that remove every
+security of a product the account holds a positive weight of
+(:data:`REJECT_SCREEN_EMPTIES_PRODUCT`; the account is rejected rather than
+silently moving the weight to other asset classes: the advisor chooses
+another product, removes the asset class, or lifts the screen), and two
+allocation rows of one asset class that disagree
+(:data:`REJECT_CONFLICTING_ALLOCATION`); on tables not validated, also a
+chosen product missing from the models table (:data:`REJECT_UNKNOWN_PRODUCT`).
+A rejected account's rows are empty.
+
+Pure: Arrow tables in, NumPy/SciPy arrays out; no storage, no ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+from engine.book.validate import Rejections, allocation_rejections
+from engine.contract import schema
+from engine.contract.errors import BookError
+from engine.contract.schema import Col, Reject, Rule, index_in
+
+# Rule names of rejections found here.  They belong in ``schema.Reject``; until
+# they are added there, they are spelled once, here.
+REJECT_SCREEN_EMPTIES_PRODUCT = Reject.screen_empties_product
+REJECT_CONFLICTING_ALLOCATION = Reject.conflicting_allocation
+REJECT_UNKNOWN_PRODUCT = Reject.unknown_product
+
+#: A product whose kept share ``1 − L[a,m]`` is at most this is empty.
+EMPTY_PRODUCT_TOLERANCE = 1e-9
+
+_TARGET_TABLES = ("securities", "models", "templates", "accounts", "restrictions", "allocations")
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Target weights of every account of a book.
+
+    Attributes
+    ----------
+    account_ids : np.ndarray of str, shape (n_accounts,)
+        The accounts table's order.
+    security_ids : np.ndarray of str, shape (n_securities,)
+        The securities table's order.
+    weights : scipy.sparse.csr_matrix, shape (n_accounts, n_securities)
+        Target weight ``w[a,i]``, a fraction of account value.  A usable
+        account's row sums to 1; a rejected account's row is empty.
+    asset_classes : np.ndarray of str, shape (n_classes,)
+        Sorted union of the templates' and the securities' asset classes.
+    class_weights : np.ndarray of float64, shape (n_accounts, n_classes)
+        ``W[a,c]``, the account's asset-class targets after custom weights
+        and rescaling; rows sum to 1 (0 for rejected accounts).
+    bands : np.ndarray of float64, shape (n_accounts, n_classes)
+        The template's allowed absolute drift of each asset class; 0 for a
+        class outside the template and for rejected accounts.
+    class_models : np.ndarray of str, shape (n_accounts, n_classes)
+        The product (model_id) chosen for each asset class of positive
+        weight; ``""`` elsewhere.
+    security_classes : np.ndarray of int64, shape (n_securities,)
+        Index into ``asset_classes`` of each security's asset class.
+    usable : np.ndarray of bool, shape (n_accounts,)
+        The account has a target (not rejected by validation or here).
+    rejections : pa.Table of ``schema.REJECTIONS``
+        What was found while building targets that validation did not
+        already report.
+    """
+
+    account_ids: np.ndarray
+    security_ids: np.ndarray
+    weights: sp.csr_matrix
+    asset_classes: np.ndarray
+    class_weights: np.ndarray
+    bands: np.ndarray
+    class_models: np.ndarray
+    security_classes: np.ndarray
+    usable: np.ndarray
+    rejections: pa.Table
+
+    def take(self, rows: np.ndarray) -> "Targets":
+        """The targets of the accounts at ``rows`` (a shard's), securities and classes kept.
+
+        ``rejections`` of the subset is empty: they were reported with the whole book.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        return Targets(account_ids=self.account_ids[rows], security_ids=self.security_ids,
+                       weights=self.weights[rows], asset_classes=self.asset_classes,
+                       class_weights=self.class_weights[rows], bands=self.bands[rows],
+                       class_models=self.class_models[rows], security_classes=self.security_classes,
+                       usable=self.usable[rows], rejections=self.rejections.slice(0, 0))
+
+    def of(self, account_ids) -> "Targets":
+        """The targets of ``account_ids``, in that order (each must be one of :attr:`account_ids`)."""
+        rows = index_in(np.asarray(account_ids, dtype=object), self.account_ids)
+        if (rows < 0).any():
+            raise KeyError(f"no target for accounts {list(np.asarray(account_ids)[rows < 0][:3])}")
+        return self.take(rows)
+
+    def target_of(self, account_id: str) -> dict[str, float]:
+        """``{security_id: weight}`` of one account's nonzero target weights."""
+        row = np.flatnonzero(self.account_ids == account_id)
+        if row.size == 0:
+            raise ValueError(f"account {account_id!r} is not in these targets")
+        start, stop = self.weights.indptr[row[0]], self.weights.indptr[row[0] + 1]
+        return dict(zip(self.security_ids[self.weights.indices[start:stop]].tolist(),
+                        self.weights.data[start:stop].tolist()))
+
+
+# --------------------------------------------------------------------------
+# Helpers.
+
+def _strings(table: pa.Table, column: str) -> np.ndarray:
+    return np.asarray(table.column(column).to_numpy(zero_copy_only=False), dtype=str)
+
+
+def _conform(tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
+    return {name: schema.conform(tables[name], schema.BOOK_TABLES[name], name=name)
+            for name in _TARGET_TABLES}
+
+
+def _is_book(source: Any) -> bool:
+    # Duck-typed: engine.book.storage imports fsspec, which pure code must not.
+    return hasattr(source, "tables") and hasattr(source, "rejected") and not isinstance(source, Mapping)
+
+
+def exclusion_matrix(restrictions: pa.Table, securities: pa.Table, account_ids: np.ndarray,
+                     security_ids: np.ndarray) -> sp.csr_matrix:
+    """``E[a,i] = 1`` where an ``exclude`` restriction of account a covers security i.
+
+    A restriction covers the security it names, or every security carrying its
+    tag (``securities.tags``).  Rows for unknown accounts or securities are
+    ignored here (validation reports them); ``security_ids`` may be any subset
+    of the securities table, in any order (the columns follow it).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (n_accounts, n_securities), values 0/1.
+    """
+    n_accounts, n_securities = len(account_ids), len(security_ids)
+    screens = restrictions.filter(pc.equal(restrictions.column(Col.rule), Rule.exclude))
+    account = index_in(screens.column(Col.account_id), account_ids)
+    security = index_in(screens.column(Col.security_id), security_ids)
+    by_security = (account >= 0) & (security >= 0)
+    excluded = sp.csr_matrix((np.ones(int(by_security.sum())), (account[by_security], security[by_security])),
+                             shape=(n_accounts, n_securities))
+    tagged = screens.filter(pc.is_valid(screens.column(Col.tag)))
+    tags = securities.column(Col.tags)
+    if tagged.num_rows and pc.sum(pc.list_value_length(tags)).as_py():
+        flat_tags = pc.list_flatten(tags)
+        carrier_row = np.asarray(pc.list_parent_indices(tags).to_numpy(zero_copy_only=False), dtype=np.int64)
+        # ``security_ids`` may be a subset of the table, in another order (a shard's universe)
+        carrier = index_in(securities.column(Col.security_id), security_ids)[carrier_row]
+        tag_ids = np.unique(np.asarray(flat_tags.to_numpy(zero_copy_only=False), dtype=str))
+        tag_of = index_in(flat_tags, tag_ids)
+        known_security = carrier >= 0
+        carries = sp.csr_matrix((np.ones(int(known_security.sum())),
+                                 (tag_of[known_security], carrier[known_security])),
+                                shape=(len(tag_ids), n_securities))
+        account = index_in(tagged.column(Col.account_id), account_ids)
+        tag = index_in(tagged.column(Col.tag), tag_ids)
+        known = (account >= 0) & (tag >= 0)
+        screened_tags = sp.csr_matrix((np.ones(int(known.sum())), (account[known], tag[known])),
+                                      shape=(n_accounts, len(tag_ids)))
+        excluded = excluded + screened_tags @ carries
+    excluded = excluded.tocsr()
+    excluded.data[:] = 1.0
+    excluded.eliminate_zeros()
+    return excluded
+
+
+# --------------------------------------------------------------------------
+# The build.
+
+def build_targets(source: Any, *, rejected: Iterable[str] | None = None) -> Targets:
+    """Target weights of every account of a book.
+
+    Parameters
+    ----------
+    source
+        A :class:`engine.book.storage.Book` (validated: its ``rejected`` accounts get
+        empty rows) or a mapping of table name to Arrow table (at least
+        securities, models, templates, accounts, restrictions, allocations).
+    rejected
+        Ids of accounts validation rejected; they get empty rows.  With a
+        Book, added to ``Book.rejected``.  With a mapping, giving it says the
+        tables were validated; leaving it out says they were not, and the
+        custom allocations are then checked here
+        (:func:`engine.book.validate.allocation_rejections`), what it finds being
+        part of ``Targets.rejections``.
+
+    Returns
+    -------
+    Targets
+        See the module docstring for the formulas.
+    """
+    if _is_book(source):
+        return _build(_conform(source.tables), rejected=set(source.rejected) | set(rejected or ()),
+                      check_allocations=False)
+    tables = _conform(source)
+    if rejected is None:
+        return _build(tables, rejected=set(), check_allocations=True)
+    return _build(tables, rejected=set(rejected), check_allocations=False)
+
+
+def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocations: bool,
+           found: Rejections | None = None) -> Targets:
+    securities, models, templates = tables["securities"], tables["models"], tables["templates"]
+    accounts, restrictions, allocations = tables["accounts"], tables["restrictions"], tables["allocations"]
+    found = found or Rejections()
+    earlier = []  # rejections found by others but reported here (tables not validated)
+
+    account_ids, security_ids = _strings(accounts, Col.account_id), _strings(securities, Col.security_id)
+    asset_classes = np.unique(np.concatenate([_strings(templates, Col.asset_class),
+                                              _strings(securities, Col.asset_class)]))
+    template_ids = np.unique(_strings(templates, Col.template_id))
+    model_ids = np.unique(_strings(models, Col.model_id))
+    n_accounts, n_securities, n_classes = len(account_ids), len(security_ids), len(asset_classes)
+
+    # Models: M[m, i], rows summing to 1.
+    model_row = index_in(models.column(Col.model_id), model_ids)
+    model_security = index_in(models.column(Col.security_id), security_ids)
+    if (model_security < 0).any():
+        row = int(np.argmax(model_security < 0))
+        raise BookError(f"model holds security {models.column(Col.security_id)[row].as_py()!r} that is "
+                        f"not in the securities table", table="models", column=Col.security_id,
+                        key=models.column(Col.model_id)[row].as_py())
+    model_weights = sp.csr_matrix((models.column(Col.weight).to_numpy(), (model_row, model_security)),
+                                  shape=(len(model_ids), n_securities))
+
+    # Templates: dense (template × asset class) arrays.
+    t_row = index_in(templates.column(Col.template_id), template_ids)
+    t_class = index_in(templates.column(Col.asset_class), asset_classes)
+    default_weight = np.zeros((len(template_ids), n_classes))
+    default_band = np.zeros((len(template_ids), n_classes))
+    default_model = np.full((len(template_ids), n_classes), -1, dtype=np.int64)
+    default_weight[t_row, t_class] = templates.column(Col.weight).to_numpy()
+    default_band[t_row, t_class] = templates.column(Col.band).to_numpy()
+    default_model[t_row, t_class] = index_in(templates.column(Col.model_id), model_ids)
+
+    # Accounts start from their template.
+    template_of = index_in(accounts.column(Col.template_id), template_ids)
+    bad = np.isin(account_ids, np.asarray(sorted(rejected), dtype=str))
+    if check_allocations:
+        checked = allocation_rejections(templates, allocations, accounts, models)
+        earlier.append(checked)
+        bad |= np.isin(account_ids, np.asarray(checked.column(Col.account_id).drop_null().to_pylist(), dtype=str))
+    for row in np.flatnonzero((template_of < 0) & ~bad):
+        aid = account_ids[row]
+        found.add(aid, "accounts", aid, Reject.unknown_template,
+                  f"account {aid} follows template {accounts.column(Col.template_id)[int(row)].as_py()!r}, "
+                  f"which is not in the templates table; assign an existing template")
+        bad[row] = True
+    has_template = template_of >= 0
+    class_weights = np.where(has_template[:, None], default_weight[template_of], 0.0)
+    bands = np.where(has_template[:, None], default_band[template_of], 0.0)
+    class_model = np.where(has_template[:, None], default_model[template_of], -1)
+
+    # Custom allocations: a weight replaces the template's, a model_id the product.
+    a_row = index_in(allocations.column(Col.account_id), account_ids)
+    a_class = index_in(allocations.column(Col.asset_class), asset_classes)
+    keep = (a_row >= 0) & (a_class >= 0)
+    if keep.any():
+        rows = allocations.filter(pa.array(keep))
+        a_row, a_class = a_row[keep], a_class[keep]
+        _conflicts(rows, found, bad, account_ids)
+        weight = rows.column(Col.weight)
+        has_weight = np.asarray(pc.is_valid(weight).to_numpy(zero_copy_only=False), dtype=bool)
+        class_weights[a_row[has_weight], a_class[has_weight]] = \
+            np.asarray(pc.fill_null(weight, 0.0).to_numpy(zero_copy_only=False))[has_weight]
+        has_model = np.asarray(pc.is_valid(rows.column(Col.model_id)).to_numpy(zero_copy_only=False), dtype=bool)
+        class_model[a_row[has_model], a_class[has_model]] = \
+            index_in(rows.column(Col.model_id), model_ids)[has_model]
+
+    # Rescale to 1: W[a,c] = u[a,c] / Σ_c u[a,c].
+    class_weights[bad] = 0.0
+    totals = class_weights.sum(axis=1)
+    for row in np.flatnonzero(~bad & ~(totals > 0)):
+        aid = account_ids[row]
+        found.add(aid, "allocations", aid, Reject.allocation_sum,
+                  f"the asset-class weights of account {aid} sum to {totals[row]:.4g}; "
+                  f"keep at least one asset class with a positive weight")
+        bad[row] = True
+    class_weights = np.divide(class_weights, totals[:, None], out=np.zeros_like(class_weights),
+                              where=(totals > 0)[:, None] & ~bad[:, None])
+    held = class_weights > 0
+    for row, col in zip(*np.nonzero(held & (class_model < 0) & ~bad[:, None])):
+        aid = account_ids[row]
+        found.add(aid, "allocations", f"{aid}/{asset_classes[col]}", REJECT_UNKNOWN_PRODUCT,
+                  f"asset class {asset_classes[col]} of account {aid} has no product in the models "
+                  f"table; choose a product the template allows")
+        bad[row] = True
+
+    # Products: A[a,m] = Σ_{c: m(a,c)=m} W[a,c]; screens: L = E Mᵀ, K = 1 − L.
+    slot_account, slot_class = np.nonzero(held & ~bad[:, None])
+    products = sp.csr_matrix((class_weights[slot_account, slot_class],
+                              (slot_account, class_model[slot_account, slot_class])),
+                             shape=(n_accounts, len(model_ids))).tocoo()
+    excluded = exclusion_matrix(restrictions, securities, account_ids, security_ids)
+    kept = np.ones(products.nnz)
+    if excluded.nnz:
+        screened = np.diff(excluded.indptr)[products.row] > 0
+        lost = (excluded @ model_weights.T).tocsr()
+        kept[screened] = 1.0 - np.asarray(lost[products.row[screened], products.col[screened]]).ravel()
+        for slot in np.flatnonzero(kept <= EMPTY_PRODUCT_TOLERANCE):
+            row, model = products.row[slot], products.col[slot]
+            _reject_empty_product(found, account_ids[row], model_ids[model],
+                                  asset_classes[(class_model[row] == model) & held[row]],
+                                  model_weights.indptr[model + 1] - model_weights.indptr[model])
+            bad[row] = True
+    scale = np.divide(products.data, kept, out=np.zeros_like(kept), where=kept > EMPTY_PRODUCT_TOLERANCE)
+    scaled = sp.csr_matrix((scale, (products.row, products.col)), shape=products.shape)
+    weights = (scaled @ model_weights).tocsr()
+    if excluded.nnz:  # w ∘ (1 − E), on the entries of screened accounts only
+        entry, entry_account = _entries(weights.indptr, np.flatnonzero(np.diff(excluded.indptr) > 0))
+        entry_key = entry_account * n_securities + weights.indices[entry]
+        screen = excluded.tocoo()
+        screen_key = screen.row.astype(np.int64) * n_securities + screen.col
+        weights.data[entry[np.isin(entry_key, screen_key)]] = 0.0
+    weights.data[_entries(weights.indptr, np.flatnonzero(bad))[0]] = 0.0
+    class_weights[bad] = 0.0
+    bands[bad] = 0.0
+    weights.eliminate_zeros()
+    weights.sort_indices()
+
+    names = np.where(held & ~bad[:, None] & (class_model >= 0),
+                     model_ids[np.maximum(class_model, 0)] if len(model_ids) else "", "")
+    rejections = found.table()
+    if earlier:
+        rejections = pa.concat_tables([*earlier, rejections]).combine_chunks()
+    return Targets(account_ids=account_ids, security_ids=security_ids, weights=weights,
+                   asset_classes=asset_classes, class_weights=class_weights, bands=bands,
+                   class_models=names, security_classes=index_in(securities.column(Col.asset_class),
+                                                                  asset_classes),
+                   usable=~bad, rejections=rejections)
+
+
+def _entries(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in a CSR matrix's ``data`` of every entry of ``rows``, and each one's row."""
+    starts, counts = indptr[rows].astype(np.int64), np.diff(indptr)[rows].astype(np.int64)
+    ends = np.cumsum(counts)
+    positions = np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - counts), counts)
+    return positions, np.repeat(rows.astype(np.int64), counts)
+
+
+def _conflicts(rows: pa.Table, found: Rejections, bad: np.ndarray, account_ids: np.ndarray) -> None:
+    """Reject accounts with two allocation rows of one asset class that disagree."""
+    counts = rows.group_by([Col.account_id, Col.asset_class]).aggregate(
+        [(Col.weight, "count_distinct"), (Col.model_id, "count_distinct")])
+    clash = pc.or_(pc.greater(counts.column(f"{Col.weight}_count_distinct"), 1),
+                   pc.greater(counts.column(f"{Col.model_id}_count_distinct"), 1))
+    clashes = counts.filter(clash)
+    for aid, cls in zip(clashes.column(Col.account_id).to_pylist(), clashes.column(Col.asset_class).to_pylist()):
+        mine = rows.filter(pc.and_(pc.equal(rows.column(Col.account_id), aid),
+                                   pc.equal(rows.column(Col.asset_class), cls)))
+        given = "; ".join(f"weight {w}, model_id {m}" for w, m in zip(
+            mine.column(Col.weight).to_pylist(), mine.column(Col.model_id).to_pylist()))
+        found.add(aid, "allocations", f"{aid}/{cls}", REJECT_CONFLICTING_ALLOCATION,
+                  f"account {aid} has allocation rows for {cls} that disagree ({given}); "
+                  f"keep one weight and one product per asset class")
+        bad[np.flatnonzero(account_ids == aid)] = True
+
+
+def _reject_empty_product(found: Rejections, account_id: str, model_id: str, classes: np.ndarray,
+                          size: int) -> None:
+    where = ", ".join(classes.tolist())
+    found.add(account_id, "restrictions", f"{account_id}/{model_id}", REJECT_SCREEN_EMPTIES_PRODUCT,
+              f"the exclude screens of account {account_id} remove all {size} securities of product "
+              f"{model_id} (asset class {where}), so its weight has nowhere to go; choose another "
+              f"product, set the asset class weight to 0, or lift the screen")
+
+
+# --------------------------------------------------------------------------
+# Households.
+
+def household_targets(targets: Targets, account_values: Any,
+                      household_ids: Any) -> tuple[np.ndarray, sp.csr_matrix]:
+    """The value-weighted blend of each household's account targets.
+
+    For household h with usable accounts a and values v[a] (USD, clipped at 0):
+
+        w[h,i] = Σ_a v[a] w[a,i] / Σ_a v[a]
+
+    Where every usable account of h has value 0 (new, unfunded accounts) the
+    blend is equal-weighted.  Rejected accounts take no part; a household with
+    no usable account has an empty row.
+
+    Parameters
+    ----------
+    targets
+        From :func:`build_targets`.
+    account_values
+        Market value incl. cash of each account, USD, in ``targets.account_ids`` order.
+    household_ids
+        Household of each account, same order; a null (None) means the account
+        is its own household, named by its account_id.
+
+    Returns
+    -------
+    households : np.ndarray of str, shape (n_households,)
+        Sorted household ids.
+    weights : scipy.sparse.csr_matrix, shape (n_households, n_securities)
+        Rows sum to 1 for households with a usable account.
+    """
+    n_accounts = len(targets.account_ids)
+    values = np.asarray(account_values, dtype=float).reshape(-1)
+    if isinstance(household_ids, (pa.Array, pa.ChunkedArray)):
+        household_ids = household_ids.to_pylist()
+    household_ids = np.asarray(household_ids, dtype=object).reshape(-1)
+    if len(values) != n_accounts or len(household_ids) != n_accounts:
+        raise ValueError(f"expected {n_accounts} account values and household ids (one per account of "
+                         f"the targets), got {len(values)} and {len(household_ids)}")
+    own = np.asarray([h is None for h in household_ids], dtype=bool)
+    named = np.where(own, targets.account_ids, household_ids).astype(str)
+    households, member_of = np.unique(named, return_inverse=True)
+    usable = targets.usable.astype(float)
+    values = np.where(np.isfinite(values), np.maximum(values, 0.0), 0.0) * usable
+    total = np.bincount(member_of, weights=values, minlength=len(households))
+    members = np.bincount(member_of, weights=usable, minlength=len(households))
+    share = np.where(total[member_of] > 0, values / np.where(total > 0, total, 1.0)[member_of],
+                     usable / np.maximum(members, 1.0)[member_of])
+    blend = sp.csr_matrix((share, (member_of, np.arange(n_accounts))), shape=(len(households), n_accounts))
+    weights = (blend @ targets.weights).tocsr()
+    weights.eliminate_zeros()
+    weights.sort_indices()
+    return households, weights
+
+
+# --------------------------------------------------------------------------
+# What-ifs: one account, a proposed change of customization.
+
+class Restriction(NamedTuple):
+    """One ``restrictions`` row of an account: a rule and a security or a tag."""
+    rule: str
+    security_id: str | None = None
+    tag: str | None = None
+
+
+class Allocation(NamedTuple):
+    """One ``allocations`` row of an account; None leaves that part as it is."""
+    asset_class: str
+    weight: float | None = None
+    model_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CustomizationChange:
+    """A proposed change of one account's customization.
+
+    Attributes
+    ----------
+    add_restrictions
+        Restrictions to add (a screen is ``Restriction("exclude", tag="tobacco")``).
+    remove_restrictions
+        Restrictions to lift; rows equal to one of these are dropped.
+    allocations
+        Per asset class, a new custom weight (fraction; 0 removes the class)
+        and/or a new product (model_id).  A set field replaces that field of
+        the account's rows for the class; a class without rows gets one.
+    """
+
+    add_restrictions: tuple[Restriction, ...] = ()
+    remove_restrictions: tuple[Restriction, ...] = ()
+    allocations: tuple[Allocation, ...] = ()
+
+    @classmethod
+    def screen(cls, *, security_id: str | None = None, tag: str | None = None) -> "CustomizationChange":
+        """Add one ``exclude`` screen, by security or by tag."""
+        return cls(add_restrictions=(Restriction(Rule.exclude, security_id, tag),))
+
+    @classmethod
+    def product(cls, asset_class: str, model_id: str) -> "CustomizationChange":
+        """Choose another product for an asset class (e.g. ETF → direct index)."""
+        return cls(allocations=(Allocation(asset_class, None, model_id),))
+
+    @classmethod
+    def allocation(cls, weights: Mapping[str, float]) -> "CustomizationChange":
+        """Custom asset-class weights, ``{asset_class: weight}`` (rescaled to 1 afterwards)."""
+        return cls(allocations=tuple(Allocation(c, float(w), None) for c, w in weights.items()))
+
+
+def account_target(source: Any, account_id: str,
+                   change: CustomizationChange = CustomizationChange()) -> Targets:
+    """The target of one account after a proposed change of its customization.
+
+    Runs :func:`build_targets` on a one-account slice of the book (the same
+    code path, so a what-if and the nightly build cannot disagree), with the
+    account's restrictions and allocations changed by ``change``.  The custom
+    allocation is checked against the template's bounds and alternatives, and
+    the change's restrictions against the securities table; problems are rows
+    of ``rejections`` and leave the row empty.
+
+    Parameters
+    ----------
+    source
+        A :class:`engine.book.storage.Book` or a mapping of table name to Arrow table.
+    account_id
+        The account; it must be in the accounts table.
+    change
+        The proposed change; the default (no change) gives today's target.
+
+    Returns
+    -------
+    Targets
+        With one account row; ``security_ids`` and ``asset_classes`` as for
+        the whole book, so rows compare directly.
+    """
+    tables = _conform(source.tables if _is_book(source) else source)
+    accounts = tables["accounts"]
+    mine = accounts.filter(pc.equal(accounts.column(Col.account_id), account_id))
+    if mine.num_rows == 0:
+        raise ValueError(f"account {account_id!r} is not in the accounts table")
+    found = Rejections()
+    sliced = {**tables, "accounts": mine, **changed_rows(tables, account_id, change, found)}
+    rejected = set() if found.table().num_rows == 0 else {account_id}
+    return _build(sliced, rejected=rejected, check_allocations=True, found=found)
+
+
+def changed_rows(tables: Mapping[str, pa.Table], account_id: str, change: CustomizationChange,
+                 found: Rejections | None = None) -> dict[str, pa.Table]:
+    """The ``restrictions`` and ``allocations`` rows of one account after ``change`` (what a
+    what-if solves with); problems with the change are added to ``found``."""
+    return {"restrictions": _changed_restrictions(tables, account_id, change, found or Rejections()),
+            "allocations": _changed_allocations(tables["allocations"], account_id, change.allocations)}
+
+
+def _changed_restrictions(tables: Mapping[str, pa.Table], account_id: str, change: CustomizationChange,
+                          found: Rejections) -> pa.Table:
+    restrictions = tables["restrictions"]
+    mine = restrictions.filter(pc.equal(restrictions.column(Col.account_id), account_id))
+    rows = [Restriction(r, s, t) for r, s, t in zip(*(mine.column(n).to_pylist()
+                                                      for n in (Col.rule, Col.security_id, Col.tag)))]
+    lifted = set(change.remove_restrictions)
+    rows = [row for row in rows if row not in lifted]
+    known = set(tables["securities"].column(Col.security_id).to_pylist())
+    for row in change.add_restrictions:
+        key = f"{account_id}/{row.rule}/{row.security_id if row.security_id is not None else row.tag}"
+        if row.rule not in Rule.all:
+            found.add(account_id, "restrictions", key, Reject.bad_account,
+                      f"restriction rule {row.rule!r} is not one of {', '.join(Rule.all)}")
+        elif (row.security_id is None) == (row.tag is None):
+            found.add(account_id, "restrictions", key, Reject.bad_account,
+                      "a restriction sets exactly one of security_id and tag")
+        elif row.security_id is not None and row.security_id not in known:
+            found.add(account_id, "restrictions", key, Reject.unknown_restriction_security,
+                      f"{row.rule} restriction names security {row.security_id!r}, which is not in "
+                      f"the securities table")
+        rows.append(row)
+    return pa.table({Col.account_id: [account_id] * len(rows),
+                     Col.rule: [r.rule for r in rows],
+                     Col.security_id: [r.security_id for r in rows],
+                     Col.tag: [r.tag for r in rows]}, schema=schema.RESTRICTIONS)
+
+
+def _changed_allocations(allocations: pa.Table, account_id: str,
+                         changes: tuple[Allocation, ...]) -> pa.Table:
+    mine = allocations.filter(pc.equal(allocations.column(Col.account_id), account_id))
+    rows = [list(r) for r in zip(*(mine.column(n).to_pylist()
+                                   for n in (Col.asset_class, Col.weight, Col.model_id)))]
+    for change in changes:
+        same = [row for row in rows if row[0] == change.asset_class]
+        if not same:
+            rows.append([change.asset_class, change.weight, change.model_id])
+        for row in same:
+            row[1] = change.weight if change.weight is not None else row[1]
+            row[2] = change.model_id if change.model_id is not None else row[2]
+    return pa.table({Col.account_id: [account_id] * len(rows),
+                     Col.asset_class: [r[0] for r in rows],
+                     Col.weight: pa.array([r[1] for r in rows], pa.float64()),
+                     Col.model_id: pa.array([r[2] for r in rows], pa.string())}, schema=schema.ALLOCATIONS)
+
+
+__all__ = ["Targets", "build_targets", "exclusion_matrix", "household_targets", "Restriction",
+           "Allocation", "CustomizationChange", "account_target", "changed_rows", "REJECT_SCREEN_EMPTIES_PRODUCT",
+           "REJECT_CONFLICTING_ALLOCATION", "REJECT_UNKNOWN_PRODUCT", "EMPTY_PRODUCT_TOLERANCE"]
