@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.book import synth
+from engine.contract.arrow import index_in, one_chunk, unique_sorted
 from engine.contract.config import RunConfig
-from engine.contract.schema import Col, index_in, one_chunk, unique_sorted
+from engine.contract.schema import Col
 from engine.rebalance.shards import (Shard, household_ids, merge_rare_shapes, pad_lots, pad_universe, plan_shards,
                                      shape_work, shard_sizes, shard_tables)
 from engine.rebalance.targets import build_targets

@@ -19,7 +19,8 @@ from typing import Mapping
 import numpy as np
 import pyarrow as pa
 
-from engine.contract.schema import Col, TaxStatus, index_in, unique_sorted
+from engine.contract.arrow import index_in, unique_sorted
+from engine.contract.schema import Col, TaxStatus
 from engine.kernels.dates import to_days
 from engine.kernels.lots import long_term
 from engine.kernels.rounding import CASH_TOLERANCE, round_trades

@@ -51,8 +51,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from engine.contract.arrow import index_in, unique_sorted
 from engine.contract.config import PolicyConfig
-from engine.contract.schema import Col, TaxStatus, index_in, unique_sorted
+from engine.contract.schema import Col, TaxStatus
 from engine.kernels import wash as wash_kernel
 from engine.kernels.dates import to_days
 from engine.kernels.lots import tax_curves

@@ -94,8 +94,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.contract import schema
+from engine.contract.arrow import index_in, unique_sorted
 from engine.contract.config import PolicyConfig
-from engine.contract.schema import Col, Reason, Rule, Side, Status, Term, index_in, unique_sorted
+from engine.contract.schema import Col, Reason, Rule, Side, Status, Term
 from engine.kernels.rounding import CASH_TOLERANCE
 from engine.kernels.wash import SELL
 from engine.rebalance import screen_window
@@ -104,7 +105,7 @@ from engine.rebalance.lines import build as build_lines
 from engine.rebalance.lines import invest, numbers, round_shares, trim
 from engine.rebalance.policy import loss_value, prorated_budget
 from engine.rebalance.problem import BatchIndex
-from engine.rebalance.targets import Targets, exclusion_matrix
+from engine.rebalance.targets import Targets, restriction_matrix
 from engine.solver.types import NON_FINITE, ProblemBatch, SolverResult
 
 __all__ = ["propose", "status_rows"]
@@ -114,11 +115,7 @@ def _rule_matrix(restrictions: pa.Table | None, rule: str, securities: pa.Table,
     """Dense (accounts × securities) bool: a ``rule`` restriction covers the pair (by id or tag)."""
     if restrictions is None or not restrictions.num_rows:
         return np.zeros((account_ids.size, security_ids.size), bool)
-    picked = restrictions.filter(pc.equal(restrictions.column(Col.rule), rule))
-    # exclusion_matrix reads exclude rows: relabel the rule's rows as such
-    relabeled = picked.set_column(picked.schema.get_field_index(Col.rule), Col.rule,
-                                  pa.array([Rule.exclude] * picked.num_rows, pa.string()))
-    return exclusion_matrix(relabeled, securities, account_ids, security_ids).toarray() > 0
+    return restriction_matrix(restrictions, securities, account_ids, security_ids, rule).toarray() > 0
 
 
 def _targets(targets: Targets, accounts: Accounts, security_ids: np.ndarray, n_classes: int):

@@ -39,8 +39,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.contract.arrow import index_in, one_chunk, unique_sorted
 from engine.contract.config import RunConfig
-from engine.contract.schema import Col, index_in, one_chunk, unique_sorted
+from engine.contract.schema import Col
 from engine.rebalance.problem import SECURITY_BUCKET, bucket
 from engine.rebalance.targets import Targets
 from engine.solver.layout import pad_lots as pad_lots_total

@@ -57,8 +57,9 @@ import scipy.sparse as sp
 
 from engine.book.validate import Rejections, allocation_rejections
 from engine.contract import schema
+from engine.contract.arrow import index_in
 from engine.contract.errors import BookError
-from engine.contract.schema import Col, Reject, Rule, index_in
+from engine.contract.schema import Col, Reject, Rule
 
 # Rule names of rejections found here.  They belong in ``schema.Reject``; until
 # they are added there, they are spelled once, here.
@@ -162,12 +163,12 @@ def _is_book(source: Any) -> bool:
     return hasattr(source, "tables") and hasattr(source, "rejected") and not isinstance(source, Mapping)
 
 
-def exclusion_matrix(restrictions: pa.Table, securities: pa.Table, account_ids: np.ndarray,
-                     security_ids: np.ndarray) -> sp.csr_matrix:
-    """``E[a,i] = 1`` where an ``exclude`` restriction of account a covers security i.
+def restriction_matrix(restrictions: pa.Table, securities: pa.Table, account_ids: np.ndarray,
+                       security_ids: np.ndarray, rule: str = Rule.exclude) -> sp.csr_matrix:
+    """``E[a,i] = 1`` where a ``rule`` restriction of account a covers security i.
 
-    A restriction covers the security it names, or every security carrying its
-    tag (``securities.tags``).  Rows for unknown accounts or securities are
+    The one definition of what a restriction covers: the security it names, or every
+    security carrying its tag (``securities.tags``).  Rows for unknown accounts or securities are
     ignored here (validation reports them); ``security_ids`` may be any subset
     of the securities table, in any order (the columns follow it).
 
@@ -176,7 +177,7 @@ def exclusion_matrix(restrictions: pa.Table, securities: pa.Table, account_ids: 
     scipy.sparse.csr_matrix, shape (n_accounts, n_securities), values 0/1.
     """
     n_accounts, n_securities = len(account_ids), len(security_ids)
-    screens = restrictions.filter(pc.equal(restrictions.column(Col.rule), Rule.exclude))
+    screens = restrictions.filter(pc.equal(restrictions.column(Col.rule), rule))
     account = index_in(screens.column(Col.account_id), account_ids)
     security = index_in(screens.column(Col.security_id), security_ids)
     by_security = (account >= 0) & (security >= 0)
@@ -334,7 +335,7 @@ def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocati
     products = sp.csr_matrix((class_weights[slot_account, slot_class],
                               (slot_account, class_model[slot_account, slot_class])),
                              shape=(n_accounts, len(model_ids))).tocoo()
-    excluded = exclusion_matrix(restrictions, securities, account_ids, security_ids)
+    excluded = restriction_matrix(restrictions, securities, account_ids, security_ids)
     kept = np.ones(products.nnz)
     if excluded.nnz:
         screened = np.diff(excluded.indptr)[products.row] > 0
@@ -608,6 +609,6 @@ def _changed_allocations(allocations: pa.Table, account_id: str,
                      Col.model_id: pa.array([r[2] for r in rows], pa.string())}, schema=schema.ALLOCATIONS)
 
 
-__all__ = ["Targets", "build_targets", "exclusion_matrix", "household_targets", "Restriction",
+__all__ = ["Targets", "build_targets", "restriction_matrix", "household_targets", "Restriction",
            "Allocation", "CustomizationChange", "account_target", "changed_rows", "REJECT_SCREEN_EMPTIES_PRODUCT",
            "REJECT_CONFLICTING_ALLOCATION", "REJECT_UNKNOWN_PRODUCT", "EMPTY_PRODUCT_TOLERANCE"]

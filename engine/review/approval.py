@@ -69,7 +69,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.contract import schema
+from engine.contract import arrow, schema
 from engine.contract.errors import RulesError
 from engine.contract.schema import Col, Decision, Reason, Reject, Side, Status
 
@@ -460,7 +460,7 @@ def _distinct(rows: np.ndarray, values: list, n: int) -> list[list[str]]:
 def _per_account(trades: pa.Table, rejections: pa.Table, account_ids: list[str]) -> dict[str, Any]:
     """Facts of each account's trades and rejections, in ``account_ids`` order."""
     n = len(account_ids)
-    row = schema.index_in(trades.column(Col.account_id), account_ids)
+    row = arrow.index_in(trades.column(Col.account_id), account_ids)
     known = row >= 0
     value = np.asarray(trades.column(Col.value).to_numpy(zero_copy_only=False), float)
     buy = np.asarray(pc.equal(trades.column(Col.side), Side.buy).to_numpy(zero_copy_only=False), bool)
@@ -468,7 +468,7 @@ def _per_account(trades: pa.Table, rejections: pa.Table, account_ids: list[str])
     sold = np.bincount(row[known], np.where(buy, 0.0, value)[known], n)
     largest = np.zeros(n)
     np.maximum.at(largest, row[known], value[known])
-    rejected = schema.index_in(rejections.column(Col.account_id), account_ids)
+    rejected = arrow.index_in(rejections.column(Col.account_id), account_ids)
     return {Col.bought: bought, Col.sold: sold, Col.largest_trade: largest,
             Col.reasons: _distinct(row, trades.column(Col.reason).to_pylist(), n),
             Col.traded_securities: _distinct(row, trades.column(Col.security_id).to_pylist(), n),
@@ -516,7 +516,7 @@ def decide(rules: Rules, run: Mapping[str, pa.Table]) -> pa.Table:
 def approved_trades(trades: pa.Table, decisions: pa.Table) -> pa.Table:
     """The trades of the approved accounts, each with the rule that approved it (:data:`schema.APPROVED_TRADES`)."""
     approved = decisions.filter(pc.equal(decisions.column(Col.decision), Decision.approve))
-    position = schema.index_in(trades.column(Col.account_id), approved.column(Col.account_id))
+    position = arrow.index_in(trades.column(Col.account_id), approved.column(Col.account_id))
     keep = position >= 0
     picked = trades.filter(pa.array(keep))
     rules = approved.column(Col.rule).take(pa.array(position[keep], pa.int64()))

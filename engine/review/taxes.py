@@ -39,7 +39,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.contract import schema
-from engine.contract.schema import Col, Side, TaxStatus, index_in
+from engine.contract.arrow import index_in
+from engine.contract.schema import Col, Side, TaxStatus
 from engine.kernels.dates import to_days
 from engine.kernels.lots import long_term
 from engine.rebalance.targets import Targets
