@@ -94,7 +94,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.contract import schema
-from engine.contract.arrow import index_in, unique_sorted
+from engine.contract.arrow import index_in, numbers, strings, unique_sorted
 from engine.contract.config import PolicyConfig
 from engine.contract.schema import Col, Reason, Rule, Side, Status, Term
 from engine.kernels.rounding import CASH_TOLERANCE
@@ -102,7 +102,7 @@ from engine.kernels.wash import SELL
 from engine.rebalance import screen_window
 from engine.rebalance.lines import DUST, Accounts, Lines, Lots
 from engine.rebalance.lines import build as build_lines
-from engine.rebalance.lines import invest, numbers, round_shares, trim
+from engine.rebalance.lines import invest, round_shares, trim
 from engine.rebalance.policy import loss_value, prorated_budget
 from engine.rebalance.problem import BatchIndex
 from engine.rebalance.targets import Targets, restriction_matrix
@@ -390,11 +390,11 @@ def status_rows(accounts_table: pa.Table, account_ids: Sequence[str], status: st
     if (rows < 0).any():
         missing = [a for a, r in zip(ids, rows) if r < 0]
         raise ValueError(f"accounts not in the accounts table: {missing[:5]}")
-    cash = numbers(accounts_table, Col.cash, rows).astype(float)
-    withdrawal = numbers(accounts_table, Col.withdrawal, rows).astype(float)
+    cash = numbers(accounts_table, Col.cash, rows, dtype=float)
+    withdrawal = numbers(accounts_table, Col.withdrawal, rows, dtype=float)
     floor = (numbers(accounts_table, Col.min_cash, rows) + numbers(accounts_table, Col.reserve_cash, rows)
              + withdrawal)
-    household = numbers(accounts_table, Col.household_id, rows, None).astype(object)
+    household = strings(accounts_table, Col.household_id, rows)
     household = np.where(household == None, np.asarray(ids, dtype=object), household)  # noqa: E711
     value = cash.copy()
     if lots is not None and securities is not None and lots.num_rows:
@@ -403,7 +403,7 @@ def status_rows(accounts_table: pa.Table, account_ids: Sequence[str], status: st
         if mine.size:
             sec = index_in(lots.column(Col.security_id).take(pa.array(mine)), securities.column(Col.security_id))
             price = np.where(sec >= 0, numbers(securities, Col.price, np.maximum(sec, 0)), np.nan)
-            worth = numbers(lots, Col.quantity, mine).astype(float) * np.nan_to_num(price)
+            worth = numbers(lots, Col.quantity, mine, dtype=float) * np.nan_to_num(price)
             value += np.bincount(lot_account[mine], worth, count)
     statuses = [status] * count if isinstance(status, str) else list(status)
     detail_list = [details] * count if details is None or isinstance(details, str) else list(details)
