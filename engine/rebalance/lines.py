@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.contract.arrow import index_in, numbers, strings, unique_sorted
+from engine.contract.rules import cash_floor
 from engine.contract.schema import Col, TaxStatus
 from engine.kernels.dates import to_days
 from engine.kernels.lots import long_term
@@ -64,7 +65,7 @@ class Accounts:
         self.V = V[self.h]
         self.value = np.asarray(problem.account_value, float)[self.h, self.s] * self.V
         self.held = np.asarray(problem.holdings, float)[self.h, self.s] * self.V[:, None]   # (A, n) USD
-        self.floor = self.min_cash + self.reserve + self.withdrawal
+        self.floor = cash_floor(book, rows)                                                  # rule 4, USD
         self.cap = self.max_cash + self.withdrawal + self.reserve                            # NaN = none
 
     def __len__(self) -> int:

@@ -96,6 +96,7 @@ import pyarrow.compute as pc
 from engine.contract import schema
 from engine.contract.arrow import index_in, numbers, strings, unique_sorted
 from engine.contract.config import PolicyConfig
+from engine.contract.rules import cash_floor
 from engine.contract.schema import Col, Reason, Rule, Side, Status, Term
 from engine.kernels.rounding import CASH_TOLERANCE
 from engine.kernels.wash import SELL
@@ -392,8 +393,7 @@ def status_rows(accounts_table: pa.Table, account_ids: Sequence[str], status: st
         raise ValueError(f"accounts not in the accounts table: {missing[:5]}")
     cash = numbers(accounts_table, Col.cash, rows, dtype=float)
     withdrawal = numbers(accounts_table, Col.withdrawal, rows, dtype=float)
-    floor = (numbers(accounts_table, Col.min_cash, rows) + numbers(accounts_table, Col.reserve_cash, rows)
-             + withdrawal)
+    floor = cash_floor(accounts_table, rows)
     household = strings(accounts_table, Col.household_id, rows)
     household = np.where(household == None, np.asarray(ids, dtype=object), household)  # noqa: E711
     value = cash.copy()

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from engine.contract import schema
 from engine.contract.arrow import index_in, numbers, strings
+from engine.contract.rules import cash_floor
 from engine.contract.schema import Col, Side, TaxStatus
 from engine.kernels.dates import to_days
 from engine.kernels.lots import long_term
@@ -64,8 +65,7 @@ def plain_rebalance(tables: Mapping[str, pa.Table], targets: Targets, account_id
     taxable = strings(accounts, Col.tax_status, rows) == TaxStatus.taxable
     st_rate = np.where(taxable, numbers(accounts, Col.st_rate, rows, fill=0.0, dtype=float), 0.0)
     lt_rate = np.where(taxable, numbers(accounts, Col.lt_rate, rows, fill=0.0, dtype=float), 0.0)
-    keep = sum(numbers(accounts, c, rows, fill=0.0, dtype=float)
-               for c in (Col.min_cash, Col.reserve_cash, Col.withdrawal))
+    keep = cash_floor(accounts, rows)
 
     owner = index_in(lots.column(Col.account_id), ids)
     mine = np.flatnonzero(owner >= 0)
