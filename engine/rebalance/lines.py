@@ -19,7 +19,8 @@ from typing import Mapping
 import numpy as np
 import pyarrow as pa
 
-from engine.contract.arrow import index_in, unique_sorted
+from engine.contract.arrow import index_in, numbers, strings, unique_sorted
+from engine.contract.rules import cash_floor
 from engine.contract.schema import Col, TaxStatus
 from engine.kernels.dates import to_days
 from engine.kernels.lots import long_term
@@ -28,21 +29,12 @@ from engine.kernels.wash import BUY, SELL
 from engine.rebalance.problem import BatchIndex
 from engine.solver.types import ProblemBatch, SolverResult
 
-__all__ = ["Accounts", "Lines", "Lots", "build", "round_shares", "trim", "invest", "numbers",
-           "LIMIT_TOLERANCE", "DUST"]
+__all__ = ["Accounts", "Lines", "Lots", "build", "round_shares", "trim", "invest", "LIMIT_TOLERANCE", "DUST"]
 
 #: USD within which a limit (tax budget, turnover) counts as met after trimming.
 LIMIT_TOLERANCE = 1e-6
 #: Shares within which a sell counts as its whole lot (as the rounding kernel).
 DUST = 1e-9
-
-
-def numbers(table: pa.Table, name: str, rows: np.ndarray, fill=np.nan) -> np.ndarray:
-    """Column ``name`` of ``table`` at ``rows``, as NumPy; nulls become ``fill`` (None: kept)."""
-    column = table.column(name).take(pa.array(rows, pa.int64()))
-    if fill is not None:
-        column = column.fill_null(fill)
-    return np.asarray(column.to_numpy(zero_copy_only=False))
 
 
 class Accounts:
@@ -54,26 +46,26 @@ class Accounts:
         self.household = np.asarray(index.household_ids, dtype=object)[self.h]
         book = tables["accounts"]
         rows = index_in(self.ids, book.column(Col.account_id))
-        self.cash = numbers(book, Col.cash, rows).astype(float)
-        self.min_cash = numbers(book, Col.min_cash, rows).astype(float)
-        self.reserve = numbers(book, Col.reserve_cash, rows).astype(float)
-        self.withdrawal = numbers(book, Col.withdrawal, rows).astype(float)
-        self.max_cash = numbers(book, Col.max_cash, rows).astype(float)
-        self.min_trade = numbers(book, Col.min_trade, rows).astype(float)
-        self.tax_budget = numbers(book, Col.tax_budget, rows).astype(float)
-        self.turnover_limit = numbers(book, Col.turnover_limit, rows).astype(float)
-        self.taxable = numbers(book, Col.tax_status, rows, None).astype(object) == TaxStatus.taxable
+        self.cash = numbers(book, Col.cash, rows, dtype=float)
+        self.min_cash = numbers(book, Col.min_cash, rows, dtype=float)
+        self.reserve = numbers(book, Col.reserve_cash, rows, dtype=float)
+        self.withdrawal = numbers(book, Col.withdrawal, rows, dtype=float)
+        self.max_cash = numbers(book, Col.max_cash, rows, dtype=float)
+        self.min_trade = numbers(book, Col.min_trade, rows, dtype=float)
+        self.tax_budget = numbers(book, Col.tax_budget, rows, dtype=float)
+        self.turnover_limit = numbers(book, Col.turnover_limit, rows, dtype=float)
+        self.taxable = strings(book, Col.tax_status, rows) == TaxStatus.taxable
         self.st_rate = np.where(self.taxable, numbers(book, Col.st_rate, rows), 0.0)
         self.lt_rate = np.where(self.taxable, numbers(book, Col.lt_rate, rows), 0.0)
         self.ytd_tax = (self.st_rate * numbers(book, Col.realized_st_ytd, rows)
                         + self.lt_rate * numbers(book, Col.realized_lt_ytd, rows))
-        self.harvest = numbers(book, Col.harvest, rows, False).astype(bool)
-        self.suspended = numbers(book, Col.suspended, rows, False).astype(bool)
+        self.harvest = numbers(book, Col.harvest, rows, False, bool)
+        self.suspended = numbers(book, Col.suspended, rows, False, bool)
         V = np.asarray(index.household_value, float)
         self.V = V[self.h]
         self.value = np.asarray(problem.account_value, float)[self.h, self.s] * self.V
         self.held = np.asarray(problem.holdings, float)[self.h, self.s] * self.V[:, None]   # (A, n) USD
-        self.floor = self.min_cash + self.reserve + self.withdrawal
+        self.floor = cash_floor(book, rows)                                                  # rule 4, USD
         self.cap = self.max_cash + self.withdrawal + self.reserve                            # NaN = none
 
     def __len__(self) -> int:
@@ -127,9 +119,9 @@ def build(tables, problem, index, result, accounts: Accounts, shard_lots: Lots, 
     sec_rows = -np.ones(n, np.int64)
     sec_rows[real] = index_in(index.security_ids[real], securities.column(Col.security_id))
     price_of = np.ones(n)
-    price_of[real] = numbers(securities, Col.price, sec_rows[real]).astype(float)
+    price_of[real] = numbers(securities, Col.price, sec_rows[real], dtype=float)
     fractional_of = np.zeros(n, bool)
-    fractional_of[real] = numbers(securities, Col.fractional, sec_rows[real], False).astype(bool)
+    fractional_of[real] = numbers(securities, Col.fractional, sec_rows[real], False, bool)
 
     # a lot the problem forces out (screens and their wash-window purchases; everything, where the
     # floor is out of reach) closes whole
@@ -150,8 +142,8 @@ def build(tables, problem, index, result, accounts: Accounts, shard_lots: Lots, 
     sold, sell = sold[chosen], sell[chosen]
     marked_loss = shard_lots.of(final.lot_loss, bool)[chosen]
     cost = shard_lots.of(final.lot_cost)[chosen]
-    quantity = numbers(lots, Col.quantity, rows).astype(float)
-    basis = numbers(lots, Col.cost_basis, rows).astype(float)
+    quantity = numbers(lots, Col.quantity, rows, dtype=float)
+    basis = numbers(lots, Col.cost_basis, rows, dtype=float)
     acquired = to_days(lots.column(Col.acquired).take(pa.array(rows, pa.int64())))
     price = price_of[i_s]
     loss = quantity * price < basis

@@ -94,21 +94,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.contract import schema
-from engine.contract.arrow import index_in, unique_sorted
+from engine.contract.arrow import index_in, numbers, strings, unique_sorted
 from engine.contract.config import PolicyConfig
+from engine.contract.rules import cash_floor
 from engine.contract.schema import Col, Reason, Rule, Side, Status, Term
 from engine.kernels.rounding import CASH_TOLERANCE
 from engine.kernels.wash import SELL
 from engine.rebalance import screen_window
 from engine.rebalance.lines import DUST, Accounts, Lines, Lots
 from engine.rebalance.lines import build as build_lines
-from engine.rebalance.lines import invest, numbers, round_shares, trim
+from engine.rebalance.lines import invest, round_shares, trim
 from engine.rebalance.policy import loss_value, prorated_budget
 from engine.rebalance.problem import BatchIndex
 from engine.rebalance.targets import Targets, restriction_matrix
 from engine.solver.types import NON_FINITE, ProblemBatch, SolverResult
 
 __all__ = ["propose", "status_rows"]
+
 
 def _rule_matrix(restrictions: pa.Table | None, rule: str, securities: pa.Table,
                  account_ids: np.ndarray, security_ids: np.ndarray) -> np.ndarray:
@@ -143,6 +145,7 @@ def _tracking_error(problem: ProblemBatch, weights: np.ndarray, target: np.ndarr
 
 
 def _drift(problem: ProblemBatch, weights: np.ndarray, class_target: np.ndarray) -> np.ndarray:
+    """``max_c |Σ_{i∈c} w_i − class_target_c|`` per row (weights of account value); 0 without classes."""
     n_classes = class_target.shape[1]
     onehot = (np.asarray(problem.asset_class)[:, None] == np.arange(n_classes)[None, :]).astype(float)
     gap = np.abs(weights @ onehot - class_target)
@@ -150,6 +153,8 @@ def _drift(problem: ProblemBatch, weights: np.ndarray, class_target: np.ndarray)
 
 
 def _mandated(accounts: Accounts, exclude: np.ndarray, never_sell: np.ndarray) -> np.ndarray:
+    """Per account: a withdrawal, an overdraft, cash below the floor or a held screened security
+    (``exclude`` and not ``never_sell``) mandates its trades, which the limits then do not trim."""
     screen = (exclude & ~never_sell & (accounts.held > 0)).any(axis=1)
     return ((accounts.withdrawal > 0) | (accounts.cash < 0)
             | (accounts.cash < accounts.floor - CASH_TOLERANCE) | screen)
@@ -195,6 +200,181 @@ def _infeasible_detail(floor: float, cash_after: float, all_sold: bool) -> str:
             f"{floor - cash_after:,.2f} USD missing {how}")
 
 
+def _restrictions(tables: Mapping[str, pa.Table], accounts: Accounts,
+                  security_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense (accounts × securities) bool ``exclude`` and ``never_sell``: a restriction of that rule covers
+    the pair (by id or tag); never the padding securities (id None)."""
+    real = np.flatnonzero(security_ids != None)  # noqa: E711
+    restrictions = tables.get("restrictions")
+    exclude = np.zeros((len(accounts), security_ids.size), bool)
+    never_sell = np.zeros_like(exclude)
+    account_keys = accounts.ids.astype(str)
+    for matrix, rule in ((exclude, Rule.exclude), (never_sell, Rule.never_sell)):
+        matrix[:, real] = _rule_matrix(restrictions, rule, tables["securities"], account_keys,
+                                       security_ids[real].astype(str))
+    return exclude, never_sell
+
+
+def _forced(problem: ProblemBatch, shard_lots: Lots, count: int, n_securities: int) -> np.ndarray:
+    """Dense (accounts × securities) bool: the problem forces a lot of the pair out whole.
+
+    Screens, and the purchases rule 6's exception sells with them (everything, where the
+    floor is out of reach): the lots whose ``sell_lower`` is their whole width.
+    """
+    width = shard_lots.of(problem.lot_width)
+    forced_lots = (shard_lots.of(problem.sell_lower) >= width * (1.0 - DUST)) & (width > 0)
+    forced = np.zeros((count, n_securities), bool)
+    forced[shard_lots.account[forced_lots], shard_lots.security[forced_lots]] = True
+    return forced
+
+
+def _realized(lines: Lines, shares: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``value``, ``realized_gain`` and ``est_tax`` of each line, USD (step 4 of the module docstring).
+
+    ``realized_gain = q·price − cost_basis·q / lot quantity`` on sells (NaN on buys),
+    ``est_tax`` = the gain at the rate of its term (0 on buys, and where not taxable).
+    """
+    value = shares * lines.price
+    sell = lines.side == SELL
+    gain = np.where(sell, value - lines.basis * shares / np.where(lines.lot_quantity > 0, lines.lot_quantity, 1.0),
+                    np.nan)
+    est_tax = np.where(sell, gain * lines.rate, 0.0)
+    return value, gain, est_tax
+
+
+def _trades_table(lots: pa.Table, lines: Lines, shares: np.ndarray, value: np.ndarray, gain: np.ndarray,
+                  est_tax: np.ndarray, reasons: np.ndarray, accounts: Accounts, security_ids: np.ndarray,
+                  as_of: dt.date) -> pa.Table:
+    """The ``trades`` rows: one per line with shares, ordered by account, side, security and lot.
+
+    ``value``, ``gain`` and ``est_tax`` (USD) as :func:`_realized`; ``reasons`` as :func:`_reasons`.
+    """
+    sell = lines.side == SELL
+    k = np.flatnonzero(shares > 0)
+    lot_ids = pa.nulls(k.size, pa.string())
+    sold_rows = lines.lot_row[k] >= 0
+    if sold_rows.any():
+        taken = lots.column(Col.lot_id).take(pa.array(lines.lot_row[k][sold_rows])).combine_chunks()
+        lot_ids = pc.replace_with_mask(lot_ids, pa.array(sold_rows), taken)
+    term = pa.array(np.where(lines.long[k], Term.long, Term.short), pa.string())
+    account_of = pa.array(lines.account[k])          # per-account and per-security strings, taken by Arrow
+    trades = pa.table({
+        Col.as_of: pa.array(np.full(k.size, np.datetime64(as_of, "D")), pa.date32()),
+        Col.account_id: pa.array(accounts.ids.tolist(), pa.string()).take(account_of),
+        Col.household_id: pa.array(accounts.household.tolist(), pa.string()).take(account_of),
+        Col.security_id: pa.array(security_ids.tolist(), pa.string()).take(pa.array(lines.security[k])),
+        Col.side: pa.array(np.where(sell[k], Side.sell, Side.buy), pa.string()),
+        Col.lot_id: lot_ids,
+        Col.quantity: shares[k], Col.price: lines.price[k], Col.value: value[k],
+        Col.realized_gain: pa.array(gain[k], pa.float64(), mask=~sell[k]),
+        Col.term: pc.if_else(pa.array(sell[k]), term, pa.scalar(None, pa.string())),
+        Col.est_tax: est_tax[k], Col.reason: pa.array(reasons[k].tolist(), pa.string())})
+    # Arrow sorts the strings in C++ (a NumPy lexsort of str arrays was a tenth of a shard's proposals)
+    return trades.sort_by([(Col.account_id, "ascending"), (Col.side, "ascending"),
+                           (Col.security_id, "ascending"), (Col.lot_id, "ascending")])
+
+
+def _account_metrics(problem: ProblemBatch, lines: Lines, shares: np.ndarray, value: np.ndarray,
+                     gain: np.ndarray, est_tax: np.ndarray, accounts: Accounts, target: np.ndarray,
+                     class_target: np.ndarray, policy: PolicyConfig) -> dict[str, np.ndarray]:
+    """The ``accounts`` columns from ``cash_after`` to ``trade_count``, per account (module docstring).
+
+    ``value``, ``gain``, ``est_tax``: USD per line (:func:`_realized`); ``target`` and
+    ``class_target``: the scaled target weights of :func:`_targets`.  Amounts in USD,
+    weights, drift, turnover and score per unit of account value.
+    """
+    A = len(accounts)
+    keep = shares > 0
+    sell = lines.side == SELL
+
+    def per_account(values, where=keep):
+        return np.bincount(lines.account[where], values[where], A)
+
+    bought = np.zeros(accounts.held.shape)
+    np.add.at(bought, (lines.account, lines.security), np.where(sell, -value, value))
+    signed = np.where(sell, value, -value)
+    cash_after = accounts.cash + per_account(signed)
+    positive = accounts.value > 0
+    denominator = np.where(positive, accounts.value, 1.0)[:, None]
+    before = np.where(positive[:, None], accounts.held / denominator, 0.0)
+    after = np.where(positive[:, None], (accounts.held + bought) / denominator, 0.0)
+    te_before = _tracking_error(problem, before, target)
+    te_after = _tracking_error(problem, after, target)
+    drift_before, drift_after = _drift(problem, before, class_target), _drift(problem, after, class_target)
+    taxable_sell = keep & sell & accounts.taxable[lines.account]
+    loss_sell = taxable_sell & (gain < 0)
+    realized_st = per_account(np.nan_to_num(gain), keep & sell & ~lines.long)
+    realized_lt = per_account(np.nan_to_num(gain), keep & sell & lines.long)
+    proposal_tax = per_account(est_tax)
+    harvested = np.maximum(-per_account(np.nan_to_num(gain), loss_sell), 0.0)
+    tax_saved = np.maximum(-per_account(est_tax, loss_sell), 0.0)
+    gain_tax = per_account(np.maximum(est_tax, 0.0))
+    trade_cost = per_account(lines.spread * value)
+    risk = policy.risk_aversion * (te_before ** 2 - te_after ** 2) * accounts.value
+    harvest_value = loss_value(tax_saved, harvested, accounts.lt_rate, policy)
+    score = np.where(positive, (risk + harvest_value - gain_tax - trade_cost)
+                     / denominator[:, 0], 0.0)
+    return {
+        Col.cash_after: cash_after,
+        Col.tracking_error_before: te_before, Col.tracking_error_after: te_after,
+        Col.drift_before: drift_before, Col.drift_after: drift_after,
+        Col.turnover: np.where(positive, per_account(value) / denominator[:, 0], 0.0),
+        Col.realized_st: realized_st, Col.realized_lt: realized_lt, Col.est_tax: proposal_tax,
+        Col.harvested_loss: harvested, Col.tax_saved: tax_saved, Col.trade_cost: trade_cost,
+        Col.score: score, Col.trade_count: per_account(np.ones(lines.account.size)).astype(np.int32)}
+
+
+def _fully_sold(lines: Lines, shares: np.ndarray, shard_lots: Lots, final: ProblemBatch, count: int) -> np.ndarray:
+    """Per account: the proposal closes at least as many lots as ``final`` (the solved problem) lets it sell."""
+    sellable = shard_lots.per_account(shard_lots.of(final.sell_upper) > 0, count)
+    closed = (shares > 0) & (lines.side == SELL) & (shares >= lines.lot_quantity * (1.0 - DUST))
+    closed_lots = np.bincount(lines.account[closed], minlength=count)
+    return closed_lots >= sellable
+
+
+def _statuses(accounts: Accounts, trading: np.ndarray, failed: np.ndarray, waiting: np.ndarray,
+              cash_after: np.ndarray, trade_count: np.ndarray,
+              fully_sold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``status`` and ``detail`` (object arrays) of each account, by the module docstring's statuses.
+
+    ``waiting``: per account, the words of a screen that waits for a wash-sale window, or None
+    (:func:`engine.rebalance.screen_window.by_account`); ``cash_after`` in USD.
+    """
+    status = np.where(trade_count > 0, Status.proposed, Status.no_trade).astype(object)
+    detail = np.full(len(accounts), None, dtype=object)
+    short = trading & (cash_after < accounts.floor - CASH_TOLERANCE)
+    for a in np.flatnonzero(short):
+        status[a] = Status.infeasible
+        detail[a] = _infeasible_detail(accounts.floor[a], cash_after[a], bool(fully_sold[a]))
+    for a in np.flatnonzero(trading & (waiting != None)):  # noqa: E711
+        status[a] = Status.infeasible
+        detail[a] = "; ".join(filter(None, (detail[a], waiting[a])))
+    status[failed] = Status.failed
+    detail[failed] = ("the solver returned non-finite numbers for this household "
+                      "(status non_finite): no trades proposed")
+    status[accounts.suspended] = Status.suspended
+    detail[accounts.suspended] = "trading suspended by a person: no trades proposed"
+    return status, detail
+
+
+def _accounts_table(accounts: Accounts, status: np.ndarray, detail: np.ndarray, mandated: np.ndarray,
+                    metrics: Mapping[str, np.ndarray], result: SolverResult, as_of: dt.date) -> pa.Table:
+    """The ``accounts`` rows, ordered by account: ``metrics`` as :func:`_account_metrics` and the
+    solver's iterations and primal residual of each account's household."""
+    A = len(accounts)
+    rows = pa.table({
+        Col.as_of: pa.array([as_of] * A, pa.date32()),
+        Col.account_id: pa.array(accounts.ids.tolist(), pa.string()),
+        Col.household_id: pa.array(accounts.household.tolist(), pa.string()),
+        Col.status: pa.array(status.tolist(), pa.string()),
+        Col.detail: pa.array(detail.tolist(), pa.string()),
+        Col.mandated: mandated, Col.value: accounts.value, Col.cash_before: accounts.cash,
+        **metrics,
+        Col.iterations: np.asarray(result.iterations)[accounts.h].astype(np.int32),
+        Col.residual: np.asarray(result.primal_residual, float)[accounts.h]})
+    return rows.take(pa.array(np.argsort(accounts.ids.astype(str), kind="stable")))
+
+
 def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBatch, index: BatchIndex,
             result: SolverResult, as_of: dt.date,
             policy: PolicyConfig = PolicyConfig()) -> tuple[pa.Table, pa.Table]:
@@ -223,137 +403,50 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     """
     accounts = Accounts(tables, problem, index)
     accounts.tax_budget = prorated_budget(accounts.tax_budget, as_of, policy)
-    A = len(accounts)
     security_ids = np.asarray(index.security_ids, dtype=object)
-    real = np.flatnonzero(security_ids != None)  # noqa: E711
-    restrictions = tables.get("restrictions")
-    exclude = np.zeros((A, security_ids.size), bool)
-    never_sell = np.zeros_like(exclude)
-    account_keys = accounts.ids.astype(str)
-    for matrix, rule in ((exclude, Rule.exclude), (never_sell, Rule.never_sell)):
-        matrix[:, real] = _rule_matrix(restrictions, rule, tables["securities"], account_keys,
-                                       security_ids[real].astype(str))
-    # lots the problem forces out: screens, and the purchases rule 6's exception sells with them
+    exclude, never_sell = _restrictions(tables, accounts, security_ids)
     shard_lots = Lots(index, accounts)
-    width = shard_lots.of(problem.lot_width)
-    forced_lots = (shard_lots.of(problem.sell_lower) >= width * (1.0 - DUST)) & (width > 0)
-    forced = np.zeros((A, security_ids.size), bool)
-    forced[shard_lots.account[forced_lots], shard_lots.security[forced_lots]] = True
+    forced = _forced(problem, shard_lots, len(accounts), security_ids.size)
     # a screen that waits for a wash-sale window mandates no sale of what waits
     waits, waiting = screen_window.by_account(index.held_back, accounts.h, accounts.s, security_ids.size)
     mandated = _mandated(accounts, exclude & ~waits, never_sell) | forced.any(axis=1)
     failed = np.asarray(result.status)[accounts.h] == NON_FINITE
     trading = ~accounts.suspended & ~failed
 
+    # steps 1-3: lines, rounded to shares, within the limits
     lines = build_lines(tables, problem, index, result, accounts, shard_lots, trading, as_of)
     shares = round_shares(lines, accounts, mandated)
     trim(shares, lines, accounts, mandated)
     invest(shares, lines, accounts, result)
 
-    keep = shares > 0
-    value = shares * lines.price
-    sell = lines.side == SELL
-    gain = np.where(sell, value - lines.basis * shares / np.where(lines.lot_quantity > 0, lines.lot_quantity, 1.0),
-                    np.nan)
-    est_tax = np.where(sell, gain * lines.rate, 0.0)
+    value, gain, est_tax = _realized(lines, shares)
     raw_weights, target, class_target = _targets(targets, accounts, security_ids,
                                                  np.shape(problem.class_target)[1])
     reasons = _reasons(lines, shares, accounts, exclude | forced, raw_weights > 0, np.asarray(problem.asset_class))
-
-    # trades table
-    k = np.flatnonzero(keep)
-    lots = tables["lots"]
-    lot_ids = pa.nulls(k.size, pa.string())
-    sold_rows = lines.lot_row[k] >= 0
-    if sold_rows.any():
-        taken = lots.column(Col.lot_id).take(pa.array(lines.lot_row[k][sold_rows])).combine_chunks()
-        lot_ids = pc.replace_with_mask(lot_ids, pa.array(sold_rows), taken)
-    term = pa.array(np.where(lines.long[k], Term.long, Term.short), pa.string())
-    account_of = pa.array(lines.account[k])          # per-account and per-security strings, taken by Arrow
-    trades = pa.table({
-        Col.as_of: pa.array(np.full(k.size, np.datetime64(as_of, "D")), pa.date32()),
-        Col.account_id: pa.array(accounts.ids.tolist(), pa.string()).take(account_of),
-        Col.household_id: pa.array(accounts.household.tolist(), pa.string()).take(account_of),
-        Col.security_id: pa.array(security_ids.tolist(), pa.string()).take(pa.array(lines.security[k])),
-        Col.side: pa.array(np.where(sell[k], Side.sell, Side.buy), pa.string()),
-        Col.lot_id: lot_ids,
-        Col.quantity: shares[k], Col.price: lines.price[k], Col.value: value[k],
-        Col.realized_gain: pa.array(gain[k], pa.float64(), mask=~sell[k]),
-        Col.term: pc.if_else(pa.array(sell[k]), term, pa.scalar(None, pa.string())),
-        Col.est_tax: est_tax[k], Col.reason: pa.array(reasons[k].tolist(), pa.string())})
-    # Arrow sorts the strings in C++ (a NumPy lexsort of str arrays was a tenth of a shard's proposals)
-    trades = trades.sort_by([(Col.account_id, "ascending"), (Col.side, "ascending"),
-                             (Col.security_id, "ascending"), (Col.lot_id, "ascending")])
-
-    # accounts table
-    def per_account(values, where=keep):
-        return np.bincount(lines.account[where], values[where], A)
-
-    bought = np.zeros((A, security_ids.size))
-    np.add.at(bought, (lines.account, lines.security), np.where(sell, -value, value))
-    signed = np.where(sell, value, -value)
-    cash_after = accounts.cash + per_account(signed)
-    positive = accounts.value > 0
-    denominator = np.where(positive, accounts.value, 1.0)[:, None]
-    before = np.where(positive[:, None], accounts.held / denominator, 0.0)
-    after = np.where(positive[:, None], (accounts.held + bought) / denominator, 0.0)
-    te_before = _tracking_error(problem, before, target)
-    te_after = _tracking_error(problem, after, target)
-    drift_before, drift_after = _drift(problem, before, class_target), _drift(problem, after, class_target)
-    taxable_sell = keep & sell & accounts.taxable[lines.account]
-    loss_sell = taxable_sell & (gain < 0)
-    realized_st = per_account(np.nan_to_num(gain), keep & sell & ~lines.long)
-    realized_lt = per_account(np.nan_to_num(gain), keep & sell & lines.long)
-    proposal_tax = per_account(est_tax)
-    harvested = np.maximum(-per_account(np.nan_to_num(gain), loss_sell), 0.0)
-    tax_saved = np.maximum(-per_account(est_tax, loss_sell), 0.0)
-    gain_tax = per_account(np.maximum(est_tax, 0.0))
-    trade_cost = per_account(lines.spread * value)
-    risk = policy.risk_aversion * (te_before ** 2 - te_after ** 2) * accounts.value
-    harvest_value = loss_value(tax_saved, harvested, accounts.lt_rate, policy)
-    score = np.where(positive, (risk + harvest_value - gain_tax - trade_cost)
-                     / denominator[:, 0], 0.0)
-    trade_count = per_account(np.ones(lines.account.size)).astype(np.int32)
-
-    # statuses
-    sellable = shard_lots.per_account(shard_lots.of(result.problem.sell_upper) > 0, A)
-    closed = keep & sell & (shares >= lines.lot_quantity * (1.0 - DUST))
-    closed_lots = np.bincount(lines.account[closed], minlength=A)
-    fully_sold = closed_lots >= sellable
-    status = np.where(trade_count > 0, Status.proposed, Status.no_trade).astype(object)
-    detail = np.full(A, None, dtype=object)
-    short = trading & (cash_after < accounts.floor - CASH_TOLERANCE)
-    for a in np.flatnonzero(short):
-        status[a] = Status.infeasible
-        detail[a] = _infeasible_detail(accounts.floor[a], cash_after[a], bool(fully_sold[a]))
-    for a in np.flatnonzero(trading & (waiting != None)):  # noqa: E711
-        status[a] = Status.infeasible
-        detail[a] = "; ".join(filter(None, (detail[a], waiting[a])))
-    status[failed] = Status.failed
-    detail[failed] = ("the solver returned non-finite numbers for this household "
-                      "(status non_finite): no trades proposed")
-    status[accounts.suspended] = Status.suspended
-    detail[accounts.suspended] = "trading suspended by a person: no trades proposed"
-
-    rows = pa.table({
-        Col.as_of: pa.array([as_of] * A, pa.date32()),
-        Col.account_id: pa.array(accounts.ids.tolist(), pa.string()),
-        Col.household_id: pa.array(accounts.household.tolist(), pa.string()),
-        Col.status: pa.array(status.tolist(), pa.string()),
-        Col.detail: pa.array(detail.tolist(), pa.string()),
-        Col.mandated: mandated, Col.value: accounts.value, Col.cash_before: accounts.cash,
-        Col.cash_after: cash_after,
-        Col.tracking_error_before: te_before, Col.tracking_error_after: te_after,
-        Col.drift_before: drift_before, Col.drift_after: drift_after,
-        Col.turnover: np.where(positive, per_account(value) / denominator[:, 0], 0.0),
-        Col.realized_st: realized_st, Col.realized_lt: realized_lt, Col.est_tax: proposal_tax,
-        Col.harvested_loss: harvested, Col.tax_saved: tax_saved, Col.trade_cost: trade_cost,
-        Col.score: score, Col.trade_count: trade_count,
-        Col.iterations: np.asarray(result.iterations)[accounts.h].astype(np.int32),
-        Col.residual: np.asarray(result.primal_residual, float)[accounts.h]})
-    rows = rows.take(pa.array(np.argsort(accounts.ids.astype(str), kind="stable")))
+    trades = _trades_table(tables["lots"], lines, shares, value, gain, est_tax, reasons, accounts, security_ids,
+                           as_of)
+    metrics = _account_metrics(problem, lines, shares, value, gain, est_tax, accounts, target, class_target, policy)
+    status, detail = _statuses(accounts, trading, failed, waiting, metrics[Col.cash_after],
+                               metrics[Col.trade_count],
+                               _fully_sold(lines, shares, shard_lots, result.problem, len(accounts)))
+    rows = _accounts_table(accounts, status, detail, mandated, metrics, result, as_of)
     return (schema.conform(trades, schema.RUN_TABLES["trades"]),
             schema.conform(rows, schema.RUN_TABLES["accounts"]))
+
+
+def _account_values(ids: list, cash: np.ndarray, lots: pa.Table | None, securities: pa.Table | None) -> np.ndarray:
+    """``cash + Σ quantity × price`` of each of ``ids`` over its lots with a price, USD; the cash alone
+    where ``lots`` or ``securities`` is None."""
+    value = cash.copy()
+    if lots is not None and securities is not None and lots.num_rows:
+        lot_account = index_in(lots.column(Col.account_id), ids)
+        mine = np.flatnonzero(lot_account >= 0)
+        if mine.size:
+            sec = index_in(lots.column(Col.security_id).take(pa.array(mine)), securities.column(Col.security_id))
+            price = np.where(sec >= 0, numbers(securities, Col.price, np.maximum(sec, 0)), np.nan)
+            worth = numbers(lots, Col.quantity, mine, dtype=float) * np.nan_to_num(price)
+            value += np.bincount(lot_account[mine], worth, len(ids))
+    return value
 
 
 def status_rows(accounts_table: pa.Table, account_ids: Sequence[str], status: str | Sequence[str],
@@ -390,21 +483,12 @@ def status_rows(accounts_table: pa.Table, account_ids: Sequence[str], status: st
     if (rows < 0).any():
         missing = [a for a, r in zip(ids, rows) if r < 0]
         raise ValueError(f"accounts not in the accounts table: {missing[:5]}")
-    cash = numbers(accounts_table, Col.cash, rows).astype(float)
-    withdrawal = numbers(accounts_table, Col.withdrawal, rows).astype(float)
-    floor = (numbers(accounts_table, Col.min_cash, rows) + numbers(accounts_table, Col.reserve_cash, rows)
-             + withdrawal)
-    household = numbers(accounts_table, Col.household_id, rows, None).astype(object)
+    cash = numbers(accounts_table, Col.cash, rows, dtype=float)
+    withdrawal = numbers(accounts_table, Col.withdrawal, rows, dtype=float)
+    floor = cash_floor(accounts_table, rows)
+    household = strings(accounts_table, Col.household_id, rows)
     household = np.where(household == None, np.asarray(ids, dtype=object), household)  # noqa: E711
-    value = cash.copy()
-    if lots is not None and securities is not None and lots.num_rows:
-        lot_account = index_in(lots.column(Col.account_id), ids)
-        mine = np.flatnonzero(lot_account >= 0)
-        if mine.size:
-            sec = index_in(lots.column(Col.security_id).take(pa.array(mine)), securities.column(Col.security_id))
-            price = np.where(sec >= 0, numbers(securities, Col.price, np.maximum(sec, 0)), np.nan)
-            worth = numbers(lots, Col.quantity, mine).astype(float) * np.nan_to_num(price)
-            value += np.bincount(lot_account[mine], worth, count)
+    value = _account_values(ids, cash, lots, securities)
     statuses = [status] * count if isinstance(status, str) else list(status)
     detail_list = [details] * count if details is None or isinstance(details, str) else list(details)
     zeros = np.zeros(count)

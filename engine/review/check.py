@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.contract.rules import CASH_FLOOR_COLUMNS
 from engine.contract.schema import Col, Rule, Side, Status, TaxStatus, Term
 
 VIOLATIONS = pa.schema([pa.field(Col.rule, pa.int32(), nullable=False), pa.field(Col.account_id, pa.string()),
@@ -284,7 +285,7 @@ def _check_account(found, account, row, trades, held, largest_price, restricted,
         return
     if cash_after < -_cents(cash_after) and status != Status.infeasible:
         found.add(4, account_id, None, f"cash after trading is {cash_after:.2f}, below zero")
-    floor = account[Col.min_cash] + account[Col.reserve_cash] + account[Col.withdrawal]
+    floor = sum(account[column] for column in CASH_FLOOR_COLUMNS)
     if cash_after < floor - _cents(floor) and status not in (Status.infeasible, Status.failed):
         found.add(4, account_id, None, f"cash after trading {cash_after:.2f} is below the floor {floor:.2f} "
                   f"and the account is {status}, not infeasible")

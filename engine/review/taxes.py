@@ -39,18 +39,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.contract import schema
-from engine.contract.arrow import index_in
+from engine.contract.arrow import index_in, numbers, strings
+from engine.contract.rules import cash_floor
 from engine.contract.schema import Col, Side, TaxStatus
 from engine.kernels.dates import to_days
 from engine.kernels.lots import long_term
 from engine.rebalance.targets import Targets
 
 __all__ = ["plain_rebalance", "tax_report"]
-
-
-def _numbers(table: pa.Table, name: str, rows: np.ndarray, fill: float = 0.0) -> np.ndarray:
-    return np.asarray(table.column(name).take(pa.array(rows, pa.int64())).fill_null(fill)
-                      .to_numpy(zero_copy_only=False), dtype=float)
 
 
 def plain_rebalance(tables: Mapping[str, pa.Table], targets: Targets, account_ids, as_of: dt.date
@@ -66,21 +62,21 @@ def plain_rebalance(tables: Mapping[str, pa.Table], targets: Targets, account_id
     n = len(ids)
     accounts, lots, securities = tables["accounts"], tables["lots"], tables["securities"]
     rows = index_in(ids, accounts.column(Col.account_id))
-    taxable = np.asarray(accounts.column(Col.tax_status).take(pa.array(rows)).to_pylist(), object) == TaxStatus.taxable
-    st_rate = np.where(taxable, _numbers(accounts, Col.st_rate, rows), 0.0)
-    lt_rate = np.where(taxable, _numbers(accounts, Col.lt_rate, rows), 0.0)
-    keep = sum(_numbers(accounts, c, rows) for c in (Col.min_cash, Col.reserve_cash, Col.withdrawal))
+    taxable = strings(accounts, Col.tax_status, rows) == TaxStatus.taxable
+    st_rate = np.where(taxable, numbers(accounts, Col.st_rate, rows, fill=0.0, dtype=float), 0.0)
+    lt_rate = np.where(taxable, numbers(accounts, Col.lt_rate, rows, fill=0.0, dtype=float), 0.0)
+    keep = cash_floor(accounts, rows)
 
     owner = index_in(lots.column(Col.account_id), ids)
     mine = np.flatnonzero(owner >= 0)
     owner = owner[mine]
     security = index_in(lots.column(Col.security_id).take(pa.array(mine)), securities.column(Col.security_id))
-    price = np.where(security >= 0, _numbers(securities, Col.price, np.maximum(security, 0), np.nan), np.nan)
-    quantity = _numbers(lots, Col.quantity, mine)
-    basis = _numbers(lots, Col.cost_basis, mine)
+    price = np.where(security >= 0, numbers(securities, Col.price, np.maximum(security, 0), dtype=float), np.nan)
+    quantity = numbers(lots, Col.quantity, mine, fill=0.0, dtype=float)
+    basis = numbers(lots, Col.cost_basis, mine, fill=0.0, dtype=float)
     acquired = to_days(lots.column(Col.acquired).take(pa.array(mine)))
     worth = np.nan_to_num(quantity * price)
-    value = _numbers(accounts, Col.cash, rows) + np.bincount(owner, worth, n)
+    value = numbers(accounts, Col.cash, rows, fill=0.0, dtype=float) + np.bincount(owner, worth, n)
     invest = np.maximum(value - keep, 0.0)
 
     # target dollars of each held position
@@ -130,22 +126,23 @@ def tax_report(tables: Mapping[str, pa.Table], targets: Targets, run: Mapping[st
     trades = run["trades"]
     sells = trades.filter(pc.equal(trades.column(Col.side), Side.sell))
     owner = index_in(sells.column(Col.account_id), ids)
-    tax = np.asarray(sells.column(Col.est_tax).to_numpy(zero_copy_only=False), float)
+    tax = numbers(sells, Col.est_tax, fill=None, dtype=float)
     known = owner >= 0
     gain_tax = np.bincount(owner[known], np.maximum(tax[known], 0.0), len(ids))
     run_rows = index_in(ids, accounts.column(Col.account_id))
     book = tables["accounts"]
     rows = index_in(ids, book.column(Col.account_id))
-    taxable = np.asarray(book.column(Col.tax_status).take(pa.array(rows)).to_pylist(), object) == TaxStatus.taxable
-    st_rate = np.where(taxable, _numbers(book, Col.st_rate, rows), 0.0)
-    lt_rate = np.where(taxable, _numbers(book, Col.lt_rate, rows), 0.0)
-    st_before, lt_before = _numbers(book, Col.realized_st_ytd, rows), _numbers(book, Col.realized_lt_ytd, rows)
-    st_after = st_before + _numbers(accounts, Col.realized_st, run_rows)
-    lt_after = lt_before + _numbers(accounts, Col.realized_lt, run_rows)
+    taxable = strings(book, Col.tax_status, rows) == TaxStatus.taxable
+    st_rate = np.where(taxable, numbers(book, Col.st_rate, rows, fill=0.0, dtype=float), 0.0)
+    lt_rate = np.where(taxable, numbers(book, Col.lt_rate, rows, fill=0.0, dtype=float), 0.0)
+    st_before = numbers(book, Col.realized_st_ytd, rows, fill=0.0, dtype=float)
+    lt_before = numbers(book, Col.realized_lt_ytd, rows, fill=0.0, dtype=float)
+    st_after = st_before + numbers(accounts, Col.realized_st, run_rows, fill=0.0, dtype=float)
+    lt_after = lt_before + numbers(accounts, Col.realized_lt, run_rows, fill=0.0, dtype=float)
     return schema.conform(pa.table({
         Col.account_id: pa.array(ids, pa.string()),
-        Col.harvested_loss: _numbers(accounts, Col.harvested_loss, run_rows),
-        Col.tax_saved: _numbers(accounts, Col.tax_saved, run_rows),
+        Col.harvested_loss: numbers(accounts, Col.harvested_loss, run_rows, fill=0.0, dtype=float),
+        Col.tax_saved: numbers(accounts, Col.tax_saved, run_rows, fill=0.0, dtype=float),
         Col.tax_budget: pa.array(book.column(Col.tax_budget).take(pa.array(rows)).to_pylist(), pa.float64()),
         Col.plain_sold: plain["value_sold"], Col.plain_realized: plain["realized"], Col.plain_gain_tax: plain[Col.gain_tax],
         Col.gain_tax: gain_tax, Col.tax_deferred: plain[Col.gain_tax] - gain_tax,
