@@ -27,7 +27,8 @@ import pyarrow.compute as pc
 
 from engine.book.synth import generate_tables
 from engine.contract.schema import Col
-from engine.rebalance.targets import CustomizationChange, account_target, build_targets, household_targets
+from engine.rebalance.customization import CustomizationChange, account_target
+from engine.rebalance.targets import build_targets, household_targets
 
 RESULTS = Path(__file__).resolve().parent / "results" / "targets.json"
 

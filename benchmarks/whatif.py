@@ -38,7 +38,7 @@ from engine.book.synth import AS_OF, generate_tables
 from engine.book.validate import validate
 from engine.contract.config import Config, load_config
 from engine.contract.schema import Col
-from engine.rebalance.targets import CustomizationChange
+from engine.rebalance.customization import CustomizationChange
 from engine.simulate.whatif import WHATIF_SOLVER, WhatIfSession
 
 RESULTS = Path(__file__).resolve().parent / "results" / "whatif.json"

@@ -301,7 +301,7 @@ def whatif(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "canopy", "jax"))
 
     from engine.contract.config import Config, load_config
-    from engine.rebalance.targets import Allocation, CustomizationChange, Restriction
+    from engine.rebalance.customization import Allocation, CustomizationChange, Restriction
     from engine.simulate.whatif import WHATIF_SOLVER, WhatIfSession
 
     settings = load_config(config) if config else Config(solver=WHATIF_SOLVER)

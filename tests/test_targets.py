@@ -16,8 +16,8 @@ import pytest
 
 from engine.contract import schema
 from engine.contract.schema import Col, Reject, Rule
-from engine.rebalance.targets import (REJECT_CONFLICTING_ALLOCATION, REJECT_SCREEN_EMPTIES_PRODUCT, Allocation,
-                                      CustomizationChange, Restriction, account_target, build_targets,
+from engine.rebalance.customization import Allocation, CustomizationChange, Restriction, account_target
+from engine.rebalance.targets import (REJECT_CONFLICTING_ALLOCATION, REJECT_SCREEN_EMPTIES_PRODUCT, build_targets,
                                       household_targets)
 
 AS_OF = dt.date(2026, 11, 20)

@@ -12,7 +12,7 @@ from engine.book.runs import read_run
 from engine.book.storage import read_book
 from engine.cli import app
 from engine.contract.schema import Col, Reason, Side, Status
-from engine.rebalance.targets import CustomizationChange
+from engine.rebalance.customization import CustomizationChange
 from engine.simulate.whatif import WhatIfError, WhatIfSession
 
 TAG = "fossil_fuel"

@@ -16,13 +16,14 @@ Pure: Arrow tables in, an Arrow table out; no storage.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.contract import schema
+from engine.contract.arrow import numbers
 from engine.contract.config import PolicyConfig
 from engine.contract.errors import BookError
 from engine.contract.schema import Col, Reject
@@ -52,10 +53,6 @@ def sort_rejections(rejections: pa.Table) -> pa.Table:
     order = pc.sort_indices(rejections, sort_keys=[(Col.account_id, "ascending"), (Col.table, "ascending"),
                                                    (Col.rule, "ascending"), (Col.key, "ascending")])
     return rejections.take(order)
-
-
-def _np(table: pa.Table, column: str) -> np.ndarray:
-    return table.column(column).to_numpy(zero_copy_only=False)
 
 
 # --------------------------------------------------------------------------
@@ -130,11 +127,11 @@ def check_risk_model(tables: Tables) -> None:
                         f"give factor_covariance a row for each factor pair",
                         table="factor_covariance", column=Col.factor_1, key=missing[0])
     for name, column in (("factor_exposures", Col.exposure), ("factor_covariance", Col.covariance)):
-        values = _np(tables[name], column)
+        values = numbers(tables[name], column, fill=None)
         if not np.isfinite(values).all():
             raise BookError("non-finite value(s) in the risk model", table=name, column=column)
     securities = tables["securities"]
-    spec = _np(securities, Col.specific_variance)
+    spec = numbers(securities, Col.specific_variance, fill=None)
     bad = ~np.isfinite(spec) | (spec < 0)
     if bad.any():
         sid = securities.column(Col.security_id)[int(np.argmax(bad))].as_py()
@@ -159,17 +156,17 @@ def check_models(tables: Tables, policy: PolicyConfig) -> None:
     models = tables["models"]
     if models.num_rows == 0:
         raise BookError("no models; templates need at least one product", table="models")
-    weight = _np(models, Col.weight)
+    weight = numbers(models, Col.weight, fill=None)
     if not (np.isfinite(weight) & (weight > 0)).all():
         row = int(np.argmax(~(np.isfinite(weight) & (weight > 0))))
         raise BookError(f"model weights must be positive, got {weight[row]} for security "
                         f"{models.column(Col.security_id)[row].as_py()}",
                         table="models", column=Col.weight, key=models.column(Col.model_id)[row].as_py())
     sums = models.group_by(Col.model_id).aggregate([(Col.weight, "sum")])
-    off = np.abs(_np(sums, f"{Col.weight}_sum") - 1.0) > policy.model_weight_tolerance
+    off = np.abs(numbers(sums, f"{Col.weight}_sum", fill=None) - 1.0) > policy.model_weight_tolerance
     if off.any():
         row = int(np.argmax(off))
-        raise BookError(f"model weights sum to {_np(sums, f'{Col.weight}_sum')[row]:.10g}; "
+        raise BookError(f"model weights sum to {numbers(sums, f'{Col.weight}_sum', fill=None)[row]:.10g}; "
                         f"expected 1 (within {policy.model_weight_tolerance:g})",
                         table="models", column=Col.weight, key=sums.column(Col.model_id)[row].as_py())
     known = tables["securities"].column(Col.security_id)
@@ -204,12 +201,14 @@ def check_templates(tables: Tables, policy: PolicyConfig) -> None:
                         table="templates", column=Col.alternatives,
                         key=templates.column(Col.template_id)[parent].as_py())
     sums = templates.group_by(Col.template_id).aggregate([(Col.weight, "sum")])
-    off = np.abs(_np(sums, f"{Col.weight}_sum") - 1.0) > policy.model_weight_tolerance
+    off = np.abs(numbers(sums, f"{Col.weight}_sum", fill=None) - 1.0) > policy.model_weight_tolerance
     if off.any():
         row = int(np.argmax(off))
-        raise BookError(f"template weights sum to {_np(sums, f'{Col.weight}_sum')[row]:.10g}; expected 1",
+        raise BookError(f"template weights sum to {numbers(sums, f'{Col.weight}_sum', fill=None)[row]:.10g}; "
+                        f"expected 1",
                         table="templates", column=Col.weight, key=sums.column(Col.template_id)[row].as_py())
-    lo, w, hi, band = (_np(templates, c) for c in (Col.min_weight, Col.weight, Col.max_weight, Col.band))
+    lo, w, hi, band = (numbers(templates, c, fill=None)
+                       for c in (Col.min_weight, Col.weight, Col.max_weight, Col.band))
     bad = ~((lo <= w) & (w <= hi) & (lo >= 0) & (hi <= 1) & (band >= 0))
     if bad.any():
         row = int(np.argmax(bad))
@@ -222,18 +221,26 @@ def check_templates(tables: Tables, policy: PolicyConfig) -> None:
 # --------------------------------------------------------------------------
 # Account-level checks.
 
-def _priced(securities: pa.Table, as_of: dt.date, policy: PolicyConfig) -> tuple[dict, set, set]:
+class _Prices(NamedTuple):
+    """Which securities have a usable price: by :func:`_priced`."""
+
+    index: dict        # security_id -> row of the securities table
+    missing: set       # ids with no usable price (null, non-finite, <= 0, or no price_date)
+    stale: set         # ids priced before as_of - stale_price_days (and not missing)
+
+
+def _priced(securities: pa.Table, as_of: dt.date, policy: PolicyConfig) -> _Prices:
     """Index of security ids, and the sets of ids with a missing and a stale price."""
     ids = securities.column(Col.security_id).to_pylist()
-    price = _np(securities, Col.price).astype(float)
+    price = numbers(securities, Col.price, fill=None, dtype=float)
     price_date = securities.column(Col.price_date)
     missing = ~np.isfinite(price) | (price <= 0) | np.asarray(price_date.is_null())
     oldest = as_of - dt.timedelta(days=policy.stale_price_days)
     stale_mask = pc.fill_null(pc.less(price_date, pa.scalar(oldest, pa.date32())), False)
     stale = np.asarray(stale_mask) & ~missing
-    return ({s: i for i, s in enumerate(ids)},
-            {ids[i] for i in np.flatnonzero(missing)},
-            {ids[i] for i in np.flatnonzero(stale)})
+    return _Prices({s: i for i, s in enumerate(ids)},
+                   {ids[i] for i in np.flatnonzero(missing)},
+                   {ids[i] for i in np.flatnonzero(stale)})
 
 
 def _price_message(security_id: str, missing: set, securities: pa.Table, index: dict) -> tuple[str, str]:
@@ -314,9 +321,25 @@ def account_rejections(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> 
     """Every account-level problem of the book, as ``schema.REJECTIONS`` rows."""
     found = Rejections()
     securities, accounts, lots = tables["securities"], tables["accounts"], tables["lots"]
-    index, missing, stale = _priced(securities, as_of, policy)
+    prices = _priced(securities, as_of, policy)
+    _account_row_rejections(accounts, found)
+    known_account = np.asarray(pc.is_in(lots.column(Col.account_id), value_set=accounts.column(Col.account_id)))
+    _lot_rejections(lots, securities, known_account, as_of, found)
+    _held_price_rejections(lots, known_account, securities, prices, found)
+    _targeted_price_rejections(tables, securities, prices, found)
+    _restriction_rejections(tables["restrictions"], prices.index, found)
+    _transaction_rejections(tables["transactions"], securities, accounts, found)
+    allocation = allocation_rejections(tables["templates"], tables["allocations"], accounts, tables["models"])
+    return pa.concat_tables([found.table(), allocation]).combine_chunks() if allocation.num_rows else found.table()
 
-    # accounts: enumerations and numbers a proposal relies on
+
+def _account_row_rejections(accounts: pa.Table, found: Rejections) -> None:
+    """Reject accounts whose enumerations or numbers a proposal relies on are out of range.
+
+    ``tax_status`` must be a known status, ``st_rate``/``lt_rate`` fractions in [0, 1], the
+    cash amounts, ``min_trade`` and realized gains (USD) and ``tax_sensitivity`` finite, and
+    all of them but ``cash`` and the realized gains also non-negative.
+    """
     status = accounts.column(Col.tax_status)
     for name, bad_mask, what in (
         (Col.tax_status, pc.invert(pc.is_in(status, value_set=pa.array(schema.TaxStatus.all))),
@@ -332,25 +355,33 @@ def account_rejections(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> 
             aid = accounts.column(Col.account_id)[int(row)].as_py()
             found.add(aid, "accounts", aid, Reject.bad_account,
                       f"{what}, got {accounts.column(name)[int(row)].as_py()!r}")
-    numbers = (Col.cash, Col.min_cash, Col.reserve_cash, Col.withdrawal, Col.min_trade,
+    amounts = (Col.cash, Col.min_cash, Col.reserve_cash, Col.withdrawal, Col.min_trade,
                Col.realized_st_ytd, Col.realized_lt_ytd, Col.tax_sensitivity)
-    for name in numbers:
-        values = _np(accounts, name).astype(float)
+    for name in amounts:
+        values = numbers(accounts, name, fill=None, dtype=float)
         bad = ~np.isfinite(values)
         if name not in (Col.cash, Col.realized_st_ytd, Col.realized_lt_ytd):
             bad |= values < 0
         for row in np.flatnonzero(bad):
             aid = accounts.column(Col.account_id)[int(row)].as_py()
             found.add(aid, "accounts", aid, Reject.bad_account,
-                      f"{name} must be a finite{' non-negative' if name not in numbers[:1] else ''} "
+                      f"{name} must be a finite{' non-negative' if name not in amounts[:1] else ''} "
                       f"number, got {values[row]}")
 
-    # lots: masks over the whole table, a Python loop only over the bad rows
+
+def _lot_rejections(lots: pa.Table, securities: pa.Table, known_account: np.ndarray, as_of: dt.date,
+                    found: Rejections) -> None:
+    """Reject lots of unknown accounts, and accounts holding a bad lot.
+
+    A bad lot holds an unknown security, a quantity (shares) not > 0, a cost basis (USD) not
+    finite and >= 0, or was acquired after ``as_of``.  Masks over the whole table, a Python
+    loop only over the bad rows.  ``known_account``: per lot, whether its account is in the
+    accounts table.
+    """
     lot_account, lot_security = lots.column(Col.account_id), lots.column(Col.security_id)
-    known_account = np.asarray(pc.is_in(lot_account, value_set=accounts.column(Col.account_id)))
     known_security = np.asarray(pc.is_in(lot_security, value_set=securities.column(Col.security_id)))
-    quantity = _np(lots, Col.quantity).astype(float)
-    cost_basis = _np(lots, Col.cost_basis).astype(float)
+    quantity = numbers(lots, Col.quantity, fill=None, dtype=float)
+    cost_basis = numbers(lots, Col.cost_basis, fill=None, dtype=float)
     acquired = lots.column(Col.acquired)
     checks = (
         (~known_security, Reject.unknown_security,
@@ -375,53 +406,71 @@ def account_rejections(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> 
                 lot=lid, security=lot_security[row].as_py(), quantity=quantity[row],
                 cost_basis=cost_basis[row], acquired=acquired[row].as_py()))
 
-    # prices of held securities
-    unpriced = sorted(missing | stale)
-    if unpriced:
-        hit = pc.and_(pc.is_in(lot_security, value_set=pa.array(unpriced, pa.string())),
-                      pa.array(known_account))
-        pairs = lots.filter(hit).select([Col.security_id, Col.account_id]).group_by(
-            [Col.security_id, Col.account_id]).aggregate([])
-        for sid, aid in sorted(zip(pairs.column(Col.security_id).to_pylist(),
-                                   pairs.column(Col.account_id).to_pylist())):
-            rule, text = _price_message(sid, missing, securities, index)
-            found.add(aid, "securities", sid, rule, f"account {aid} holds {text}; "
-                      f"supply a current price or the account cannot be traded")
 
-    # prices of targeted securities: check per model, then per account's products
+def _held_price_rejections(lots: pa.Table, known_account: np.ndarray, securities: pa.Table,
+                           prices: _Prices, found: Rejections) -> None:
+    """Reject each known account holding a security with a missing or stale price, once per
+    (security, account); ``prices`` is :func:`_priced`'s answer."""
+    index, missing, stale = prices
+    unpriced = sorted(missing | stale)
+    if not unpriced:
+        return
+    hit = pc.and_(pc.is_in(lots.column(Col.security_id), value_set=pa.array(unpriced, pa.string())),
+                  pa.array(known_account))
+    pairs = lots.filter(hit).select([Col.security_id, Col.account_id]).group_by(
+        [Col.security_id, Col.account_id]).aggregate([])
+    for sid, aid in sorted(zip(pairs.column(Col.security_id).to_pylist(),
+                               pairs.column(Col.account_id).to_pylist())):
+        rule, text = _price_message(sid, missing, securities, index)
+        found.add(aid, "securities", sid, rule, f"account {aid} holds {text}; "
+                  f"supply a current price or the account cannot be traded")
+
+
+def _targeted_price_rejections(tables: Tables, securities: pa.Table, prices: _Prices,
+                               found: Rejections) -> None:
+    """Reject accounts whose target holds a security with a missing or stale price.
+
+    Checked per model (its first unpriced security), then per account's products: the
+    template's model of each asset class, or the custom product ``allocations`` chose; an
+    asset class whose custom weight is 0 is skipped.
+    """
+    index, missing, stale = prices
     models = tables["models"]
     bad_models: dict[str, str] = {}
     for mid, sid in zip(models.column(Col.model_id).to_pylist(), models.column(Col.security_id).to_pylist()):
         if (sid in missing or sid in stale) and mid not in bad_models:
             bad_models[mid] = sid
-    if bad_models:
-        templates, allocations = tables["templates"], tables["allocations"]
-        chosen: dict[tuple[str, str], str] = {}  # (account, asset class) -> custom product
-        removed: set[tuple[str, str]] = set()
-        for aid, cls, w, mid in zip(*(allocations.column(n).to_pylist() for n in (
-                Col.account_id, Col.asset_class, Col.weight, Col.model_id))):
-            if mid is not None:
-                chosen[(aid, cls)] = mid
-            if w == 0:
-                removed.add((aid, cls))
-        by_template: dict[str, list[tuple[str, str]]] = {}
-        for t, cls, mid in zip(*(templates.column(n).to_pylist() for n in (
-                Col.template_id, Col.asset_class, Col.model_id))):
-            by_template.setdefault(t, []).append((cls, mid))
-        for aid, tid in zip(accounts.column(Col.account_id).to_pylist(),
-                            accounts.column(Col.template_id).to_pylist()):
-            for cls, default in by_template.get(tid, []):
-                if (aid, cls) in removed:
-                    continue
-                mid = chosen.get((aid, cls), default)
-                if mid in bad_models:
-                    sid = bad_models[mid]
-                    rule, text = _price_message(sid, missing, securities, index)
-                    found.add(aid, "securities", sid, rule, f"account {aid} targets product {mid}, "
-                              f"which holds {text}; supply a current price or choose another product")
+    if not bad_models:
+        return
+    accounts, templates, allocations = tables["accounts"], tables["templates"], tables["allocations"]
+    chosen: dict[tuple[str, str], str] = {}  # (account, asset class) -> custom product
+    removed: set[tuple[str, str]] = set()
+    for aid, cls, w, mid in zip(*(allocations.column(n).to_pylist() for n in (
+            Col.account_id, Col.asset_class, Col.weight, Col.model_id))):
+        if mid is not None:
+            chosen[(aid, cls)] = mid
+        if w == 0:
+            removed.add((aid, cls))
+    by_template: dict[str, list[tuple[str, str]]] = {}
+    for t, cls, mid in zip(*(templates.column(n).to_pylist() for n in (
+            Col.template_id, Col.asset_class, Col.model_id))):
+        by_template.setdefault(t, []).append((cls, mid))
+    for aid, tid in zip(accounts.column(Col.account_id).to_pylist(),
+                        accounts.column(Col.template_id).to_pylist()):
+        for cls, default in by_template.get(tid, []):
+            if (aid, cls) in removed:
+                continue
+            mid = chosen.get((aid, cls), default)
+            if mid in bad_models:
+                sid = bad_models[mid]
+                rule, text = _price_message(sid, missing, securities, index)
+                found.add(aid, "securities", sid, rule, f"account {aid} targets product {mid}, "
+                          f"which holds {text}; supply a current price or choose another product")
 
-    # restrictions
-    restrictions = tables["restrictions"]
+
+def _restriction_rejections(restrictions: pa.Table, index: dict, found: Rejections) -> None:
+    """Reject accounts with a restriction of an unknown rule, with both or neither of
+    ``security_id`` and ``tag``, or naming a security not in ``index`` (the securities')."""
     for aid, rule, sid, tag in zip(*(restrictions.column(n).to_pylist() for n in (
             Col.account_id, Col.rule, Col.security_id, Col.tag))):
         key = f"{aid}/{rule}/{sid if sid is not None else tag}"
@@ -436,8 +485,11 @@ def account_rejections(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> 
                       f"{rule} restriction names security {sid!r}, which is not in the securities "
                       f"table; correct or remove the restriction")
 
-    # transactions: the wash-sale windows need known securities
-    transactions = tables["transactions"]
+
+def _transaction_rejections(transactions: pa.Table, securities: pa.Table, accounts: pa.Table,
+                            found: Rejections) -> None:
+    """Reject known accounts with a recent trade of an unknown security (the wash-sale windows
+    need known securities), once per (account, security)."""
     unknown = pc.and_(pc.invert(pc.is_in(transactions.column(Col.security_id),
                                          value_set=securities.column(Col.security_id))),
                       pc.is_in(transactions.column(Col.account_id), value_set=accounts.column(Col.account_id)))
@@ -447,9 +499,6 @@ def account_rejections(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> 
         found.add(aid, "transactions", f"{aid}/{sid}", Reject.unknown_security,
                   f"a recent trade of account {aid} names security {sid!r}, which is not in the "
                   f"securities table; the wash-sale rule cannot be checked")
-
-    allocation = allocation_rejections(tables["templates"], tables["allocations"], accounts, models)
-    return pa.concat_tables([found.table(), allocation]).combine_chunks() if allocation.num_rows else found.table()
 
 
 def validate(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> pa.Table:

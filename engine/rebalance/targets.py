@@ -57,7 +57,7 @@ import scipy.sparse as sp
 
 from engine.book.validate import Rejections, allocation_rejections
 from engine.contract import schema
-from engine.contract.arrow import index_in
+from engine.contract.arrow import index_in, strings
 from engine.contract.errors import BookError
 from engine.contract.schema import Col, Reject, Rule
 
@@ -149,10 +149,6 @@ class Targets:
 # --------------------------------------------------------------------------
 # Helpers.
 
-def _strings(table: pa.Table, column: str) -> np.ndarray:
-    return np.asarray(table.column(column).to_numpy(zero_copy_only=False), dtype=str)
-
-
 def _conform(tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
     return {name: schema.conform(tables[name], schema.BOOK_TABLES[name], name=name)
             for name in _TARGET_TABLES}
@@ -234,58 +230,129 @@ def build_targets(source: Any, *, rejected: Iterable[str] | None = None) -> Targ
         See the module docstring for the formulas.
     """
     if _is_book(source):
-        return _build(_conform(source.tables), rejected=set(source.rejected) | set(rejected or ()),
-                      check_allocations=False)
+        return build_from_tables(_conform(source.tables), rejected=set(source.rejected) | set(rejected or ()),
+                                 check_allocations=False)
     tables = _conform(source)
     if rejected is None:
-        return _build(tables, rejected=set(), check_allocations=True)
-    return _build(tables, rejected=set(rejected), check_allocations=False)
+        return build_from_tables(tables, rejected=set(), check_allocations=True)
+    return build_from_tables(tables, rejected=set(rejected), check_allocations=False)
 
 
-def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocations: bool,
-           found: Rejections | None = None) -> Targets:
-    securities, models, templates = tables["securities"], tables["models"], tables["templates"]
-    accounts, restrictions, allocations = tables["accounts"], tables["restrictions"], tables["allocations"]
+def target_tables(source: Any) -> dict[str, pa.Table]:
+    """The conformed tables targets are built from, of a :class:`engine.book.storage.Book` or a
+    mapping of table name to Arrow table."""
+    return _conform(source.tables if _is_book(source) else source)
+
+
+class _Axes(NamedTuple):
+    """The labels of the build's rows and columns."""
+
+    account_ids: np.ndarray     # str, the accounts table's order
+    security_ids: np.ndarray    # str, the securities table's order
+    asset_classes: np.ndarray   # str, sorted union of the templates' and the securities' asset classes
+    template_ids: np.ndarray    # str, sorted distinct
+    model_ids: np.ndarray       # str, sorted distinct
+
+
+def _axes(tables: Mapping[str, pa.Table]) -> _Axes:
+    """The accounts, securities, asset classes, templates and models of ``tables``, as str arrays."""
+    securities, models, templates, accounts = (tables[n] for n in ("securities", "models", "templates", "accounts"))
+    return _Axes(account_ids=strings(accounts, Col.account_id).astype(str),
+                 security_ids=strings(securities, Col.security_id).astype(str),
+                 asset_classes=np.unique(np.concatenate([strings(templates, Col.asset_class).astype(str),
+                                                         strings(securities, Col.asset_class).astype(str)])),
+                 template_ids=np.unique(strings(templates, Col.template_id).astype(str)),
+                 model_ids=np.unique(strings(models, Col.model_id).astype(str)))
+
+
+def build_from_tables(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocations: bool,
+                      found: Rejections | None = None) -> Targets:
+    """Targets of conformed ``tables`` (:func:`target_tables`): the formulas of the module docstring.
+
+    ``rejected`` accounts get empty rows; with ``check_allocations`` the custom allocations are
+    checked here (the tables were not validated).  What is found is added to ``found`` (a new
+    :class:`Rejections` where None) and returned as ``Targets.rejections``.
+    """
+    models, templates = tables["models"], tables["templates"]
+    accounts, allocations = tables["accounts"], tables["allocations"]
     found = found or Rejections()
     earlier = []  # rejections found by others but reported here (tables not validated)
+    axes = _axes(tables)
+    model_weights = _model_matrix(models, axes)
+    defaults = _template_defaults(templates, axes)
 
-    account_ids, security_ids = _strings(accounts, Col.account_id), _strings(securities, Col.security_id)
-    asset_classes = np.unique(np.concatenate([_strings(templates, Col.asset_class),
-                                              _strings(securities, Col.asset_class)]))
-    template_ids = np.unique(_strings(templates, Col.template_id))
-    model_ids = np.unique(_strings(models, Col.model_id))
-    n_accounts, n_securities, n_classes = len(account_ids), len(security_ids), len(asset_classes)
+    bad = np.isin(axes.account_ids, np.asarray(sorted(rejected), dtype=str))
+    if check_allocations:
+        checked = allocation_rejections(templates, allocations, accounts, models)
+        earlier.append(checked)
+        bad |= np.isin(axes.account_ids,
+                       np.asarray(checked.column(Col.account_id).drop_null().to_pylist(), dtype=str))
+    class_weights, bands, class_model = _from_templates(accounts, defaults, axes, bad, found)
+    _customize(allocations, axes, class_weights, class_model, bad, found)
+    class_weights, held = _rescaled(class_weights, class_model, axes, bad, found)
+    weights = _security_weights(tables, class_weights, class_model, held, model_weights, axes, bad, found)
+    class_weights[bad] = 0.0
+    bands[bad] = 0.0
+    weights.eliminate_zeros()
+    weights.sort_indices()
 
-    # Models: M[m, i], rows summing to 1.
-    model_row = index_in(models.column(Col.model_id), model_ids)
-    model_security = index_in(models.column(Col.security_id), security_ids)
+    model_ids = axes.model_ids
+    names = np.where(held & ~bad[:, None] & (class_model >= 0),
+                     model_ids[np.maximum(class_model, 0)] if len(model_ids) else "", "")
+    rejections = found.table()
+    if earlier:
+        rejections = pa.concat_tables([*earlier, rejections]).combine_chunks()
+    return Targets(account_ids=axes.account_ids, security_ids=axes.security_ids, weights=weights,
+                   asset_classes=axes.asset_classes, class_weights=class_weights, bands=bands,
+                   class_models=names, security_classes=index_in(tables["securities"].column(Col.asset_class),
+                                                                  axes.asset_classes),
+                   usable=~bad, rejections=rejections)
+
+
+def _model_matrix(models: pa.Table, axes: _Axes) -> sp.csr_matrix:
+    """``M[m, i]``, the weight (fraction) of security i in model m; rows sum to 1.
+
+    Raises :class:`BookError` for a model holding a security not in the securities table.
+    """
+    model_row = index_in(models.column(Col.model_id), axes.model_ids)
+    model_security = index_in(models.column(Col.security_id), axes.security_ids)
     if (model_security < 0).any():
         row = int(np.argmax(model_security < 0))
         raise BookError(f"model holds security {models.column(Col.security_id)[row].as_py()!r} that is "
                         f"not in the securities table", table="models", column=Col.security_id,
                         key=models.column(Col.model_id)[row].as_py())
-    model_weights = sp.csr_matrix((models.column(Col.weight).to_numpy(), (model_row, model_security)),
-                                  shape=(len(model_ids), n_securities))
+    return sp.csr_matrix((models.column(Col.weight).to_numpy(), (model_row, model_security)),
+                         shape=(len(axes.model_ids), len(axes.security_ids)))
 
-    # Templates: dense (template × asset class) arrays.
-    t_row = index_in(templates.column(Col.template_id), template_ids)
-    t_class = index_in(templates.column(Col.asset_class), asset_classes)
-    default_weight = np.zeros((len(template_ids), n_classes))
-    default_band = np.zeros((len(template_ids), n_classes))
-    default_model = np.full((len(template_ids), n_classes), -1, dtype=np.int64)
+
+def _template_defaults(templates: pa.Table, axes: _Axes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense (template × asset class) arrays of the templates: the weight (fraction), the band
+    (fraction) and the model (index into ``axes.model_ids``, -1 for none); 0 and -1 where a
+    template has no such class."""
+    n_templates, n_classes = len(axes.template_ids), len(axes.asset_classes)
+    t_row = index_in(templates.column(Col.template_id), axes.template_ids)
+    t_class = index_in(templates.column(Col.asset_class), axes.asset_classes)
+    default_weight = np.zeros((n_templates, n_classes))
+    default_band = np.zeros((n_templates, n_classes))
+    default_model = np.full((n_templates, n_classes), -1, dtype=np.int64)
     default_weight[t_row, t_class] = templates.column(Col.weight).to_numpy()
     default_band[t_row, t_class] = templates.column(Col.band).to_numpy()
-    default_model[t_row, t_class] = index_in(templates.column(Col.model_id), model_ids)
+    default_model[t_row, t_class] = index_in(templates.column(Col.model_id), axes.model_ids)
+    return default_weight, default_band, default_model
 
-    # Accounts start from their template.
-    template_of = index_in(accounts.column(Col.template_id), template_ids)
-    bad = np.isin(account_ids, np.asarray(sorted(rejected), dtype=str))
-    if check_allocations:
-        checked = allocation_rejections(templates, allocations, accounts, models)
-        earlier.append(checked)
-        bad |= np.isin(account_ids, np.asarray(checked.column(Col.account_id).drop_null().to_pylist(), dtype=str))
+
+def _from_templates(accounts: pa.Table, defaults: tuple[np.ndarray, np.ndarray, np.ndarray], axes: _Axes,
+                    bad: np.ndarray, found: Rejections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each account's template: its (account × asset class) weights ``u[a,c]``, bands and models.
+
+    ``defaults`` is :func:`_template_defaults`'s answer.  An account (not already ``bad``)
+    naming an unknown template is rejected into ``found`` and marked in ``bad``; its rows are
+    0 and -1.
+    """
+    default_weight, default_band, default_model = defaults
+    template_of = index_in(accounts.column(Col.template_id), axes.template_ids)
     for row in np.flatnonzero((template_of < 0) & ~bad):
-        aid = account_ids[row]
+        aid = axes.account_ids[row]
         found.add(aid, "accounts", aid, Reject.unknown_template,
                   f"account {aid} follows template {accounts.column(Col.template_id)[int(row)].as_py()!r}, "
                   f"which is not in the templates table; assign an existing template")
@@ -294,28 +361,43 @@ def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocati
     class_weights = np.where(has_template[:, None], default_weight[template_of], 0.0)
     bands = np.where(has_template[:, None], default_band[template_of], 0.0)
     class_model = np.where(has_template[:, None], default_model[template_of], -1)
+    return class_weights, bands, class_model
 
-    # Custom allocations: a weight replaces the template's, a model_id the product.
-    a_row = index_in(allocations.column(Col.account_id), account_ids)
-    a_class = index_in(allocations.column(Col.asset_class), asset_classes)
+
+def _customize(allocations: pa.Table, axes: _Axes, class_weights: np.ndarray, class_model: np.ndarray,
+               bad: np.ndarray, found: Rejections) -> None:
+    """Apply the custom allocations in place: a weight replaces ``class_weights[a,c]``, a
+    model_id the product ``class_model[a,c]``.  Rows of unknown accounts or asset classes are
+    ignored; accounts with rows that disagree are rejected (:func:`_conflicts`)."""
+    a_row = index_in(allocations.column(Col.account_id), axes.account_ids)
+    a_class = index_in(allocations.column(Col.asset_class), axes.asset_classes)
     keep = (a_row >= 0) & (a_class >= 0)
-    if keep.any():
-        rows = allocations.filter(pa.array(keep))
-        a_row, a_class = a_row[keep], a_class[keep]
-        _conflicts(rows, found, bad, account_ids)
-        weight = rows.column(Col.weight)
-        has_weight = np.asarray(pc.is_valid(weight).to_numpy(zero_copy_only=False), dtype=bool)
-        class_weights[a_row[has_weight], a_class[has_weight]] = \
-            np.asarray(pc.fill_null(weight, 0.0).to_numpy(zero_copy_only=False))[has_weight]
-        has_model = np.asarray(pc.is_valid(rows.column(Col.model_id)).to_numpy(zero_copy_only=False), dtype=bool)
-        class_model[a_row[has_model], a_class[has_model]] = \
-            index_in(rows.column(Col.model_id), model_ids)[has_model]
+    if not keep.any():
+        return
+    rows = allocations.filter(pa.array(keep))
+    a_row, a_class = a_row[keep], a_class[keep]
+    _conflicts(rows, found, bad, axes.account_ids)
+    weight = rows.column(Col.weight)
+    has_weight = np.asarray(pc.is_valid(weight).to_numpy(zero_copy_only=False), dtype=bool)
+    class_weights[a_row[has_weight], a_class[has_weight]] = \
+        np.asarray(pc.fill_null(weight, 0.0).to_numpy(zero_copy_only=False))[has_weight]
+    has_model = np.asarray(pc.is_valid(rows.column(Col.model_id)).to_numpy(zero_copy_only=False), dtype=bool)
+    class_model[a_row[has_model], a_class[has_model]] = \
+        index_in(rows.column(Col.model_id), axes.model_ids)[has_model]
 
-    # Rescale to 1: W[a,c] = u[a,c] / Σ_c u[a,c].
+
+def _rescaled(class_weights: np.ndarray, class_model: np.ndarray, axes: _Axes, bad: np.ndarray,
+              found: Rejections) -> tuple[np.ndarray, np.ndarray]:
+    """``W[a,c] = u[a,c] / Σ_c u[a,c]`` (rows summing to 1, 0 for ``bad`` accounts), and where it is > 0.
+
+    Rejects (into ``found``, marking ``bad``) accounts whose weights do not sum to more than 0,
+    and accounts with a weighted asset class that has no product.  ``class_weights``' rows
+    of bad accounts are zeroed in place.
+    """
     class_weights[bad] = 0.0
     totals = class_weights.sum(axis=1)
     for row in np.flatnonzero(~bad & ~(totals > 0)):
-        aid = account_ids[row]
+        aid = axes.account_ids[row]
         found.add(aid, "allocations", aid, Reject.allocation_sum,
                   f"the asset-class weights of account {aid} sum to {totals[row]:.4g}; "
                   f"keep at least one asset class with a positive weight")
@@ -324,18 +406,31 @@ def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocati
                               where=(totals > 0)[:, None] & ~bad[:, None])
     held = class_weights > 0
     for row, col in zip(*np.nonzero(held & (class_model < 0) & ~bad[:, None])):
-        aid = account_ids[row]
-        found.add(aid, "allocations", f"{aid}/{asset_classes[col]}", REJECT_UNKNOWN_PRODUCT,
-                  f"asset class {asset_classes[col]} of account {aid} has no product in the models "
+        aid = axes.account_ids[row]
+        found.add(aid, "allocations", f"{aid}/{axes.asset_classes[col]}", REJECT_UNKNOWN_PRODUCT,
+                  f"asset class {axes.asset_classes[col]} of account {aid} has no product in the models "
                   f"table; choose a product the template allows")
         bad[row] = True
+    return class_weights, held
 
-    # Products: A[a,m] = Σ_{c: m(a,c)=m} W[a,c]; screens: L = E Mᵀ, K = 1 − L.
+
+def _security_weights(tables: Mapping[str, pa.Table], class_weights: np.ndarray, class_model: np.ndarray,
+                      held: np.ndarray, model_weights: sp.csr_matrix, axes: _Axes, bad: np.ndarray,
+                      found: Rejections) -> sp.csr_matrix:
+    """``w = ((A ⊘ K) M) ∘ (1 − E)``: each account's target weight (fraction) of each security.
+
+    ``A[a,m] = Σ_{c: m(a,c)=m} W[a,c]``, ``K = 1 − E Mᵀ`` the share of each product the
+    account's exclude screens ``E`` keep.  Accounts whose screens empty a product they hold
+    are rejected (into ``found``, marking ``bad``); the rows of ``bad`` accounts hold zeros
+    (not yet eliminated).
+    """
+    n_accounts, n_securities = len(axes.account_ids), len(axes.security_ids)
     slot_account, slot_class = np.nonzero(held & ~bad[:, None])
     products = sp.csr_matrix((class_weights[slot_account, slot_class],
                               (slot_account, class_model[slot_account, slot_class])),
-                             shape=(n_accounts, len(model_ids))).tocoo()
-    excluded = restriction_matrix(restrictions, securities, account_ids, security_ids)
+                             shape=(n_accounts, len(axes.model_ids))).tocoo()
+    excluded = restriction_matrix(tables["restrictions"], tables["securities"], axes.account_ids,
+                                  axes.security_ids)
     kept = np.ones(products.nnz)
     if excluded.nnz:
         screened = np.diff(excluded.indptr)[products.row] > 0
@@ -343,8 +438,8 @@ def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocati
         kept[screened] = 1.0 - np.asarray(lost[products.row[screened], products.col[screened]]).ravel()
         for slot in np.flatnonzero(kept <= EMPTY_PRODUCT_TOLERANCE):
             row, model = products.row[slot], products.col[slot]
-            _reject_empty_product(found, account_ids[row], model_ids[model],
-                                  asset_classes[(class_model[row] == model) & held[row]],
+            _reject_empty_product(found, axes.account_ids[row], axes.model_ids[model],
+                                  axes.asset_classes[(class_model[row] == model) & held[row]],
                                   model_weights.indptr[model + 1] - model_weights.indptr[model])
             bad[row] = True
     scale = np.divide(products.data, kept, out=np.zeros_like(kept), where=kept > EMPTY_PRODUCT_TOLERANCE)
@@ -357,21 +452,7 @@ def _build(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocati
         screen_key = screen.row.astype(np.int64) * n_securities + screen.col
         weights.data[entry[np.isin(entry_key, screen_key)]] = 0.0
     weights.data[_entries(weights.indptr, np.flatnonzero(bad))[0]] = 0.0
-    class_weights[bad] = 0.0
-    bands[bad] = 0.0
-    weights.eliminate_zeros()
-    weights.sort_indices()
-
-    names = np.where(held & ~bad[:, None] & (class_model >= 0),
-                     model_ids[np.maximum(class_model, 0)] if len(model_ids) else "", "")
-    rejections = found.table()
-    if earlier:
-        rejections = pa.concat_tables([*earlier, rejections]).combine_chunks()
-    return Targets(account_ids=account_ids, security_ids=security_ids, weights=weights,
-                   asset_classes=asset_classes, class_weights=class_weights, bands=bands,
-                   class_models=names, security_classes=index_in(securities.column(Col.asset_class),
-                                                                  asset_classes),
-                   usable=~bad, rejections=rejections)
+    return weights
 
 
 def _entries(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -465,150 +546,5 @@ def household_targets(targets: Targets, account_values: Any,
     return households, weights
 
 
-# --------------------------------------------------------------------------
-# What-ifs: one account, a proposed change of customization.
-
-class Restriction(NamedTuple):
-    """One ``restrictions`` row of an account: a rule and a security or a tag."""
-    rule: str
-    security_id: str | None = None
-    tag: str | None = None
-
-
-class Allocation(NamedTuple):
-    """One ``allocations`` row of an account; None leaves that part as it is."""
-    asset_class: str
-    weight: float | None = None
-    model_id: str | None = None
-
-
-@dataclass(frozen=True)
-class CustomizationChange:
-    """A proposed change of one account's customization.
-
-    Attributes
-    ----------
-    add_restrictions
-        Restrictions to add (a screen is ``Restriction("exclude", tag="tobacco")``).
-    remove_restrictions
-        Restrictions to lift; rows equal to one of these are dropped.
-    allocations
-        Per asset class, a new custom weight (fraction; 0 removes the class)
-        and/or a new product (model_id).  A set field replaces that field of
-        the account's rows for the class; a class without rows gets one.
-    """
-
-    add_restrictions: tuple[Restriction, ...] = ()
-    remove_restrictions: tuple[Restriction, ...] = ()
-    allocations: tuple[Allocation, ...] = ()
-
-    @classmethod
-    def screen(cls, *, security_id: str | None = None, tag: str | None = None) -> "CustomizationChange":
-        """Add one ``exclude`` screen, by security or by tag."""
-        return cls(add_restrictions=(Restriction(Rule.exclude, security_id, tag),))
-
-    @classmethod
-    def product(cls, asset_class: str, model_id: str) -> "CustomizationChange":
-        """Choose another product for an asset class (e.g. ETF → direct index)."""
-        return cls(allocations=(Allocation(asset_class, None, model_id),))
-
-    @classmethod
-    def allocation(cls, weights: Mapping[str, float]) -> "CustomizationChange":
-        """Custom asset-class weights, ``{asset_class: weight}`` (rescaled to 1 afterwards)."""
-        return cls(allocations=tuple(Allocation(c, float(w), None) for c, w in weights.items()))
-
-
-def account_target(source: Any, account_id: str,
-                   change: CustomizationChange = CustomizationChange()) -> Targets:
-    """The target of one account after a proposed change of its customization.
-
-    Runs :func:`build_targets` on a one-account slice of the book (the same
-    code path, so a what-if and the nightly build cannot disagree), with the
-    account's restrictions and allocations changed by ``change``.  The custom
-    allocation is checked against the template's bounds and alternatives, and
-    the change's restrictions against the securities table; problems are rows
-    of ``rejections`` and leave the row empty.
-
-    Parameters
-    ----------
-    source
-        A :class:`engine.book.storage.Book` or a mapping of table name to Arrow table.
-    account_id
-        The account; it must be in the accounts table.
-    change
-        The proposed change; the default (no change) gives today's target.
-
-    Returns
-    -------
-    Targets
-        With one account row; ``security_ids`` and ``asset_classes`` as for
-        the whole book, so rows compare directly.
-    """
-    tables = _conform(source.tables if _is_book(source) else source)
-    accounts = tables["accounts"]
-    mine = accounts.filter(pc.equal(accounts.column(Col.account_id), account_id))
-    if mine.num_rows == 0:
-        raise ValueError(f"account {account_id!r} is not in the accounts table")
-    found = Rejections()
-    sliced = {**tables, "accounts": mine, **changed_rows(tables, account_id, change, found)}
-    rejected = set() if found.table().num_rows == 0 else {account_id}
-    return _build(sliced, rejected=rejected, check_allocations=True, found=found)
-
-
-def changed_rows(tables: Mapping[str, pa.Table], account_id: str, change: CustomizationChange,
-                 found: Rejections | None = None) -> dict[str, pa.Table]:
-    """The ``restrictions`` and ``allocations`` rows of one account after ``change`` (what a
-    what-if solves with); problems with the change are added to ``found``."""
-    return {"restrictions": _changed_restrictions(tables, account_id, change, found or Rejections()),
-            "allocations": _changed_allocations(tables["allocations"], account_id, change.allocations)}
-
-
-def _changed_restrictions(tables: Mapping[str, pa.Table], account_id: str, change: CustomizationChange,
-                          found: Rejections) -> pa.Table:
-    restrictions = tables["restrictions"]
-    mine = restrictions.filter(pc.equal(restrictions.column(Col.account_id), account_id))
-    rows = [Restriction(r, s, t) for r, s, t in zip(*(mine.column(n).to_pylist()
-                                                      for n in (Col.rule, Col.security_id, Col.tag)))]
-    lifted = set(change.remove_restrictions)
-    rows = [row for row in rows if row not in lifted]
-    known = set(tables["securities"].column(Col.security_id).to_pylist())
-    for row in change.add_restrictions:
-        key = f"{account_id}/{row.rule}/{row.security_id if row.security_id is not None else row.tag}"
-        if row.rule not in Rule.all:
-            found.add(account_id, "restrictions", key, Reject.bad_account,
-                      f"restriction rule {row.rule!r} is not one of {', '.join(Rule.all)}")
-        elif (row.security_id is None) == (row.tag is None):
-            found.add(account_id, "restrictions", key, Reject.bad_account,
-                      "a restriction sets exactly one of security_id and tag")
-        elif row.security_id is not None and row.security_id not in known:
-            found.add(account_id, "restrictions", key, Reject.unknown_restriction_security,
-                      f"{row.rule} restriction names security {row.security_id!r}, which is not in "
-                      f"the securities table")
-        rows.append(row)
-    return pa.table({Col.account_id: [account_id] * len(rows),
-                     Col.rule: [r.rule for r in rows],
-                     Col.security_id: [r.security_id for r in rows],
-                     Col.tag: [r.tag for r in rows]}, schema=schema.RESTRICTIONS)
-
-
-def _changed_allocations(allocations: pa.Table, account_id: str,
-                         changes: tuple[Allocation, ...]) -> pa.Table:
-    mine = allocations.filter(pc.equal(allocations.column(Col.account_id), account_id))
-    rows = [list(r) for r in zip(*(mine.column(n).to_pylist()
-                                   for n in (Col.asset_class, Col.weight, Col.model_id)))]
-    for change in changes:
-        same = [row for row in rows if row[0] == change.asset_class]
-        if not same:
-            rows.append([change.asset_class, change.weight, change.model_id])
-        for row in same:
-            row[1] = change.weight if change.weight is not None else row[1]
-            row[2] = change.model_id if change.model_id is not None else row[2]
-    return pa.table({Col.account_id: [account_id] * len(rows),
-                     Col.asset_class: [r[0] for r in rows],
-                     Col.weight: pa.array([r[1] for r in rows], pa.float64()),
-                     Col.model_id: pa.array([r[2] for r in rows], pa.string())}, schema=schema.ALLOCATIONS)
-
-
-__all__ = ["Targets", "build_targets", "restriction_matrix", "household_targets", "Restriction",
-           "Allocation", "CustomizationChange", "account_target", "changed_rows", "REJECT_SCREEN_EMPTIES_PRODUCT",
+__all__ = ["Targets", "build_targets", "restriction_matrix", "household_targets", "REJECT_SCREEN_EMPTIES_PRODUCT",
            "REJECT_CONFLICTING_ALLOCATION", "REJECT_UNKNOWN_PRODUCT", "EMPTY_PRODUCT_TOLERANCE"]

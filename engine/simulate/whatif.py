@@ -5,13 +5,13 @@ caps to the direct index / takes a different allocation / withdraws
 $50,000?".  :class:`WhatIfSession` answers with the nightly job's own code
 path, so the answer is the proposal the night would make:
 
-1. the account's target after the change: :func:`engine.rebalance.targets.account_target`
+1. the account's target after the change: :func:`engine.rebalance.customization.account_target`
    (the same :func:`~engine.rebalance.targets.build_targets` code on a one-account slice);
    a change the template does not allow (a weight outside its bounds, a
    product not among its alternatives, a screen that empties a product) is
    a rejection, reported in words, never silently fixed;
 2. the account's ``restrictions`` and ``allocations`` rows after the change
-   (:func:`engine.rebalance.targets.changed_rows`), and for a withdrawal its
+   (:func:`engine.rebalance.customization.changed_rows`), and for a withdrawal its
    ``withdrawal`` raised by the amount (on top of any already pending);
 3. the household (every account sharing ``household_id``: the problem is
    joint), planned and solved as one shard by :func:`engine.rebalance.pipeline.solve_households`
@@ -55,9 +55,10 @@ from engine.contract import schema
 from engine.contract.config import Config, SolverConfig
 from engine.contract.errors import CanopyError
 from engine.contract.schema import Col, Side, Status
+from engine.rebalance.customization import CustomizationChange, account_target, changed_rows
 from engine.rebalance.pipeline import WarmStart, solve_households
 from engine.rebalance.shards import ACCOUNT_TABLES, SHARED_TABLES
-from engine.rebalance.targets import CustomizationChange, Targets, account_target, build_targets, changed_rows
+from engine.rebalance.targets import Targets, build_targets
 from engine.review.explain import explain
 
 __all__ = ["WhatIfSession", "WhatIf", "WhatIfError", "WHATIF_SOLVER"]
