@@ -107,6 +107,28 @@ def _replace(d, lot, shares, taxable_account, disp_loss_per_share, disp_pending,
 
 
 @nb.njit(cache=True, nogil=True)
+def _replace_from(lot, d, n_lots, cap_lots, taxable_account, lot_account, lot_security, lot_group,
+                  lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq, lot_used, lot_source,
+                  disp_loss_per_share, disp_pending, disp_disallowed, disp_permanent, disp_sale_day,
+                  disp_sold_acquired):
+    """Shares of ``lot`` replace disposition ``d``'s pending loss shares, as many as it has and ``d`` needs.
+
+    The lot keeps the replacing shares and the rest moves to a new lot
+    (:func:`_split`).  Returns ``(n_lots, USD of loss disallowed)``;
+    ``n_lots`` is -1 when out of room.
+    """
+    m = min(disp_pending[d], lot_quantity[lot])
+    n_new = _split(lot, m, n_lots, cap_lots, lot_account, lot_security, lot_group,
+                   lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq,
+                   lot_used, lot_source)
+    if n_new < 0:
+        return n_new, 0.0
+    return n_new, _replace(d, lot, lot_quantity[lot], taxable_account, disp_loss_per_share, disp_pending,
+                           disp_disallowed, disp_permanent, disp_sale_day, disp_sold_acquired,
+                           lot_account, lot_basis, lot_acquired, lot_used)
+
+
+@nb.njit(cache=True, nogil=True)
 def _valid_trade(side, quantity, price):
     """Whether a trade can be replayed: a buy or a sell of a finite quantity > 0 at a finite price > 0."""
     return (quantity > 0.0 and np.isfinite(quantity) and price > 0.0 and np.isfinite(price)) \
@@ -149,18 +171,15 @@ def _replace_earlier_sales(lot, day, group, window, n_lots, n_disp, cap_lots, ta
     for d in range(n_disp):
         if disp_pending[d] <= 0.0 or disp_group[d] != group or disp_sale_day[d] + window < day:
             continue
-        m = min(disp_pending[d], lot_quantity[lot])
-        n_new = _split(lot, m, n_lots, cap_lots, lot_account, lot_security, lot_group,
-                       lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq,
-                       lot_used, lot_source)
+        n_new, disallowed = _replace_from(
+            lot, d, n_lots, cap_lots, taxable_account, lot_account, lot_security, lot_group, lot_quantity,
+            lot_basis, lot_acquired, lot_buy_day, lot_seq, lot_used, lot_source, disp_loss_per_share,
+            disp_pending, disp_disallowed, disp_permanent, disp_sale_day, disp_sold_acquired)
         if n_new < 0:
             return n_lots, True
         rest = n_new > n_lots
         n_lots = n_new
-        trade_disallowed[disp_trade[d]] += _replace(
-            d, lot, lot_quantity[lot], taxable_account, disp_loss_per_share, disp_pending,
-            disp_disallowed, disp_permanent, disp_sale_day, disp_sold_acquired,
-            lot_account, lot_basis, lot_acquired, lot_used)
+        trade_disallowed[disp_trade[d]] += disallowed
         if not rest:
             break
         lot = n_lots - 1
@@ -280,17 +299,15 @@ def _replace_by_earlier_purchases(t, day, window, first_disp, n_disp, n_lots, ca
                                            lot_seq, lot_used, disp_group, disp_seq)
             if best < 0:
                 break
-            m = min(disp_pending[d], lot_quantity[best])
-            n_new = _split(best, m, n_lots, cap_lots, lot_account, lot_security, lot_group,
-                           lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq,
-                           lot_used, lot_source)
+            n_new, disallowed = _replace_from(
+                best, d, n_lots, cap_lots, taxable_account, lot_account, lot_security, lot_group,
+                lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq, lot_used, lot_source,
+                disp_loss_per_share, disp_pending, disp_disallowed, disp_permanent, disp_sale_day,
+                disp_sold_acquired)
             if n_new < 0:
                 return n_lots, True
             n_lots = n_new
-            trade_disallowed[t] += _replace(
-                d, best, lot_quantity[best], taxable_account, disp_loss_per_share,
-                disp_pending, disp_disallowed, disp_permanent, disp_sale_day,
-                disp_sold_acquired, lot_account, lot_basis, lot_acquired, lot_used)
+            trade_disallowed[t] += disallowed
     return n_lots, False
 
 
