@@ -126,7 +126,7 @@ def test_a_household_that_needs_a_wash_re_solve_has_every_group_settled():
 
 def test_a_wash_fix_that_costs_no_more_than_the_tolerance_is_taken_without_a_re_solve():
     """The first solve bounds the settled problem from below: a fix within the tolerance of it is final."""
-    from engine.solver import driver
+    from engine.solver import driver, repair
 
     problem, _ = evaluate.prepare(random_batch(4, accounts=1, seed=21, mix="wash", **SHAPE))
     relaxed = solve(problem, SolverConfig(wash_rounds=0))
@@ -148,7 +148,7 @@ def test_a_wash_fix_that_costs_no_more_than_the_tolerance_is_taken_without_a_re_
     assert out_buy[0, 0, security] <= final.buy[0, 0, security] + 1e-12
     assert not evaluate.wash_two_sided(settled, out_buy, out_sell, 0.0)[0][0].any()
     cost = evaluate.objective(settled, out_buy, out_sell)[0] - evaluate.objective(problem, buy, sell)[0]
-    assert cost <= driver._tolerance(CONFIG, final.objective[:1])[0]
+    assert cost <= repair.objective_tolerance(CONFIG, final.objective[:1])[0]
     np.testing.assert_array_equal(out_buy[1:], buy[1:])
     np.testing.assert_array_equal(out_sell[1:], sell[1:])
 
@@ -270,7 +270,7 @@ def test_the_compact_layout_keeps_every_real_lot_and_drops_the_padding():
 
 def test_the_host_steps_measure_the_same_in_both_lot_layouts():
     """``solve``'s host-side steps run on the compact layout: each agrees with its dense self."""
-    from engine.solver import driver
+    from engine.solver import driver, repair
 
     raw = random_batch(6, n=30, accounts=2, lots=6, factors=2, classes=2, seed=21, mix="wash")
     dense, _ = evaluate.prepare(raw)
@@ -292,7 +292,7 @@ def test_the_host_steps_measure_the_same_in_both_lot_layouts():
     for ours, theirs in zip(evaluate.wash_two_sided(compact, first.buy, layout.compact(first.sell)),
                             evaluate.wash_two_sided(dense, first.buy, first.sell)):
         same(ours, theirs)
-    repaired, repaired_c = driver._repair(dense, buy, sell, 1e-4), driver._repair(compact, buy, sell_c, 1e-4)
+    repaired, repaired_c = repair.repair(dense, buy, sell, 1e-4), repair.repair(compact, buy, sell_c, 1e-4)
     same(repaired_c[0], repaired[0])
     same(layout.expand(repaired_c[1]), repaired[1])
     fixed, changed = driver._wash_fix(dense, first.buy, first.sell, CONFIG)
@@ -379,7 +379,7 @@ def test_a_word_setting_outside_its_choices_is_refused_at_load(key, value):
 
 def test_dust_is_put_on_its_bounds_unless_that_costs_more_than_the_tolerance():
     """A household's hair-thin buys go to 0, except where together they are worth more than the tolerance."""
-    from engine.solver import driver
+    from engine.solver import repair
 
     problem, _ = evaluate.prepare(random_batch(4, accounts=2, seed=12, **SHAPE))
     raw = solve(problem, dataclasses.replace(CONFIG, dust=0.0, wash_rounds=0))
@@ -388,12 +388,12 @@ def test_dust_is_put_on_its_bounds_unless_that_costs_more_than_the_tolerance():
     before = evaluate.objective(problem, buy, sell)
 
     strict = dataclasses.replace(CONFIG, dust=dust)
-    b, s = driver._without_dust(problem, buy, sell, strict)
+    b, s = repair.without_dust(problem, buy, sell, strict)
     absolute, relative = ipm_tolerances(strict)
     assert (evaluate.objective(problem, b, s) - before <= np.maximum(absolute, relative * np.abs(before))).all()
     assert ((b > 0) & (b < dust)).any()                   # kept: snapping them costs more
 
     loose = dataclasses.replace(CONFIG, dust=dust, eps_abs=1.0, eps_rel=1.0)
-    b, s = driver._without_dust(problem, buy, sell, loose)
+    b, s = repair.without_dust(problem, buy, sell, loose)
     assert not ((b > 0) & (b < dust)).any()               # within a loose tolerance: snapped
     assert (evaluate.violations(problem, b, s) <= 1e-9).all()

@@ -29,7 +29,7 @@ import datetime as dt
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +56,36 @@ class _Work:
     tries: int = 0
     errors: list[str] = field(default_factory=list)
     ref: ray.ObjectRef | None = None          # the tables in the object store, put once
+
+
+@dataclass
+class _Flight:
+    """The bookkeeping of one :meth:`Dispatcher.run`: shards drawn, sent, and failed."""
+
+    source: Iterator[tuple[Shard, dict[str, pa.Table], Targets]]
+    ahead: int                                 # shards drawn ahead of need, at most
+    queue: collections.deque[_Work] = field(default_factory=collections.deque)    # retries at the front
+    exhausted: bool = False                    # ``source`` has no more shards
+    pending: dict[ray.ObjectRef, tuple[_Work, object, int]] = field(default_factory=dict)  # item, actor, number
+    in_flight: dict[object, int] = field(default_factory=lambda: collections.defaultdict(int))
+    shapes: dict[object, set] = field(default_factory=lambda: collections.defaultdict(set))  # actor → its shapes
+    failures: list[Failure] = field(default_factory=list)
+    failed_accounts: int = 0
+    lonely_since: float | None = None          # since when no actor has been alive
+
+    def draw(self) -> None:
+        """Queue shards from ``source`` until ``ahead`` are queued or it runs out."""
+        while len(self.queue) < self.ahead and not self.exhausted:
+            try:
+                shard, tables, targets = next(self.source)
+                self.queue.append(_Work(shard, tables, targets))
+            except StopIteration:
+                self.exhausted = True
+
+    @property
+    def finished(self) -> bool:
+        """Every shard drawn, sent and answered."""
+        return not self.pending and not self.queue and self.exhausted
 
 
 @dataclass(frozen=True)
@@ -143,108 +173,147 @@ class Dispatcher:
         RunError
             More failed accounts than ``max_failed_accounts``, or no actor left.
         """
-        source = iter(work)
-        queue: collections.deque[_Work] = collections.deque()
-        pending: dict[ray.ObjectRef, tuple[_Work, object, int]] = {}     # item, actor, submission number
-        in_flight: dict[object, int] = collections.defaultdict(int)
-        failures: list[Failure] = []
-        failed_accounts = 0
-        lonely_since: float | None = None
-        exhausted = False
-        limit = self.run_config.max_in_flight
-        ahead = LOOKAHEAD * self.size * limit
-        shapes: dict[object, set] = collections.defaultdict(set)       # actor → shapes it has been given
+        flight = _Flight(iter(work), LOOKAHEAD * self.size * self.run_config.max_in_flight)
         while True:
-            # keep every live actor busy, drawing shards a few ahead of need
-            for actor in list(self.live):
-                while in_flight[actor] < limit:
-                    while len(queue) < ahead and not exhausted:
-                        try:
-                            shard, tables, targets = next(source)
-                            queue.append(_Work(shard, tables, targets))
-                        except StopIteration:
-                            exhausted = True
-                    if not queue:
-                        break
-                    others = set().union(*(shapes[a] for a in self.live if a is not actor))
-                    chosen = pick([w.shard.key for w in queue], shapes[actor], others)
-                    item = queue[chosen]
-                    del queue[chosen]
-                    shapes[actor].add(item.shard.key)
-                    if item.ref is None:
-                        item.ref = ray.put(item.tables)
-                    ref = actor.solve.remote(item.shard, item.ref, item.targets)
-                    pending[ref] = (item, actor, self.submitted)
-                    self.submitted += 1
-                    in_flight[actor] += 1
-            if not pending and not queue and exhausted:
+            self._submit(flight)
+            if flight.finished:
                 break
-            if not self.live and not self.starting:
-                self._start_actor()
-            if not self.live:
-                lonely_since = lonely_since or time.monotonic()
-                if time.monotonic() - lonely_since > self.run_config.actor_start_timeout:
-                    raise RunError(f"no solver actor could start within {self.run_config.actor_start_timeout:g} s "
-                                   f"({self.started} started, none alive); check the cluster's resources")
-            else:
-                lonely_since = None
-            waiting = list(pending) + list(self.starting)
+            self._keep_an_actor(flight)
+            waiting = list(flight.pending) + list(self.starting)
             done, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
             for ref in done:
                 if ref in self.starting:
-                    actor = self.starting.pop(ref)
-                    try:
-                        ray.get(ref)
-                        self.live.append(actor)
-                    except ray.exceptions.RayError as exc:
-                        # could not start (its node went away, or __init__ raised): another is
-                        # started when none is left, but an actor that never starts is a bug
-                        self.start_failures += 1
-                        if self.start_failures > 2 * self.size + 1:
-                            raise RunError(f"solver actors fail to start ({self.start_failures} tries); "
-                                           f"last error: {_error_text(exc)}") from exc
-                    continue
-                if ref not in pending:
-                    continue                         # sent again already: its actor died
-                item, actor, number = pending.pop(ref)
-                in_flight[actor] -= 1
-                try:
-                    output = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    if isinstance(exc, ray.exceptions.RayActorError):
-                        if actor in self.live:
-                            self.live.remove(actor)
-                            if len(self.live) + len(self.starting) < self.size:
-                                self._start_actor()
-                        # the actor ran its shards one at a time, in order: the oldest was running
-                        # when it died; the others only waited behind it and go again, uncharged
-                        others = sorted((n, r) for r, (_, a, n) in pending.items() if a is actor)
-                        if others and others[0][0] < number:
-                            queue.appendleft(item)
-                            ref = others[0][1]
-                            item, actor, number = pending[ref]
-                        for _, other in reversed(others):
-                            if other != ref:
-                                queue.appendleft(pending[other][0])
-                            pending.pop(other)
-                            in_flight[actor] -= 1
-                    item.tries += 1
-                    item.errors.append(_error_text(exc))
-                    for retry in self._after_failure(item):
-                        queue.appendleft(retry)
-                    if item.tries >= self.run_config.max_task_retries and item.shard.households == 1:
-                        failures.append(Failure(item.shard.account_ids,
-                                                f"the worker failed {item.tries} times on this household; "
-                                                f"last error: {item.errors[-1]}"))
-                        failed_accounts += item.shard.accounts
-                        if failed_accounts > self.run_config.max_failed_accounts:
-                            raise RunError(
-                                f"{failed_accounts} accounts failed, more than max_failed_accounts = "
-                                f"{self.run_config.max_failed_accounts}; the run stops uncommitted. "
-                                f"Last error: {item.errors[-1]}")
-                    continue
-                on_result(output)
-        return failures
+                    self._actor_started(ref)
+                elif ref in flight.pending:          # else sent again already: its actor died
+                    self._collect(flight, ref, on_result)
+        return flight.failures
+
+    def _submit(self, flight: _Flight) -> None:
+        """Keep every live actor busy (``max_in_flight`` shards each), drawing shards a few ahead of need."""
+        limit = self.run_config.max_in_flight
+        for actor in list(self.live):
+            while flight.in_flight[actor] < limit:
+                flight.draw()
+                if not flight.queue:
+                    break
+                self._send(flight, actor)
+
+    def _send(self, flight: _Flight, actor) -> None:
+        """Give ``actor`` the queued shard :func:`pick` chooses for it."""
+        others = set().union(*(flight.shapes[a] for a in self.live if a is not actor))
+        chosen = pick([w.shard.key for w in flight.queue], flight.shapes[actor], others)
+        item = flight.queue[chosen]
+        del flight.queue[chosen]
+        flight.shapes[actor].add(item.shard.key)
+        if item.ref is None:
+            item.ref = ray.put(item.tables)
+        ref = actor.solve.remote(item.shard, item.ref, item.targets)
+        flight.pending[ref] = (item, actor, self.submitted)
+        self.submitted += 1
+        flight.in_flight[actor] += 1
+
+    def _keep_an_actor(self, flight: _Flight) -> None:
+        """Start an actor when none is alive or starting; stop the run when none has started in time.
+
+        Raises
+        ------
+        RunError
+            No actor alive for longer than ``actor_start_timeout``.
+        """
+        if not self.live and not self.starting:
+            self._start_actor()
+        if not self.live:
+            flight.lonely_since = flight.lonely_since or time.monotonic()
+            if time.monotonic() - flight.lonely_since > self.run_config.actor_start_timeout:
+                raise RunError(f"no solver actor could start within {self.run_config.actor_start_timeout:g} s "
+                               f"({self.started} started, none alive); check the cluster's resources")
+        else:
+            flight.lonely_since = None
+
+    def _actor_started(self, ready: ray.ObjectRef) -> None:
+        """An actor's ``ready`` answered: it joins the live actors, or its failure to start is counted.
+
+        Raises
+        ------
+        RunError
+            More than ``2 * size + 1`` actors failed to start.
+        """
+        actor = self.starting.pop(ready)
+        try:
+            ray.get(ready)
+            self.live.append(actor)
+        except ray.exceptions.RayError as exc:
+            # could not start (its node went away, or __init__ raised): another is
+            # started when none is left, but an actor that never starts is a bug
+            self.start_failures += 1
+            if self.start_failures > 2 * self.size + 1:
+                raise RunError(f"solver actors fail to start ({self.start_failures} tries); "
+                               f"last error: {_error_text(exc)}") from exc
+
+    def _collect(self, flight: _Flight, ref: ray.ObjectRef, on_result: Callable[[ShardOutput], None]) -> None:
+        """A shard answered: pass its output to ``on_result``, or charge the failure to the shard that ran."""
+        item, actor, number = flight.pending.pop(ref)
+        flight.in_flight[actor] -= 1
+        try:
+            output = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            if isinstance(exc, ray.exceptions.RayActorError):
+                self._replace_actor(actor)
+                item = self._requeue_behind(flight, ref, item, actor, number)
+            self._charge(flight, item, exc)
+            return
+        on_result(output)
+
+    def _replace_actor(self, actor) -> None:
+        """``actor`` died: drop it, and start another while the pool is short."""
+        if actor in self.live:
+            self.live.remove(actor)
+            if len(self.live) + len(self.starting) < self.size:
+                self._start_actor()
+
+    @staticmethod
+    def _requeue_behind(flight: _Flight, ref: ray.ObjectRef, item: _Work, actor, number: int) -> _Work:
+        """The shards of dead ``actor`` go back to the queue, uncharged, but the one it was running.
+
+        The actor ran its shards one at a time, in order: the oldest was
+        running when it died; the others only waited behind it.  ``ref``,
+        ``item`` and ``number`` are the shard whose failure was seen.
+        Returns the shard to charge.
+        """
+        others = sorted((n, r) for r, (_, a, n) in flight.pending.items() if a is actor)
+        if others and others[0][0] < number:
+            flight.queue.appendleft(item)
+            ref = others[0][1]
+            item = flight.pending[ref][0]
+        for _, other in reversed(others):
+            if other != ref:
+                flight.queue.appendleft(flight.pending[other][0])
+            flight.pending.pop(other)
+            flight.in_flight[actor] -= 1
+        return item
+
+    def _charge(self, flight: _Flight, item: _Work, exc: BaseException) -> None:
+        """``item`` failed a try: queue what comes next, and fail its household when it has no try left.
+
+        Raises
+        ------
+        RunError
+            More failed accounts than ``max_failed_accounts``.
+        """
+        item.tries += 1
+        item.errors.append(_error_text(exc))
+        for retry in self._after_failure(item):
+            flight.queue.appendleft(retry)
+        if item.tries >= self.run_config.max_task_retries and item.shard.households == 1:
+            flight.failures.append(Failure(item.shard.account_ids,
+                                           f"the worker failed {item.tries} times on this household; "
+                                           f"last error: {item.errors[-1]}"))
+            flight.failed_accounts += item.shard.accounts
+            if flight.failed_accounts > self.run_config.max_failed_accounts:
+                raise RunError(
+                    f"{flight.failed_accounts} accounts failed, more than max_failed_accounts = "
+                    f"{self.run_config.max_failed_accounts}; the run stops uncommitted. "
+                    f"Last error: {item.errors[-1]}")
 
     def _after_failure(self, item: _Work) -> list[_Work]:
         """What to try next after ``item`` failed: itself again, its households alone, or nothing."""

@@ -236,6 +236,7 @@ def _run(loaded, writer: RunWriter, config: Config, timings: dict[str, float], p
 
 def _solve_and_write(loaded, writer: RunWriter, config: Config, timings: dict[str, float], progress,
                      on_result, dispatcher) -> dict[str, Any]:
+    """The stages after ``read``: targets, plan, solve, write; return the committed manifest."""
     tables = loaded.tables
     clock = time.perf_counter()
     targets = build_targets(loaded)
@@ -256,9 +257,40 @@ def _solve_and_write(loaded, writer: RunWriter, config: Config, timings: dict[st
              len(shapes), len(details))
 
     clock = time.perf_counter()
+    work = ((shard, part, targets.take([row_of[a] for a in shard.account_ids]))
+            for shard, part in zip(ordered, slices))
+    outputs, failures, stage_time = _solve(dispatcher, work, int(usable.size), progress, on_result)
+    timings["solve"] = time.perf_counter() - clock
+    timings.update({f"solve.{stage}": seconds for stage, seconds in stage_time.items()})
+
+    clock = time.perf_counter()
+    unsolved = _unsolved_rows(loaded, targets, details, row_of, failures)
+    accounts, trades = _run_tables(outputs, unsolved)
+    if accounts.num_rows != loaded.accounts.num_rows:
+        raise RunError(f"the run has {accounts.num_rows} account rows for {loaded.accounts.num_rows} accounts "
+                       f"in the book; nothing is committed")
+    _write(writer, "trades", trades)
+    _write(writer, "accounts", accounts)
+    _write(writer, "rejections", rejections)
+    summary = summarize(accounts, trades)
+    timings["write"] = time.perf_counter() - clock
+    manifest = _manifest(loaded, config, summary, shards, shapes, dispatcher, outputs, failures, timings)
+    written = writer.commit(manifest)
+    timings["write"] = time.perf_counter() - clock
+    written["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    return written
+
+
+def _solve(dispatcher, work, accounts: int, progress, on_result
+           ) -> tuple[list[ShardOutput], list, dict[str, float]]:
+    """Run ``work`` (shard, tables, targets) on the dispatcher's actors, showing progress over ``accounts``.
+
+    Returns the shard outputs in the order they arrived, the dispatcher's
+    failures, and the seconds the shards spent in each of their stages, summed.
+    """
     outputs: list[ShardOutput] = []
     stage_time: dict[str, float] = collections.defaultdict(float)
-    bar = Progress(int(usable.size), enabled=progress)
+    bar = Progress(accounts, enabled=progress)
 
     def collect(output: ShardOutput) -> None:
         outputs.append(output)
@@ -268,20 +300,18 @@ def _solve_and_write(loaded, writer: RunWriter, config: Config, timings: dict[st
         if on_result is not None:
             on_result(output)
 
-    def work():
-        for shard, part in zip(ordered, slices):
-            yield shard, part, targets.take([row_of[a] for a in shard.account_ids])
-
     try:
-        failures = dispatcher.run(work(), collect)
+        failures = dispatcher.run(work, collect)
     finally:
         bar.close()
         dispatcher.shutdown()
-    timings["solve"] = time.perf_counter() - clock
-    timings.update({f"solve.{stage}": seconds for stage, seconds in stage_time.items()})
+    return outputs, failures, stage_time
 
-    clock = time.perf_counter()
-    parts = [o.accounts for o in outputs]
+
+def _unsolved_rows(loaded, targets, details: Mapping[str, str], row_of: Mapping[str, int],
+                   failures) -> list[pa.Table]:
+    """The accounts rows of the accounts not solved: the rejected (with their problems) and the failed."""
+    parts = []
     rejected_ids = [a for a in targets.account_ids if a in details or not targets.usable[row_of[a]]]
     if rejected_ids:
         parts.append(status_rows(loaded.accounts, rejected_ids, Status.rejected,
@@ -291,34 +321,39 @@ def _solve_and_write(loaded, writer: RunWriter, config: Config, timings: dict[st
         parts.append(status_rows(loaded.accounts, list(failure.account_ids), Status.failed,
                                  [failure.detail] * failure.account_ids.size, loaded.as_of,
                                  lots=loaded.lots, securities=loaded.securities))
+    return parts
+
+
+def _run_tables(outputs: list[ShardOutput], unsolved: list[pa.Table]) -> tuple[pa.Table, pa.Table]:
+    """The run's ``accounts`` and ``trades`` tables, conformed to their schemas and sorted.
+
+    Sorted (accounts by account; trades by account, side, security, lot),
+    the same book and config write the same files whatever order the
+    shards finished in.
+    """
+    parts = [o.accounts for o in outputs] + unsolved
     accounts = _sorted(pa.concat_tables([schema.conform(p, schema.RUN_TABLES["accounts"], name="accounts")
                                          for p in parts]) if parts else schema.empty(schema.RUN_TABLES["accounts"]),
                        [Col.account_id])
     trades = [schema.conform(o.trades, schema.RUN_TABLES["trades"], name="trades") for o in outputs]
     trades = _sorted(pa.concat_tables(trades) if trades else schema.empty(schema.RUN_TABLES["trades"]),
                      [Col.account_id, Col.side, Col.security_id, Col.lot_id])
-    if accounts.num_rows != loaded.accounts.num_rows:
-        raise RunError(f"the run has {accounts.num_rows} account rows for {loaded.accounts.num_rows} accounts "
-                       f"in the book; nothing is committed")
-    _write(writer, "trades", trades)
-    _write(writer, "accounts", accounts)
-    _write(writer, "rejections", rejections)
-    summary = summarize(accounts, trades)
-    timings["write"] = time.perf_counter() - clock
-    manifest = {"engine_version": engine_version(), "book": loaded.uri, "inputs": dict(loaded.fingerprints),
-                "config": config.to_dict(), "summary": summary,
-                "counts": summary["accounts_by_status"],
-                "shards": {"count": len(shards), "shapes": {f"m={m} L={L} n={n} P={P}": c
-                                                         for (m, L, n, P), c in shapes.items()},
-                           "actors": dispatcher.size, "actors_started": dispatcher.started,
-                           "shapes_per_actor": _shapes_per_actor(shards, outputs),
-                           "iterations": int(sum(o.iterations for o in outputs))},
-                "failures": [{"accounts": f.account_ids.tolist(), "detail": f.detail} for f in failures],
-                "timings": {k: round(v, 3) for k, v in timings.items()}}
-    written = writer.commit(manifest)
-    timings["write"] = time.perf_counter() - clock
-    written["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    return written
+    return accounts, trades
+
+
+def _manifest(loaded, config: Config, summary: dict[str, Any], shards: list[Shard], shapes: collections.Counter,
+              dispatcher, outputs: list[ShardOutput], failures, timings: dict[str, float]) -> dict[str, Any]:
+    """The run's manifest: its inputs and settings, the summary, how it was sharded, failures, timings (s)."""
+    return {"engine_version": engine_version(), "book": loaded.uri, "inputs": dict(loaded.fingerprints),
+            "config": config.to_dict(), "summary": summary,
+            "counts": summary["accounts_by_status"],
+            "shards": {"count": len(shards), "shapes": {f"m={m} L={L} n={n} P={P}": c
+                                                     for (m, L, n, P), c in shapes.items()},
+                       "actors": dispatcher.size, "actors_started": dispatcher.started,
+                       "shapes_per_actor": _shapes_per_actor(shards, outputs),
+                       "iterations": int(sum(o.iterations for o in outputs))},
+            "failures": [{"accounts": f.account_ids.tolist(), "detail": f.detail} for f in failures],
+            "timings": {k: round(v, 3) for k, v in timings.items()}}
 
 
 @contextlib.contextmanager

@@ -107,6 +107,211 @@ def _replace(d, lot, shares, taxable_account, disp_loss_per_share, disp_pending,
 
 
 @nb.njit(cache=True, nogil=True)
+def _replace_from(lot, d, n_lots, cap_lots, taxable_account, lot_account, lot_security, lot_group,
+                  lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq, lot_used, lot_source,
+                  disp_loss_per_share, disp_pending, disp_disallowed, disp_permanent, disp_sale_day,
+                  disp_sold_acquired):
+    """Shares of ``lot`` replace disposition ``d``'s pending loss shares, as many as it has and ``d`` needs.
+
+    The lot keeps the replacing shares and the rest moves to a new lot
+    (:func:`_split`).  Returns ``(n_lots, USD of loss disallowed)``;
+    ``n_lots`` is -1 when out of room.
+    """
+    m = min(disp_pending[d], lot_quantity[lot])
+    n_new = _split(lot, m, n_lots, cap_lots, lot_account, lot_security, lot_group,
+                   lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq,
+                   lot_used, lot_source)
+    if n_new < 0:
+        return n_new, 0.0
+    return n_new, _replace(d, lot, lot_quantity[lot], taxable_account, disp_loss_per_share, disp_pending,
+                           disp_disallowed, disp_permanent, disp_sale_day, disp_sold_acquired,
+                           lot_account, lot_basis, lot_acquired, lot_used)
+
+
+@nb.njit(cache=True, nogil=True)
+def _valid_trade(side, quantity, price):
+    """Whether a trade can be replayed: a buy or a sell of a finite quantity > 0 at a finite price > 0."""
+    return (quantity > 0.0 and np.isfinite(quantity) and price > 0.0 and np.isfinite(price)) \
+        and (side == BUY or side == SELL)
+
+
+@nb.njit(cache=True, nogil=True)
+def _open_lot(lot, t, day, account, security, group, quantity, price, lot_account, lot_security,
+              lot_group, lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq, lot_used,
+              lot_source):
+    """Record buy trade ``t`` as lot ``lot``: ``quantity`` shares at ``price`` USD each, bought on ``day``.
+
+    Its basis is ``quantity * price`` USD and its holding period starts on ``day``.
+    """
+    lot_account[lot] = account
+    lot_security[lot] = security
+    lot_group[lot] = group
+    lot_quantity[lot] = quantity
+    lot_basis[lot] = quantity * price
+    lot_acquired[lot] = day
+    lot_buy_day[lot] = day
+    lot_seq[lot] = t
+    lot_used[lot] = False
+    lot_source[lot] = t
+
+
+@nb.njit(cache=True, nogil=True)
+def _replace_earlier_sales(lot, day, group, window, n_lots, n_disp, cap_lots, taxable_account,
+                           trade_disallowed, lot_account, lot_security, lot_group, lot_quantity,
+                           lot_basis, lot_acquired, lot_buy_day, lot_seq, lot_used, lot_source,
+                           disp_trade, disp_disallowed, disp_permanent, disp_loss_per_share,
+                           disp_pending, disp_sale_day, disp_sold_acquired, disp_group):
+    """The new ``lot`` of wash ``group``, bought on ``day``, replaces loss shares sold up to ``window`` days before.
+
+    Loss shares still waiting for a replacement are matched earliest sale
+    first.  The lot is split so that each part replaces one disposition's
+    shares, and the USD of loss disallowed is added to the selling trade's
+    ``trade_disallowed``.  Returns ``(n_lots, overflow)``.
+    """
+    for d in range(n_disp):
+        if disp_pending[d] <= 0.0 or disp_group[d] != group or disp_sale_day[d] + window < day:
+            continue
+        n_new, disallowed = _replace_from(
+            lot, d, n_lots, cap_lots, taxable_account, lot_account, lot_security, lot_group, lot_quantity,
+            lot_basis, lot_acquired, lot_buy_day, lot_seq, lot_used, lot_source, disp_loss_per_share,
+            disp_pending, disp_disallowed, disp_permanent, disp_sale_day, disp_sold_acquired)
+        if n_new < 0:
+            return n_lots, True
+        rest = n_new > n_lots
+        n_lots = n_new
+        trade_disallowed[disp_trade[d]] += disallowed
+        if not rest:
+            break
+        lot = n_lots - 1
+    return n_lots, False
+
+
+@nb.njit(cache=True, nogil=True)
+def _first_lot_held(account, security, n_lots, lot_account, lot_security, lot_quantity, lot_seq):
+    """The open lot of ``security`` in ``account`` purchased first (FIFO), or -1 when none is left."""
+    best = -1
+    for i in range(n_lots):
+        if lot_quantity[i] > 0.0 and lot_account[i] == account \
+                and lot_security[i] == security:
+            if best < 0 or lot_seq[i] < lot_seq[best]:
+                best = i
+    return best
+
+
+@nb.njit(cache=True, nogil=True)
+def _relieve_lots(t, day, account, security, quantity, price, n_lots, n_disp, cap_disp,
+                  taxable_account, shares_filled, trade_gain, trade_status,
+                  lot_account, lot_security, lot_group, lot_quantity, lot_basis, lot_acquired, lot_seq,
+                  disp_trade, disp_lot, disp_shares, disp_proceeds, disp_cost_basis,
+                  disp_gain, disp_disallowed, disp_permanent, disp_long,
+                  disp_loss_per_share, disp_pending, disp_sale_day, disp_sold_acquired,
+                  disp_group, disp_seq):
+    """Sell trade ``t``: relieve ``account``'s lots of ``security``, first purchase first.
+
+    Each lot relieved is one disposition: its shares, proceeds and relieved
+    cost basis (USD), its gain before the rule (USD), long-term or not.  A
+    loss in a taxable account leaves its shares pending a replacement, at
+    the USD of loss per share.  Sets ``OVERSOLD`` when the lots run out.
+    Returns ``(n_dispositions, overflow)``.
+    """
+    remaining = quantity
+    while remaining > _DUST * quantity:
+        best = _first_lot_held(account, security, n_lots, lot_account, lot_security, lot_quantity, lot_seq)
+        if best < 0:
+            trade_status[t] |= OVERSOLD
+            break
+        if n_disp >= cap_disp:
+            return n_disp, True
+        lq = lot_quantity[best]
+        if remaining >= lq * (1.0 - _DUST):
+            take = lq
+            basis = lot_basis[best]
+        else:
+            take = remaining
+            basis = lot_basis[best] * take / lq
+        remaining -= take
+        gain = take * price - basis
+        d = n_disp
+        n_disp += 1
+        disp_trade[d] = t
+        disp_lot[d] = best
+        disp_shares[d] = take
+        disp_proceeds[d] = take * price
+        disp_cost_basis[d] = basis
+        disp_gain[d] = gain
+        disp_disallowed[d] = 0.0
+        disp_permanent[d] = 0.0
+        disp_long[d] = day >= first_long_day_scalar(lot_acquired[best])
+        disp_sale_day[d] = day
+        disp_sold_acquired[d] = lot_acquired[best]
+        disp_group[d] = lot_group[best]
+        disp_seq[d] = lot_seq[best]
+        is_loss = gain < 0.0 and taxable_account[account]
+        disp_loss_per_share[d] = -gain / take if is_loss else 0.0
+        disp_pending[d] = take if is_loss else 0.0
+        shares_filled[t] += take
+        trade_gain[t] += gain
+        if take == lq:
+            lot_quantity[best] = 0.0
+            lot_basis[best] = 0.0
+        else:
+            lot_quantity[best] = lq - take
+            lot_basis[best] -= basis
+    return n_disp, False
+
+
+@nb.njit(cache=True, nogil=True)
+def _first_replacement_held(d, day, window, n_lots, lot_group, lot_quantity, lot_buy_day, lot_seq,
+                            lot_used, disp_group, disp_seq):
+    """The lot that replaces disposition ``d``'s loss shares sold on ``day``, or -1 when none does.
+
+    The earliest purchase still held, not yet a replacement, of the same
+    wash group, bought in the ``window`` days up to ``day``, and not the
+    purchase the shares were sold from.
+    """
+    best = -1
+    for i in range(n_lots):
+        if lot_quantity[i] > 0.0 and not lot_used[i] and lot_group[i] == disp_group[d] \
+                and lot_buy_day[i] >= day - window and lot_buy_day[i] <= day \
+                and lot_seq[i] != disp_seq[d]:
+            if best < 0 or lot_seq[i] < lot_seq[best] \
+                    or (lot_seq[i] == lot_seq[best] and i < best):
+                best = i
+    return best
+
+
+@nb.njit(cache=True, nogil=True)
+def _replace_by_earlier_purchases(t, day, window, first_disp, n_disp, n_lots, cap_lots, taxable_account,
+                                  trade_disallowed, lot_account, lot_security, lot_group, lot_quantity,
+                                  lot_basis, lot_acquired, lot_buy_day, lot_seq, lot_used, lot_source,
+                                  disp_disallowed, disp_permanent, disp_loss_per_share, disp_pending,
+                                  disp_sale_day, disp_sold_acquired, disp_group, disp_seq):
+    """Sell trade ``t``'s loss shares (dispositions ``first_disp:n_disp``) replaced by shares bought before.
+
+    Replacement shares bought in the ``window`` days before the sale and
+    still held are matched earliest purchase first, each lot split to the
+    shares it replaces; the USD of loss disallowed is added to
+    ``trade_disallowed[t]``.  Returns ``(n_lots, overflow)``.
+    """
+    for d in range(first_disp, n_disp):
+        while disp_pending[d] > 0.0:
+            best = _first_replacement_held(d, day, window, n_lots, lot_group, lot_quantity, lot_buy_day,
+                                           lot_seq, lot_used, disp_group, disp_seq)
+            if best < 0:
+                break
+            n_new, disallowed = _replace_from(
+                best, d, n_lots, cap_lots, taxable_account, lot_account, lot_security, lot_group,
+                lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq, lot_used, lot_source,
+                disp_loss_per_share, disp_pending, disp_disallowed, disp_permanent, disp_sale_day,
+                disp_sold_acquired)
+            if n_new < 0:
+                return n_lots, True
+            n_lots = n_new
+            trade_disallowed[t] += disallowed
+    return n_lots, False
+
+
+@nb.njit(cache=True, nogil=True)
 def _account_trades(trade_day, account, security, wash_group, side, quantity, price,
                     taxable_account, window, n_open,
                     shares_filled, trade_gain, trade_disallowed, trade_status,
@@ -116,7 +321,12 @@ def _account_trades(trade_day, account, security, wash_group, side, quantity, pr
                     disp_gain, disp_disallowed, disp_permanent, disp_long,
                     disp_loss_per_share, disp_pending, disp_sale_day, disp_sold_acquired,
                     disp_group, disp_seq):
-    """Replay the trades; returns ``(n_lots, n_dispositions, overflow)``."""
+    """Replay the trades; returns ``(n_lots, n_dispositions, overflow)``.
+
+    A buy opens a lot that replaces loss shares sold in the window before
+    it; a sell relieves lots first-in-first-out, and its loss shares are
+    replaced by shares bought in the window before it (and still held).
+    """
     cap_lots = lot_quantity.shape[0]
     cap_disp = disp_trade.shape[0]
     n_lots = n_open
@@ -125,13 +335,11 @@ def _account_trades(trade_day, account, security, wash_group, side, quantity, pr
         day = trade_day[t]
         q = quantity[t]
         px = price[t]
-        g = wash_group[t]
         shares_filled[t] = 0.0
         trade_gain[t] = 0.0
         trade_disallowed[t] = 0.0
         trade_status[t] = OK
-        if not (q > 0.0 and np.isfinite(q) and px > 0.0 and np.isfinite(px)) \
-                or (side[t] != BUY and side[t] != SELL):
+        if not _valid_trade(side[t], q, px):
             trade_status[t] = BAD_TRADE
             continue
         if side[t] == BUY:
@@ -139,111 +347,36 @@ def _account_trades(trade_day, account, security, wash_group, side, quantity, pr
                 return n_lots, n_disp, True
             lot = n_lots
             n_lots += 1
-            lot_account[lot] = account[t]
-            lot_security[lot] = security[t]
-            lot_group[lot] = g
-            lot_quantity[lot] = q
-            lot_basis[lot] = q * px
-            lot_acquired[lot] = day
-            lot_buy_day[lot] = day
-            lot_seq[lot] = t
-            lot_used[lot] = False
-            lot_source[lot] = t
+            _open_lot(lot, t, day, account[t], security[t], wash_group[t], q, px, lot_account,
+                      lot_security, lot_group, lot_quantity, lot_basis, lot_acquired, lot_buy_day,
+                      lot_seq, lot_used, lot_source)
             shares_filled[t] = q
-            # Loss shares still waiting for a replacement, earliest sale first.
-            for d in range(n_disp):
-                if disp_pending[d] <= 0.0 or disp_group[d] != g or disp_sale_day[d] + window < day:
-                    continue
-                m = min(disp_pending[d], lot_quantity[lot])
-                n_new = _split(lot, m, n_lots, cap_lots, lot_account, lot_security, lot_group,
-                               lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq,
-                               lot_used, lot_source)
-                if n_new < 0:
-                    return n_lots, n_disp, True
-                rest = n_new > n_lots
-                n_lots = n_new
-                trade_disallowed[disp_trade[d]] += _replace(
-                    d, lot, lot_quantity[lot], taxable_account, disp_loss_per_share, disp_pending,
-                    disp_disallowed, disp_permanent, disp_sale_day, disp_sold_acquired,
-                    lot_account, lot_basis, lot_acquired, lot_used)
-                if not rest:
-                    break
-                lot = n_lots - 1
-            continue
-        # SELL: relieve the account's lots of the security, first purchase first.
-        remaining = q
-        first_disp = n_disp
-        while remaining > _DUST * q:
-            best = -1
-            for i in range(n_lots):
-                if lot_quantity[i] > 0.0 and lot_account[i] == account[t] \
-                        and lot_security[i] == security[t]:
-                    if best < 0 or lot_seq[i] < lot_seq[best]:
-                        best = i
-            if best < 0:
-                trade_status[t] |= OVERSOLD
-                break
-            if n_disp >= cap_disp:
+            n_lots, overflow = _replace_earlier_sales(
+                lot, day, wash_group[t], window, n_lots, n_disp, cap_lots, taxable_account,
+                trade_disallowed, lot_account, lot_security, lot_group, lot_quantity, lot_basis,
+                lot_acquired, lot_buy_day, lot_seq, lot_used, lot_source, disp_trade,
+                disp_disallowed, disp_permanent, disp_loss_per_share, disp_pending, disp_sale_day,
+                disp_sold_acquired, disp_group)
+            if overflow:
                 return n_lots, n_disp, True
-            lq = lot_quantity[best]
-            if remaining >= lq * (1.0 - _DUST):
-                take = lq
-                basis = lot_basis[best]
-            else:
-                take = remaining
-                basis = lot_basis[best] * take / lq
-            remaining -= take
-            gain = take * px - basis
-            d = n_disp
-            n_disp += 1
-            disp_trade[d] = t
-            disp_lot[d] = best
-            disp_shares[d] = take
-            disp_proceeds[d] = take * px
-            disp_cost_basis[d] = basis
-            disp_gain[d] = gain
-            disp_disallowed[d] = 0.0
-            disp_permanent[d] = 0.0
-            disp_long[d] = day >= first_long_day_scalar(lot_acquired[best])
-            disp_sale_day[d] = day
-            disp_sold_acquired[d] = lot_acquired[best]
-            disp_group[d] = lot_group[best]
-            disp_seq[d] = lot_seq[best]
-            is_loss = gain < 0.0 and taxable_account[account[t]]
-            disp_loss_per_share[d] = -gain / take if is_loss else 0.0
-            disp_pending[d] = take if is_loss else 0.0
-            shares_filled[t] += take
-            trade_gain[t] += gain
-            if take == lq:
-                lot_quantity[best] = 0.0
-                lot_basis[best] = 0.0
-            else:
-                lot_quantity[best] = lq - take
-                lot_basis[best] -= basis
-        # Replacement shares bought in the 30 days before (and still held).
-        for d in range(first_disp, n_disp):
-            while disp_pending[d] > 0.0:
-                best = -1
-                for i in range(n_lots):
-                    if lot_quantity[i] > 0.0 and not lot_used[i] and lot_group[i] == disp_group[d] \
-                            and lot_buy_day[i] >= day - window and lot_buy_day[i] <= day \
-                            and lot_seq[i] != disp_seq[d]:
-                        if best < 0 or lot_seq[i] < lot_seq[best] \
-                                or (lot_seq[i] == lot_seq[best] and i < best):
-                            best = i
-                if best < 0:
-                    break
-                m = min(disp_pending[d], lot_quantity[best])
-                n_new = _split(best, m, n_lots, cap_lots, lot_account, lot_security, lot_group,
-                               lot_quantity, lot_basis, lot_acquired, lot_buy_day, lot_seq,
-                               lot_used, lot_source)
-                if n_new < 0:
-                    return n_lots, n_disp, True
-                n_lots = n_new
-                trade_disallowed[t] += _replace(
-                    d, best, lot_quantity[best], taxable_account, disp_loss_per_share,
-                    disp_pending, disp_disallowed, disp_permanent, disp_sale_day,
-                    disp_sold_acquired, lot_account, lot_basis, lot_acquired, lot_used)
+            continue
+        first_disp = n_disp
+        n_disp, overflow = _relieve_lots(
+            t, day, account[t], security[t], q, px, n_lots, n_disp, cap_disp, taxable_account,
+            shares_filled, trade_gain, trade_status, lot_account, lot_security, lot_group,
+            lot_quantity, lot_basis, lot_acquired, lot_seq, disp_trade, disp_lot, disp_shares,
+            disp_proceeds, disp_cost_basis, disp_gain, disp_disallowed, disp_permanent, disp_long,
+            disp_loss_per_share, disp_pending, disp_sale_day, disp_sold_acquired, disp_group,
+            disp_seq)
+        if overflow:
+            return n_lots, n_disp, True
+        n_lots, overflow = _replace_by_earlier_purchases(
+            t, day, window, first_disp, n_disp, n_lots, cap_lots, taxable_account, trade_disallowed,
+            lot_account, lot_security, lot_group, lot_quantity, lot_basis, lot_acquired, lot_buy_day,
+            lot_seq, lot_used, lot_source, disp_disallowed, disp_permanent, disp_loss_per_share,
+            disp_pending, disp_sale_day, disp_sold_acquired, disp_group, disp_seq)
+        if overflow:
+            return n_lots, n_disp, True
     return n_lots, n_disp, False
 
 

@@ -18,7 +18,7 @@
    tolerance of the first solve's objective, a lower bound.
 5. The solution is the projection of the iterate onto the bounds, with any
    remaining shortfall of a cash floor (at most the primal residual) repaired
-   by trimming buys, then selling more.
+   by trimming buys, then selling more (:mod:`engine.solver.repair`).
 
 The jitted steps are :func:`engine.solver.programs.persistent`: with a
 compilation cache directory set, a new process reads their exports instead
@@ -38,6 +38,7 @@ from engine.contract.config import SolverConfig
 from engine.solver import admm, evaluate, ipm
 from engine.solver.layout import LotLayout, compact_problem, compact_state, expand_state, lot_layout
 from engine.solver.programs import persistent
+from engine.solver.repair import objective_tolerance, repair, without_dust
 from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SOLVED, ProblemBatch, SolverResult, SolverState,
                                  batch_size, take)
 
@@ -131,36 +132,7 @@ def _polish(problem: ProblemBatch, state: SolverState):
 
 def _solution(prepared, device_problem, state, config: SolverConfig):
     buy, sell = _polish(device_problem, state)
-    return _without_dust(prepared, np.asarray(buy, float), np.asarray(sell, float), config)
-
-
-def _without_dust(prepared: ProblemBatch, buy, sell, config: SolverConfig):
-    """The solution repaired (:func:`_repair`), its trades within ``config.dust`` of a bound put on it.
-
-    Where that costs a household more objective than the solve's tolerance,
-    its buys are left as they are (its lots are still put on their bounds):
-    a household with little to do can spread its optimum over hundreds of
-    buys under ``dust`` each (one of the solver benchmark's, 575 of them,
-    4.4e-7 of its value in all, worth 8e-7 of an objective of 5.6e-5).
-    Such buys are below any trade's minimum, and proposals drop them.
-    """
-    snapped = _repair(prepared, buy, sell, config.dust)
-    if config.dust <= 0:
-        return snapped
-    before = evaluate.objective(prepared, *_repair(prepared, buy, sell))
-    costly = evaluate.objective(prepared, *snapped) - before > _tolerance(config, before)
-    if not costly.any():
-        return snapped
-    rows = np.flatnonzero(costly)
-    buy_out, sell_out = snapped[0].copy(), snapped[1].copy()
-    buy_out[rows], sell_out[rows] = _repair(take(prepared, rows), np.asarray(buy)[rows], snapped[1][rows])
-    return buy_out, sell_out
-
-
-def _tolerance(config: SolverConfig, objective: np.ndarray) -> np.ndarray:
-    """How far from its optimum a solve leaves a household's objective, (B,): the stopping rule's tolerance."""
-    absolute, relative = ipm.tolerances(config) if config.method == "ipm" else (config.eps_abs, config.eps_rel)
-    return np.maximum(absolute, relative * np.abs(objective))
+    return without_dust(prepared, np.asarray(buy, float), np.asarray(sell, float), config)
 
 
 def _settle_without_resolve(prepared: ProblemBatch, settled: ProblemBatch, buy, sell, changed,
@@ -177,10 +149,10 @@ def _settle_without_resolve(prepared: ProblemBatch, settled: ProblemBatch, buy, 
     """
     # on the whole batch: a household that did not change is already on its bounds, and
     # gathering the changed ones' dense lot arrays costs more than the arithmetic
-    fixed_buy, fixed_sell = _repair(settled, buy, sell)
+    fixed_buy, fixed_sell = repair(settled, buy, sell)
     bound = evaluate.objective(prepared, buy, sell)
     cost = evaluate.objective(settled, fixed_buy, fixed_sell) - bound
-    close = changed & (cost <= _tolerance(config, bound))
+    close = changed & (cost <= objective_tolerance(config, bound))
     if not close.any():
         return buy, sell, changed
     return (np.where(_per_household(close, buy), fixed_buy, buy),
@@ -339,35 +311,6 @@ def _iterate(problem: ProblemBatch, state, config: SolverConfig,
         state = _scatter(state, sub_state, _on_device(index))
     iterations = np.where(active, np.asarray(state.iteration), 0).astype(np.int64)
     return state, iterations
-
-
-def _repair(problem: ProblemBatch, buy: np.ndarray, sell: np.ndarray,
-            dust: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Project onto the bounds, then close any cash-floor shortfall: fewer buys, then more sells.
-
-    A variable within ``dust`` (units of V) of a bound is put on it first: an
-    interior point leaves every buy and lot a hair off its bounds, and a dust
-    buy is still a purchase that opens a wash-sale window downstream.
-    """
-    lower = np.asarray(problem.sell_lower)
-    upper = np.asarray(problem.sell_upper)
-    if dust > 0:
-        buy = np.where(buy < dust, 0.0, buy)
-        sell = np.where(sell - lower < dust, lower, np.where(upper - sell < dust, upper, sell))
-    buy = np.clip(buy, 0.0, np.asarray(problem.buy_upper))
-    sell = np.clip(sell, lower, upper)
-    cash_after = evaluate.rows(problem, buy, sell)[0]
-    short = np.maximum(np.asarray(problem.cash_floor) - cash_after, 0.0)
-    if (short > 0).any():
-        bought = buy.sum(axis=2)
-        cut = np.where(bought > 0, np.minimum(short / np.where(bought > 0, bought, 1.0), 1.0), 0.0)
-        buy = buy * (1.0 - cut)[:, :, None]
-        short = np.maximum(short - cut * bought, 0.0)
-        room = np.asarray(problem.sell_upper) - sell
-        total = evaluate.position_sums(problem, room).sum(axis=2)
-        more = np.where(total > 0, np.minimum(short / np.where(total > 0, total, 1.0), 1.0), 0.0)
-        sell = sell + room * evaluate.to_lots(problem, more)
-    return buy, sell
 
 
 def _wash_fix(problem: ProblemBatch, buy, sell, config: SolverConfig, buys_only: bool = False):
@@ -552,9 +495,9 @@ def _separate_wash(prepared, buy, sell, config):
     prepared_new, changed = _wash_fix(prepared, buy, sell, config, buys_only=True)
     if changed.any():
         prepared = prepared_new
-        buy, sell = _repair(prepared, buy, sell)
+        buy, sell = repair(prepared, buy, sell)
     prepared = _drop_wash_dust(prepared, buy, sell)
-    buy, sell = _repair(prepared, buy, sell)
+    buy, sell = repair(prepared, buy, sell)
     return prepared, buy, sell
 
 
@@ -570,8 +513,8 @@ def _solve_ipm(dense, prepared, missing, device_problem, layout: LotLayout, conf
                                  fixed=_fixed(prepared))
 
     def solution(prepared, state):
-        return _without_dust(prepared, np.asarray(state.best_buy, float), np.asarray(state.best_sell, float),
-                             config)
+        return without_dust(prepared, np.asarray(state.best_buy, float), np.asarray(state.best_sell, float),
+                            config)
 
     buy, sell = solution(prepared, state)
     rounds = config.wash_rounds

@@ -50,7 +50,7 @@ def code_fingerprint() -> str:
     """A digest of what the exported programs are traced from: the solver's source, the config, JAX."""
     engine = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256(f"jax {jax.__version__} jaxlib {jaxlib.__version__}".encode())
-    for path in sorted([*engine.joinpath("solver").glob("*.py"), engine / "config.py"]):
+    for path in sorted([*engine.joinpath("solver").glob("*.py"), engine / "contract" / "config.py"]):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
