@@ -6,12 +6,12 @@ units of each household's value ``V = Σ_a (cash_a + Σ_lots quantity × price)`
 (USD → fraction of V):
 
 * the universe ``n``: the securities any account of the shard holds or
-  targets, padded to :func:`pad_securities` (padding securities
-  may not be bought, have no exposure and unit specific variance);
+  targets, padded to :func:`engine.solver.shapes.pad_securities` (padding
+  securities may not be bought, have no exposure and unit specific variance);
 * the risk model restricted to it: ``X`` (n × k) from ``factor_exposures``,
   ``F`` (k × k) from ``factor_covariance``, ``d`` = ``specific_variance``;
 * per account the lots as tax curves (:func:`engine.kernels.lots.tax_curves`),
-  padded to ``L`` lots per position (a power of two); ``lot_tax`` is the tax
+  padded to ``L`` lots per position (a power of four); ``lot_tax`` is the tax
   per dollar at the account's rates, ``lot_cost = θ_a × lot_tax`` with
   ``θ_a = tax_sensitivity`` (0 in tax-deferred and exempt accounts), a loss
   valued at :func:`engine.rebalance.policy.loss_value` where the account harvests
@@ -39,7 +39,8 @@ units of each household's value ``V = Σ_a (cash_a + Σ_lots quantity × price)`
   no cash rows.
 
 Households are padded to ``m`` accounts, a power of two (1, 2, 4, ...), so a
-night compiles a handful of shapes.  Pure: no storage, no ray.
+night compiles a handful of shapes (every ladder: :mod:`engine.solver.shapes`).
+Pure: no storage, no ray.
 """
 
 from __future__ import annotations
@@ -60,31 +61,10 @@ from engine.kernels.lots import tax_curves
 from engine.rebalance import policy as tax_policy
 from engine.rebalance import screen_window
 from engine.rebalance.targets import Targets
+from engine.solver.shapes import pad_accounts, pad_position_lots, pad_securities
 from engine.solver.types import DEFAULT_PENALTIES, ProblemBatch
 
-__all__ = ["ProblemBatch", "BatchIndex", "build_problem_batch", "bucket", "pad_securities", "SECURITY_BUCKET"]
-
-#: The universe is padded to a multiple of this many securities.
-SECURITY_BUCKET = 64
-
-
-def pad_securities(count: int) -> int:
-    """The padded universe size for ``count`` securities: a short ladder of shapes.
-
-    Multiples of :data:`SECURITY_BUCKET` (64) up to 512, of 128 up to 1024,
-    then of 256: at most ~12% padding above 512 securities, and a night of
-    direct indices and ETFs compiles a handful of universe sizes.
-    """
-    step = SECURITY_BUCKET if count <= 512 else 128 if count <= 1024 else 256
-    return max(SECURITY_BUCKET, -(-count // step) * step)
-
-
-def bucket(count: int) -> int:
-    """Smallest power of two ≥ count (≥ 1)."""
-    size = 1
-    while size < count:
-        size *= 2
-    return size
+__all__ = ["ProblemBatch", "BatchIndex", "build_problem_batch"]
 
 
 @dataclass(frozen=True)
@@ -145,11 +125,12 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     policy
         ``risk_aversion``, ``harvest_deferral`` and the harvest thresholds.
     accounts_per_household, lots_per_position
-        Force the padding ``m`` and ``L`` (default: the powers of two that fit).
+        Force the padding ``m`` and ``L`` (default: :func:`engine.solver.shapes.pad_accounts`
+        and :func:`~engine.solver.shapes.pad_position_lots` of the most there are).
     pad_universe
         The padded universe size for a count of securities (default
-        :func:`pad_securities`); a coarser ladder makes shards share shapes,
-        so that a night compiles a handful of times.
+        :func:`engine.solver.shapes.pad_securities`); the nightly job passes at
+        least its shard's planned ``n``, so that the shards of a shape share it.
 
     Returns
     -------
@@ -224,7 +205,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     for h in range(B):
         members = np.flatnonzero(member == h)
         slot[members] = np.arange(members.size)
-    m = accounts_per_household or bucket(int(slot.max()) + 1 if wanted.size else 1)
+    m = accounts_per_household or pad_accounts(int(slot.max()) + 1 if wanted.size else 1)
     account_slot = {a: (member[i], slot[i]) for i, a in enumerate(wanted)}
     tax_status = _strings(acc, Col.tax_status)
     taxable = tax_status == TaxStatus.taxable
@@ -252,7 +233,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     curves = tax_curves(offsets, quantity, cost_basis, acquired, price_all[pos_sec],
                         st_rate[pos_acc], lt_rate[pos_acc], int(to_days(as_of)))
     counts = np.diff(offsets)
-    L = lots_per_position or bucket(int(counts.max()) if counts.size else 1)
+    L = lots_per_position or pad_position_lots(int(counts.max()) if counts.size else 1)
     value_lots = np.bincount(acc_pos, weights=quantity * price_all[sec_pos], minlength=wanted.size) \
         if key.size else np.zeros(wanted.size)
     account_value = cash + value_lots
