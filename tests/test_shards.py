@@ -15,11 +15,11 @@ from engine.book import synth
 from engine.contract.arrow import index_in, one_chunk, unique_sorted
 from engine.contract.config import RunConfig
 from engine.contract.schema import Col
-from engine.rebalance.shards import (Shard, household_ids, merge_rare_shapes, pad_lots, pad_universe, plan_shards,
-                                     shape_work, shard_sizes, shard_tables)
+from engine.rebalance.shards import (Shard, household_ids, merge_rare_shapes, plan_shards, shape_work, shard_sizes,
+                                     shard_tables)
 from engine.rebalance.targets import build_targets
-from engine.solver.driver import MIN_BUCKET
-from engine.solver.layout import pad_lots as pad_lots_total
+from engine.solver.shapes import (MIN_BUCKET, pad_accounts, pad_batch, pad_household_lots, pad_position_lots,
+                                  pad_running_batch, pad_securities)
 
 
 def _ids(ids) -> pa.Array:
@@ -34,8 +34,14 @@ def book():
 
 
 def test_ladders():
-    assert [pad_universe(c) for c in (1, 64, 65, 200, 513, 700, 769, 1025)] == [64, 64, 128, 256, 768, 768, 1024, 1536]
-    assert [pad_lots(c) for c in (0, 1, 2, 4, 5, 16, 17)] == [1, 1, 4, 4, 16, 16, 64]
+    assert [pad_securities(c) for c in (1, 64, 65, 200, 513, 700, 769, 1025)] == [64, 64, 128, 256, 768, 768, 1024,
+                                                                                   1536]
+    assert [pad_position_lots(c) for c in (0, 1, 2, 4, 5, 16, 17)] == [1, 1, 4, 4, 16, 16, 64]
+    assert [pad_accounts(c) for c in (0, 1, 2, 3, 5)] == [1, 1, 2, 4, 8]
+    assert [pad_household_lots(c) for c in (0, 64, 65, 200)] == [64, 64, 128, 256]
+    assert [pad_batch(c) for c in (0, 1, 3, 4, 5)] == [1, 1, 4, 4, 8]
+    assert [pad_running_batch(c, 128) for c in (1, 5, 9, 13, 17, 92, 100)] == [4, 8, 12, 16, 24, 96, 128]
+    assert pad_running_batch(3, 2) == 2
 
 
 def test_households_are_never_split_and_every_account_is_in_one_shard(book):
@@ -77,7 +83,7 @@ def test_shapes_fit_their_households(book):
         # the solver's compact layout: every household's lots fit P, and P is on the ladder
         per_household = collections.Counter(dict(zip(shard.account_ids, households))[a]
                                              for a in mine.column(Col.account_id).to_pylist())
-        assert max(per_household.values(), default=0) <= shard.lots == pad_lots_total(shard.lots)
+        assert max(per_household.values(), default=0) <= shard.lots == pad_household_lots(shard.lots)
 
 
 def test_each_shard_gets_exactly_its_accounts_rows(book):

@@ -97,7 +97,7 @@ class ShardSolver:
 
     def solve(self, shard: Shard, tables: Mapping[str, pa.Table], targets: Targets) -> ShardOutput:
         _chaos(shard, tables)
-        from engine.solver.driver import MIN_BUCKET
+        from engine.solver.shapes import MIN_BUCKET
 
         # a shard of one to three households runs at the smallest batch its shape's others use
         output = solve_shard(self.shared, tables, targets, shard, self.as_of, self.config,

@@ -27,10 +27,10 @@ import pyarrow as pa
 from engine.contract.config import Config
 from engine.rebalance.problem import build_problem_batch
 from engine.rebalance.proposals import propose
-from engine.rebalance.shards import (SHARED_TABLES, Shard, household_transactions, pad_universe, plan_shards,
-                                     shard_tables)
+from engine.rebalance.shards import SHARED_TABLES, Shard, household_transactions, plan_shards, shard_tables
 from engine.rebalance.targets import Targets
 from engine.solver import program_seconds, solve
+from engine.solver.shapes import pad_securities
 
 __all__ = ["ShardOutput", "WarmStart", "solve_shard", "solve_households"]
 
@@ -99,7 +99,7 @@ def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], 
     m, L, n = shard.shape
     problem, index = build_problem_batch(book, targets, shard.account_ids, as_of, config.policy,
                                          accounts_per_household=m, lots_per_position=L,
-                                         pad_universe=lambda count: max(n, pad_universe(count)))
+                                         pad_universe=lambda count: max(n, pad_securities(count)))
     timings["assemble"] = time.perf_counter() - clock
     clock = time.perf_counter()
     fits = (warm is not None and np.array_equal(warm.security_ids, index.security_ids)

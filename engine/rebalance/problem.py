@@ -6,12 +6,12 @@ units of each household's value ``V = Σ_a (cash_a + Σ_lots quantity × price)`
 (USD → fraction of V):
 
 * the universe ``n``: the securities any account of the shard holds or
-  targets, padded to :func:`pad_securities` (padding securities
-  may not be bought, have no exposure and unit specific variance);
+  targets, padded to :func:`engine.solver.shapes.pad_securities` (padding
+  securities may not be bought, have no exposure and unit specific variance);
 * the risk model restricted to it: ``X`` (n × k) from ``factor_exposures``,
   ``F`` (k × k) from ``factor_covariance``, ``d`` = ``specific_variance``;
 * per account the lots as tax curves (:func:`engine.kernels.lots.tax_curves`),
-  padded to ``L`` lots per position (a power of two); ``lot_tax`` is the tax
+  padded to ``L`` lots per position (a power of four); ``lot_tax`` is the tax
   per dollar at the account's rates, ``lot_cost = θ_a × lot_tax`` with
   ``θ_a = tax_sensitivity`` (0 in tax-deferred and exempt accounts), a loss
   valued at :func:`engine.rebalance.policy.loss_value` where the account harvests
@@ -39,7 +39,10 @@ units of each household's value ``V = Σ_a (cash_a + Σ_lots quantity × price)`
   no cash rows.
 
 Households are padded to ``m`` accounts, a power of two (1, 2, 4, ...), so a
-night compiles a handful of shapes.  Pure: no storage, no ray.
+night compiles a handful of shapes (every ladder: :mod:`engine.solver.shapes`).
+The gathering from Arrow into the batch's slots is
+:mod:`engine.rebalance.shard_arrays`; here the bounds, the account rows and the
+batch.  Pure: no storage, no ray.
 """
 
 from __future__ import annotations
@@ -51,40 +54,22 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from engine.contract.arrow import index_in, unique_sorted
+from engine.contract.arrow import index_in, numbers, strings
 from engine.contract.config import PolicyConfig
-from engine.contract.schema import Col, TaxStatus
+from engine.contract.schema import Col, Rule, TaxStatus
 from engine.kernels import wash as wash_kernel
 from engine.kernels.dates import to_days
-from engine.kernels.lots import tax_curves
 from engine.rebalance import policy as tax_policy
 from engine.rebalance import screen_window
-from engine.rebalance.targets import Targets
+from engine.rebalance.shard_arrays import (AccountTerms, Households, LotArrays, SecurityTerms, ShardLots, ShardTargets,
+                                           Universe, account_terms, account_values, household_slots, lot_arrays,
+                                           positions, risk_model, security_terms, shard_lots, shard_targets,
+                                           shard_universe)
+from engine.rebalance.targets import Targets, restriction_matrix
+from engine.solver.shapes import pad_position_lots, pad_securities
 from engine.solver.types import DEFAULT_PENALTIES, ProblemBatch
 
-__all__ = ["ProblemBatch", "BatchIndex", "build_problem_batch", "bucket", "pad_securities", "SECURITY_BUCKET"]
-
-#: The universe is padded to a multiple of this many securities.
-SECURITY_BUCKET = 64
-
-
-def pad_securities(count: int) -> int:
-    """The padded universe size for ``count`` securities: a short ladder of shapes.
-
-    Multiples of :data:`SECURITY_BUCKET` (64) up to 512, of 128 up to 1024,
-    then of 256: at most ~12% padding above 512 securities, and a night of
-    direct indices and ETFs compiles a handful of universe sizes.
-    """
-    step = SECURITY_BUCKET if count <= 512 else 128 if count <= 1024 else 256
-    return max(SECURITY_BUCKET, -(-count // step) * step)
-
-
-def bucket(count: int) -> int:
-    """Smallest power of two ≥ count (≥ 1)."""
-    size = 1
-    while size < count:
-        size *= 2
-    return size
+__all__ = ["ProblemBatch", "BatchIndex", "build_problem_batch"]
 
 
 @dataclass(frozen=True)
@@ -114,15 +99,21 @@ class BatchIndex:
     held_back: tuple = ()
 
 
-def _column(table: pa.Table, name: str, fill=None) -> np.ndarray:
-    column = table.column(name)
-    if fill is not None:
-        column = column.fill_null(fill)
-    return np.asarray(column.to_numpy(zero_copy_only=False))
+@dataclass(frozen=True)
+class _Bounds:
+    """The bounds of the trade variables, units of V; the steps of assembly tighten them in place.
 
+    Attributes
+    ----------
+    buy_upper : (B, m, n) float64
+        Most of each security an account may buy (inf: no limit).
+    sell_upper, sell_lower : (B, m, n, L) float64
+        Most and least of each lot an account may, or must, sell.
+    """
 
-def _strings(table: pa.Table, name: str) -> np.ndarray:
-    return np.asarray(table.column(name).to_pylist(), dtype=object)
+    buy_upper: np.ndarray
+    sell_upper: np.ndarray
+    sell_lower: np.ndarray
 
 
 def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, account_ids: Sequence[str],
@@ -145,319 +136,220 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     policy
         ``risk_aversion``, ``harvest_deferral`` and the harvest thresholds.
     accounts_per_household, lots_per_position
-        Force the padding ``m`` and ``L`` (default: the powers of two that fit).
+        Force the padding ``m`` and ``L`` (default: :func:`engine.solver.shapes.pad_accounts`
+        and :func:`~engine.solver.shapes.pad_position_lots` of the most there are).
     pad_universe
         The padded universe size for a count of securities (default
-        :func:`pad_securities`); a coarser ladder makes shards share shapes,
-        so that a night compiles a handful of times.
+        :func:`engine.solver.shapes.pad_securities`); the nightly job passes at
+        least its shard's planned ``n``, so that the shards of a shape share it.
 
     Returns
     -------
     ProblemBatch, BatchIndex
     """
-    accounts = tables["accounts"]
     securities = tables["securities"]
-    wanted = np.asarray(list(account_ids), dtype=object)
-    rows = index_in(wanted, accounts.column(Col.account_id).combine_chunks())
-    acc = accounts.take(pa.array(rows))
-    household_raw = acc.column(Col.household_id).to_pylist()
-    household = np.asarray([h if h is not None else a for h, a in zip(household_raw, wanted)], dtype=object)
-    households, member = np.unique(household.astype(str), return_inverse=True)
-    B = households.size
+    shard = household_slots(tables["accounts"], account_ids, accounts_per_household)
+    security_ids = strings(securities, Col.security_id)
+    security_index = {s: i for i, s in enumerate(security_ids)}
+    lot_rows = shard_lots(tables["lots"], shard.account_ids, security_ids)
+    account_targets = shard_targets(targets, shard.account_ids, security_index)
+    universe = shard_universe(security_ids, security_index, lot_rows.security, account_targets,
+                              pad_universe or pad_securities)
+    X, F, d = risk_model(tables, universe)
+    security = security_terms(securities, targets, universe)
+    account = account_terms(shard.accounts)
+    held = positions(tables["lots"], lot_rows, account, security.table_price, as_of)
+    L = lots_per_position or pad_position_lots(int(held.counts.max()) if held.counts.size else 1)
+    account_value, V = account_values(held, shard, account.cash, security.table_price)
+    lots = lot_arrays(held, shard, universe, account, V, L, as_of, policy)
 
-    # securities and the shard's universe
-    sec_ids = _strings(securities, Col.security_id)
-    sec_index = {s: i for i, s in enumerate(sec_ids)}
-    price_all = _column(securities, Col.price, fill=np.nan).astype(float)
-    lots = tables["lots"]
-    lot_position = index_in(lots.column(Col.account_id), wanted)     # the lot's account in `wanted`
-    lot_rows = np.flatnonzero(lot_position >= 0)
-    lot_security = index_in(lots.column(Col.security_id), sec_ids)[lot_rows]
-    target_rows = index_in(wanted, targets.account_ids)
-    target_weights = targets.weights[target_rows]
-    # targets.security_ids may order securities differently from the table
-    target_sec = np.asarray([sec_index[s] for s in targets.security_ids], dtype=np.int64)
-    used = unique_sorted(np.r_[lot_security, target_sec[unique_sorted(target_weights.indices)]])
-    n_real = used.size
-    n = (pad_universe or pad_securities)(n_real)
-    local = -np.ones(sec_ids.size, np.int64)
-    local[used] = np.arange(n_real)
-    universe = np.asarray(list(sec_ids[used]) + [None] * (n - n_real), dtype=object)
+    never_buy, never_sell, exclude = _restriction_flags(tables, shard, universe)
+    bounds = _screen_bounds(lots, never_buy, never_sell, exclude, shard, account)
+    w_star, targeted = _household_target(account_targets, shard, universe, account_value, account.keep_cash, V)
+    _only_held_or_targeted(bounds, targeted, lots.holdings, shard)
+    trading = shard.in_slots(~account.suspended, False, bool)
+    held_back = _wash_sale_blocks(tables, shard, universe, security, lot_rows, lots, bounds, trading, never_sell,
+                                  as_of)
+    _asset_location(bounds.buy_upper, lots.cost, shard.member, shard.slot, account.tax_status, account.theta,
+                    account_value, account.keep_cash, security.asset_class, security.asset_classes, w_star, policy)
+    _force_harvest(bounds.sell_lower, bounds.sell_upper, lots.width, lots.loss, lots.gain, shard.member, shard.slot,
+                   account.taxable & account.harvest, V, policy)
+    floor, cap, budget, turnover = _account_limits(shard.accounts, account, account_value, as_of, policy)
+    _suspend(bounds, shard, account.suspended)
+    class_target, band = _class_targets(w_star, security, targets, account_targets, shard, account_value, V)
 
-    # risk model
-    exposures_t = tables["factor_exposures"]
-    covariance_t = tables["factor_covariance"]
-    factors = np.unique(np.concatenate([_strings(covariance_t, Col.factor_1), _strings(covariance_t, Col.factor_2)]))
-    factor_index = {f: i for i, f in enumerate(factors)}
-    k = factors.size
-    X = np.zeros((n, k))
-    e_sec = index_in(exposures_t.column(Col.security_id), sec_ids)
-    e_sec = np.where(e_sec >= 0, local[e_sec], -1)
-    e_fac = index_in(exposures_t.column(Col.factor), factors)
-    keep = (e_sec >= 0) & (e_fac >= 0)
-    X[e_sec[keep], e_fac[keep]] = _column(exposures_t, Col.exposure)[keep]
-    F = np.zeros((k, k))
-    f1 = np.asarray([factor_index[f] for f in _strings(covariance_t, Col.factor_1)])
-    f2 = np.asarray([factor_index[f] for f in _strings(covariance_t, Col.factor_2)])
-    cov = _column(covariance_t, Col.covariance)
-    F[f1, f2] = cov
-    F[f2, f1] = cov
-    d = np.ones(n)
-    d[:n_real] = _column(securities, Col.specific_variance)[used]
-    spread = np.zeros(n)
-    spread[:n_real] = _column(securities, Col.spread_bps)[used] * 1e-4
-    classes = list(targets.asset_classes)
-    class_of_security = np.zeros(n, np.int32)
-    target_position = {sid: i for i, sid in enumerate(targets.security_ids)}
-    class_of_security[:n_real] = [targets.security_classes[target_position[sec_ids[j]]] for j in used]
-    groups_raw = securities.column(Col.wash_group).to_pylist()
-    group_names = np.asarray([g if g is not None else f"\0{s}" for g, s in zip(groups_raw, sec_ids)], dtype=object)
-    group_codes_all = np.unique(group_names.astype(str), return_inverse=True)[1]
-    wash_group = np.arange(n, dtype=np.int64) + group_codes_all.max() + 1 if sec_ids.size else np.arange(n)
-    wash_group[:n_real] = group_codes_all[used]
-    wash_group = np.unique(wash_group, return_inverse=True)[1].astype(np.int32)
-    price = np.ones(n)
-    price[:n_real] = price_all[used]
+    scale = V[shard.member]
+    problem = ProblemBatch(
+        exposures=X, factor_covariance=F, specific_variance=d, spread=security.spread,
+        asset_class=security.asset_class, wash_group=security.wash_group, penalties=np.asarray(DEFAULT_PENALTIES),
+        risk_aversion=np.full(shard.count, policy.risk_aversion), target=w_star, holdings=lots.holdings,
+        buy_upper=bounds.buy_upper, lot_width=lots.width, lot_cost=lots.cost, lot_tax=lots.tax, lot_loss=lots.loss,
+        sell_lower=np.minimum(bounds.sell_lower, bounds.sell_upper), sell_upper=bounds.sell_upper,
+        cash=shard.in_slots(account.cash / scale, 0.0), cash_floor=shard.in_slots(floor / scale, -np.inf),
+        cash_cap=shard.in_slots(cap / scale, np.inf), tax_budget=shard.in_slots(budget / scale, np.inf),
+        turnover_limit=shard.in_slots(turnover / scale, np.inf),
+        account_value=shard.in_slots(account_value / scale, 0.0),
+        class_target=class_target, class_band=band)
+    account_grid = shard.in_slots(shard.account_ids, None, object)
+    index = BatchIndex(shard.household_ids.astype(object), account_grid, universe.ids, V, lots.row, tuple(held_back))
+    return problem, index
 
-    # accounts: slots, rates, values
-    slot = np.zeros(wanted.size, np.int64)
-    for h in range(B):
-        members = np.flatnonzero(member == h)
-        slot[members] = np.arange(members.size)
-    m = accounts_per_household or bucket(int(slot.max()) + 1 if wanted.size else 1)
-    account_slot = {a: (member[i], slot[i]) for i, a in enumerate(wanted)}
-    tax_status = _strings(acc, Col.tax_status)
-    taxable = tax_status == TaxStatus.taxable
-    st_rate = np.where(taxable, _column(acc, Col.st_rate), 0.0)
-    lt_rate = np.where(taxable, _column(acc, Col.lt_rate), 0.0)
-    theta = np.where(taxable, _column(acc, Col.tax_sensitivity), 0.0)
-    harvest = _column(acc, Col.harvest).astype(bool)
-    suspended = _column(acc, Col.suspended).astype(bool)
-    cash = _column(acc, Col.cash).astype(float)
 
-    # positions and tax curves
-    lot_quantity = _column(lots, Col.quantity).astype(float)          # per row of the lots table
-    quantity = lot_quantity[lot_rows]
-    cost_basis = _column(lots, Col.cost_basis)[lot_rows].astype(float)
-    lot_acquired = to_days(lots.column(Col.acquired))                 # per row of the lots table
-    acquired = lot_acquired[lot_rows]
-    acc_pos = lot_position[lot_rows]
-    order = np.lexsort((lot_rows, lot_security, acc_pos))
-    acc_pos, sec_pos, rows_sorted = acc_pos[order], lot_security[order], lot_rows[order]
-    quantity, cost_basis, acquired = quantity[order], cost_basis[order], acquired[order]
-    key = acc_pos * sec_ids.size + sec_pos
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, np.int64)
-    offsets = np.r_[starts, key.size].astype(np.int64)
-    pos_acc, pos_sec = acc_pos[starts], sec_pos[starts]
-    curves = tax_curves(offsets, quantity, cost_basis, acquired, price_all[pos_sec],
-                        st_rate[pos_acc], lt_rate[pos_acc], int(to_days(as_of)))
-    counts = np.diff(offsets)
-    L = lots_per_position or bucket(int(counts.max()) if counts.size else 1)
-    value_lots = np.bincount(acc_pos, weights=quantity * price_all[sec_pos], minlength=wanted.size) \
-        if key.size else np.zeros(wanted.size)
-    account_value = cash + value_lots
-    V = np.bincount(member, weights=account_value, minlength=B)
-    V = np.where(V > 0, V, 1.0)                       # an empty household: units of 1 USD
+def _restriction_flags(tables: Mapping[str, pa.Table], shard: Households, universe: Universe
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where a ``never_buy``, ``never_sell`` or ``exclude`` restriction covers a position: (B, m, n) bool each.
 
-    shape = (B, m, n, L)
-    width = np.zeros(shape)
-    lot_tax = np.zeros(shape)
-    lot_cost = np.zeros(shape)
-    lot_loss = np.zeros(shape, bool)
-    lot_row = -np.ones(shape, np.int64)
-    holdings = np.zeros((B, m, n))
-    # every lot at once: its position, its value to the objective, then its rank within the
-    # position when sorted by that value (the solver's curve order)
-    lot_position = np.repeat(np.arange(pos_acc.size), counts)
-    lot_acc = pos_acc[lot_position]
-    w, slope, gain = curves.width, curves.slope, curves.gain_per_dollar
-    valued = tax_policy.lot_costs(slope, gain, w, curves.long_term, harvest[lot_acc], theta[lot_acc],
-                                  lt_rate[lot_acc], as_of, policy)
-    waiting = tax_policy.near_long_term(acquired[curves.order], gain, curves.long_term,
-                                        int(to_days(as_of)), policy)
-    resort = np.lexsort((np.arange(valued.size), valued, lot_position))
-    position = lot_position[resort]
-    rank = np.arange(resort.size) - offsets[position]
-    a_of = pos_acc[position]
-    slots = (member[a_of], slot[a_of], local[pos_sec[position]], rank)
-    width[slots] = w[resort] / V[member[a_of]]
-    lot_tax[slots] = slope[resort]
-    lot_cost[slots] = valued[resort]
-    # a loss in any account counts for the wash-sale rule (CONTRACT §3 rule 6: anywhere in the household)
-    lot_loss[slots] = gain[resort] < 0
-    lot_row[slots] = rows_sorted[curves.order[resort]]
-    lot_gain = np.zeros(shape)
-    lot_gain[slots] = gain[resort]
-    lot_waiting = np.zeros(shape, bool)
-    lot_waiting[slots] = waiting[resort] & (slope[resort] > 0)
-    np.add.at(holdings, slots[:3], w[resort] / V[member[a_of]])
-
-    # restrictions
-    buy_upper = np.full((B, m, n), np.inf)
-    sell_upper = width.copy()
-    sell_lower = np.zeros(shape)
-    never_buy = np.zeros((B, m, n), bool)
-    never_sell = np.zeros((B, m, n), bool)
-    exclude = np.zeros((B, m, n), bool)
-    tags = securities.column(Col.tags).to_pylist()
-    tagged: dict[str, list[int]] = {}
-    for j in used:
-        for tag in tags[j] or ():
-            tagged.setdefault(tag, []).append(int(j))
+    What a restriction covers is :func:`engine.rebalance.targets.restriction_matrix`'s rule (the
+    security it names, or every security with its tag); restrictions of other accounts and
+    securities outside the universe are left out.
+    """
+    flags = tuple(np.zeros((shard.count, shard.size, universe.size), bool) for _ in range(3))
     restrictions = tables.get("restrictions")
-    if restrictions is not None and restrictions.num_rows:
-        r_acc = _strings(restrictions, Col.account_id)
-        r_rule = _strings(restrictions, Col.rule)
-        r_sec = _strings(restrictions, Col.security_id)
-        r_tag = _strings(restrictions, Col.tag)
-        for a_id, rule, s_id, tag in zip(r_acc, r_rule, r_sec, r_tag):
-            if a_id not in account_slot:
-                continue
-            h, s = account_slot[a_id]
-            if s_id is not None:
-                hit = [sec_index[s_id]] if s_id in sec_index else []
-            else:
-                hit = tagged.get(tag, [])
-            cols = [local[j] for j in hit if local[j] >= 0]
-            target = {"never_buy": never_buy, "never_sell": never_sell, "exclude": exclude}.get(rule)
-            if target is not None and cols:
-                target[h, s, cols] = True
+    if restrictions is None or not restrictions.num_rows:
+        return flags
+    real = universe.ids[:universe.real]
+    for rule, covered in zip((Rule.never_buy, Rule.never_sell, Rule.exclude), flags):
+        account, column = restriction_matrix(restrictions, tables["securities"], shard.account_ids, real,
+                                             rule).nonzero()
+        covered[shard.member[account], shard.slot[account], column] = True
+    return flags
+
+
+def _screen_bounds(lots: LotArrays, never_buy: np.ndarray, never_sell: np.ndarray, exclude: np.ndarray,
+                   shard: Households, account: AccountTerms) -> _Bounds:
+    """The bounds the restrictions and the waiting gains set, units of V.
+
+    ``never_buy`` and ``exclude`` → no buy; ``never_sell`` → no sale; ``exclude`` → every lot
+    sold (unless ``never_sell``); a gain near long-term is not sold, unless a screen forces it
+    or the account is short of its cash floor.
+    """
+    width = lots.width
+    buy_upper = np.full(lots.holdings.shape, np.inf)
+    sell_upper = width.copy()
+    sell_lower = np.zeros(width.shape)
     buy_upper[never_buy | exclude] = 0.0
     sell_upper[never_sell] = 0.0
     forced = exclude & ~never_sell
     sell_lower[forced] = width[forced]
     # near long-term gains wait, unless a screen forces them or the account needs cash
-    keep_cash = (_column(acc, Col.min_cash) + _column(acc, Col.reserve_cash) + _column(acc, Col.withdrawal))
-    short_of_cash = np.zeros((B, m), bool)
-    short_of_cash[member, slot] = cash < keep_cash
-    sell_upper[lot_waiting & ~forced[..., None] & ~short_of_cash[:, :, None, None]] = 0.0
-    # only held or targeted securities may be bought; padding never
-    targeted = np.zeros((B, n), bool)
-    tw = target_weights.tocoo()
-    w_star = np.zeros((B, n))
+    short_of_cash = shard.in_slots(account.cash < account.keep_cash, False, bool)
+    sell_upper[lots.waiting & ~forced[..., None] & ~short_of_cash[:, :, None, None]] = 0.0
+    return _Bounds(buy_upper, sell_upper, sell_lower)
+
+
+def _household_target(account_targets: ShardTargets, shard: Households, universe: Universe, account_value: np.ndarray,
+                      keep_cash: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The household target ``w* = Σ_a (value_a − keep_a)⁺ w_a / V`` (B, n), fractions of V, and where it is set.
+
+    The cash an account must keep (``keep_a``, USD) is not invested.
+    """
+    member, local = shard.member, universe.local
+    targeted = np.zeros((shard.count, universe.size), bool)
+    tw = account_targets.weights.tocoo()
+    w_star = np.zeros((shard.count, universe.size))
     invest = np.maximum(account_value - keep_cash, 0.0)
-    cols = local[target_sec[tw.col]]
+    cols = local[account_targets.security[tw.col]]
     ok = cols >= 0
     np.add.at(w_star, (member[tw.row[ok]], cols[ok]), tw.data[ok] * invest[tw.row[ok]])
     w_star /= V[:, None]
     targeted[member[tw.row[ok]], cols[ok]] = True
+    return w_star, targeted
+
+
+def _only_held_or_targeted(bounds: _Bounds, targeted: np.ndarray, holdings: np.ndarray, shard: Households) -> None:
+    """Only securities the household holds or targets may be bought, and none in padding slots, in place."""
+    buy_upper = bounds.buy_upper
     held = holdings.sum(axis=1) > 0
     buy_upper[np.broadcast_to(~(targeted | held)[:, None, :], buy_upper.shape)] = 0.0
-    present = np.zeros((B, m), bool)
-    present[member, slot] = True
+    present = shard.in_slots(True, False, bool)
     buy_upper[~present] = 0.0                         # padding accounts trade nothing
-    trading = np.zeros((B, m), bool)
-    trading[member, slot] = ~suspended
-    account_grid = np.full((B, m), None, dtype=object)
-    account_grid[member, slot] = wanted
 
-    # wash-sale blocks
+
+def _window_blocks(transactions: pa.Table | None, shard: Households, universe: Universe,
+                   group_code: np.ndarray, as_of: dt.date) -> tuple[wash_kernel.WashBlocks, np.ndarray] | None:
+    """The wash-sale blocks of the shard's households' recent trades, and the accounts their rows name.
+
+    A loss in any account of the household counts (rule 6).  A household-mate that is not
+    solved trades under a solved account's id (:func:`engine.rebalance.shards.household_transactions`);
+    it is named after the shard's accounts.  None where the shard has no trades.
+    """
+    if transactions is None or not transactions.num_rows:
+        return None
+    account_slot = shard.account_slot()
+    wanted = shard.account_ids
+    t_acc = strings(transactions, Col.account_id)
+    in_t = np.isin(t_acc, list(account_slot))
+    if not in_t.any():
+        return None
+    t = transactions.filter(pa.array(in_t))
+    t_acc = t_acc[in_t]
+    t_sec = np.asarray([universe.security_index.get(s, -1) for s in strings(t, Col.security_id)])
+    t_ok = t_sec >= 0
+    t_member = np.asarray([account_slot[a][0] for a in t_acc])
+    t_row = index_in(t_acc, wanted).copy()
+    traded_by = (strings(t, Col.traded_by) if Col.traded_by in t.column_names
+                 else np.full(t.num_rows, None, dtype=object))
+    outside = traded_by != None  # noqa: E711
+    outsiders = np.unique(traded_by[outside].astype(str))
+    t_row[outside] = wanted.size + np.searchsorted(outsiders, traded_by[outside].astype(str))
+    blocks = wash_kernel.wash_sale_blocks(
+        t_member[t_ok], group_code[t_sec[t_ok]], t_row[t_ok], t_sec[t_ok],
+        to_days(t.column(Col.trade_date))[t_ok],
+        wash_kernel.side_codes(strings(t, Col.side))[t_ok],
+        numbers(t, Col.quantity)[t_ok], numbers(t, Col.realized_gain)[t_ok],
+        int(to_days(as_of)))          # a loss in any account of the household counts (rule 6)
+    return blocks, np.concatenate([wanted, outsiders.astype(object)])
+
+
+def _wash_sale_blocks(tables: Mapping[str, pa.Table], shard: Households, universe: Universe, security: SecurityTerms,
+                      lot_rows: ShardLots, lots: LotArrays, bounds: _Bounds, trading: np.ndarray,
+                      never_sell: np.ndarray, as_of: dt.date) -> list[screen_window.HeldBack]:
+    """Apply the wash-sale rule's blocks to ``bounds``, in place; the screens that wait.
+
+    A blocked purchase → no buy of the group anywhere in the household; a blocked loss sale →
+    the group's loss lots may not be sold, except where a screen forces a loss sale of the
+    group in an account that trades (:func:`engine.rebalance.screen_window.screen_in_window`:
+    rule 6's exception, or the screen waits); either way the group is then not bought anywhere
+    in the household today.
+    """
+    found = _window_blocks(tables.get("transactions"), shard, universe, security.group_code, as_of)
+    if found is None:
+        return []
+    blocks, trader_ids = found
+    wash_group, group_codes_all = security.wash_group, security.group_code
+    account_grid = shard.in_slots(shard.account_ids, None, object)
+    purchases = screen_window.Purchases(
+        blocks, trader_ids, shard.member, shard.slot, universe.local, universe.security_ids, universe.ids,
+        account_grid, lots.row, lot_rows.quantity, lot_rows.acquired, trading, never_sell, security.price)
+    local_group = -np.ones(group_codes_all.max() + 1, np.int64)
+    local_group[group_codes_all[universe.used]] = wash_group[:universe.real]
+    # one block per (household, wash group), its sides blocked on every account of the
+    # household: all blocks at once (a 10,000-account night has some 90,000)
+    group = local_group[blocks.wash_group]
+    pairs = np.flatnonzero(group >= 0)
+    h_p, g_p = np.asarray(blocks.household)[pairs], group[pairs]
+    no_buy = np.asarray(blocks.buy_blocked, bool)[pairs]
+    no_loss = np.asarray(blocks.loss_sale_blocked, bool)[pairs]
+    buy_blocked = np.zeros((shard.count, int(wash_group.max()) + 1), bool)
+    buy_blocked[h_p[no_buy], g_p[no_buy]] = True
+    loss_blocked = np.zeros_like(buy_blocked)
+    loss_blocked[h_p[no_loss], g_p[no_loss]] = True
+    blocked_lots = loss_blocked[:, wash_group][:, None, :, None]                # (B, 1, n, 1)
+    # loss lots a screen forces out of an account that trades: rule 6's exception, or the screen waits
+    screened = lots.loss & (bounds.sell_lower > 0) & trading[:, :, None, None] & blocked_lots
+    screened_groups = np.zeros_like(buy_blocked)
+    s_h, _, s_i, _ = np.nonzero(screened)
+    screened_groups[s_h, wash_group[s_i]] = True
     held_back: list[screen_window.HeldBack] = []
-    transactions = tables.get("transactions")
-    if transactions is not None and transactions.num_rows:
-        t_acc = _strings(transactions, Col.account_id)
-        in_t = np.isin(t_acc, list(account_slot))
-        if in_t.any():
-            t = transactions.filter(pa.array(in_t))
-            t_acc = t_acc[in_t]
-            t_sec = np.asarray([sec_index.get(s, -1) for s in _strings(t, Col.security_id)])
-            t_ok = t_sec >= 0
-            t_member = np.asarray([account_slot[a][0] for a in t_acc])
-            t_row = index_in(t_acc, wanted).copy()
-            # a household-mate that is not solved trades under a solved account's id (engine.rebalance.shards)
-            traded_by = (_strings(t, Col.traded_by) if Col.traded_by in t.column_names
-                         else np.full(t.num_rows, None, dtype=object))
-            outside = traded_by != None  # noqa: E711
-            outsiders = np.unique(traded_by[outside].astype(str))
-            t_row[outside] = wanted.size + np.searchsorted(outsiders, traded_by[outside].astype(str))
-            blocks = wash_kernel.wash_sale_blocks(
-                t_member[t_ok], group_codes_all[t_sec[t_ok]], t_row[t_ok], t_sec[t_ok],
-                to_days(t.column(Col.trade_date))[t_ok],
-                wash_kernel.side_codes(_strings(t, Col.side))[t_ok],
-                _column(t, Col.quantity)[t_ok], _column(t, Col.realized_gain, fill=np.nan)[t_ok],
-                int(to_days(as_of)))          # a loss in any account of the household counts (rule 6)
-            purchases = screen_window.Purchases(
-                blocks, np.concatenate([wanted, outsiders.astype(object)]), member, slot, local, sec_ids, universe,
-                account_grid, lot_row, lot_quantity, lot_acquired, trading, never_sell, price)
-            local_group = -np.ones(group_codes_all.max() + 1, np.int64)
-            local_group[group_codes_all[used]] = wash_group[:n_real]
-            # one block per (household, wash group), its sides blocked on every account of the
-            # household: all blocks at once (a 10,000-account night has some 90,000)
-            group = local_group[blocks.wash_group]
-            pairs = np.flatnonzero(group >= 0)
-            h_p, g_p = np.asarray(blocks.household)[pairs], group[pairs]
-            no_buy = np.asarray(blocks.buy_blocked, bool)[pairs]
-            no_loss = np.asarray(blocks.loss_sale_blocked, bool)[pairs]
-            buy_blocked = np.zeros((B, int(wash_group.max()) + 1), bool)
-            buy_blocked[h_p[no_buy], g_p[no_buy]] = True
-            loss_blocked = np.zeros_like(buy_blocked)
-            loss_blocked[h_p[no_loss], g_p[no_loss]] = True
-            blocked_lots = loss_blocked[:, wash_group][:, None, :, None]                # (B, 1, n, 1)
-            # loss lots a screen forces out of an account that trades: rule 6's exception, or the screen waits
-            screened = lot_loss & (sell_lower > 0) & trading[:, :, None, None] & blocked_lots
-            screened_groups = np.zeros_like(buy_blocked)
-            s_h, _, s_i, _ = np.nonzero(screened)
-            screened_groups[s_h, wash_group[s_i]] = True
-            for pair, h, g in zip(pairs[no_loss], h_p[no_loss], g_p[no_loss]):
-                if screened_groups[h, g]:
-                    in_group = np.flatnonzero(wash_group == g)
-                    held_back += screen_window.screen_in_window(purchases, pair, h, in_group,
-                                                                screened[h][:, in_group], width, sell_lower)
-                    buy_blocked[h, g] = True
-            buy_upper[np.broadcast_to(buy_blocked[:, None, wash_group], buy_upper.shape)] = 0.0
-            sell_upper[lot_loss & (sell_lower <= 0) & blocked_lots] = 0.0
-
-    _asset_location(buy_upper, lot_cost, member, slot, tax_status, theta, account_value, keep_cash,
-                    class_of_security, classes, w_star, policy)
-    _force_harvest(sell_lower, sell_upper, width, lot_loss, lot_gain, member, slot, taxable & harvest,
-                   V, policy)
-
-    # account rows
-    def per_slot(values, fill):
-        out = np.full((B, m), fill, dtype=float)
-        out[member, slot] = values
-        return out
-
-    max_cash = _column(acc, Col.max_cash, fill=np.nan).astype(float)
-    cap = np.where(np.isnan(max_cash), np.inf,
-                   max_cash + _column(acc, Col.withdrawal) + _column(acc, Col.reserve_cash))
-    budget = tax_policy.prorated_budget(_column(acc, Col.tax_budget, fill=np.nan), as_of, policy)
-    ytd = st_rate * _column(acc, Col.realized_st_ytd) + lt_rate * _column(acc, Col.realized_lt_ytd)
-    budget = np.where(np.isnan(budget) | ~taxable, np.inf, budget - ytd)
-    turnover = _column(acc, Col.turnover_limit, fill=np.nan).astype(float)
-    turnover = np.where(np.isnan(turnover), np.inf, turnover * np.maximum(account_value, 0.0))
-    floor = np.where(suspended, -np.inf, keep_cash)
-    cap = np.where(suspended, np.inf, cap)
-    for a in np.flatnonzero(suspended):
-        h, s = member[a], slot[a]
-        buy_upper[h, s] = 0.0
-        sell_upper[h, s] = 0.0
-        sell_lower[h, s] = 0.0
-    scale = V[member]
-    # asset classes
-    C = len(classes)
-    class_target = np.zeros((B, C))
-    for c in range(C):
-        class_target[:, c] = w_star[:, class_of_security == c].sum(axis=1)
-    bands = targets.bands[target_rows]
-    band = np.zeros((B, C))
-    np.add.at(band, member, bands * np.maximum(account_value, 0.0)[:, None])
-    band /= V[:, None]
-    band = np.where(band > 0, band, np.inf)
-
-    problem = ProblemBatch(
-        exposures=X, factor_covariance=F, specific_variance=d, spread=spread,
-        asset_class=class_of_security, wash_group=wash_group, penalties=np.asarray(DEFAULT_PENALTIES),
-        risk_aversion=np.full(B, policy.risk_aversion), target=w_star, holdings=holdings,
-        buy_upper=buy_upper, lot_width=width, lot_cost=lot_cost, lot_tax=lot_tax, lot_loss=lot_loss,
-        sell_lower=np.minimum(sell_lower, sell_upper), sell_upper=sell_upper,
-        cash=per_slot(cash / scale, 0.0), cash_floor=per_slot(floor / scale, -np.inf),
-        cash_cap=per_slot(cap / scale, np.inf), tax_budget=per_slot(budget / scale, np.inf),
-        turnover_limit=per_slot(turnover / scale, np.inf),
-        account_value=per_slot(account_value / scale, 0.0),
-        class_target=class_target, class_band=band)
-    index = BatchIndex(households.astype(object), account_grid, universe, V, lot_row, tuple(held_back))
-    return problem, index
+    for pair, h, g in zip(pairs[no_loss], h_p[no_loss], g_p[no_loss]):
+        if screened_groups[h, g]:
+            in_group = np.flatnonzero(wash_group == g)
+            held_back += screen_window.screen_in_window(purchases, pair, h, in_group,
+                                                        screened[h][:, in_group], lots.width, bounds.sell_lower)
+            buy_blocked[h, g] = True
+    bounds.buy_upper[np.broadcast_to(buy_blocked[:, None, wash_group], bounds.buy_upper.shape)] = 0.0
+    bounds.sell_upper[lots.loss & (bounds.sell_lower <= 0) & blocked_lots] = 0.0
+    return held_back
 
 
 def _asset_location(buy_upper, lot_cost, member, slot, tax_status, theta, account_value, keep_cash,
@@ -499,3 +391,54 @@ def _force_harvest(sell_lower, sell_upper, width, lot_loss, lot_gain, member, sl
                                            usd.ravel(), open_.ravel(), policy)
         amount = forced.reshape(usd.shape) / V[h]
         sell_lower[h, s] = np.maximum(sell_lower[h, s], np.minimum(amount, sell_upper[h, s]))
+
+
+def _account_limits(rows: pa.Table, account: AccountTerms, account_value: np.ndarray, as_of: dt.date,
+                    policy: PolicyConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each account's cash floor, cash cap, tax budget left and turnover limit, USD (A,) each.
+
+    Floor ``min_cash + reserve_cash + withdrawal``; cap ``max_cash + withdrawal +
+    reserve_cash``; the tax still allowed this year ``tax_budget − st_rate·realized_st_ytd −
+    lt_rate·realized_lt_ytd`` (prorated by :func:`engine.rebalance.policy.prorated_budget`);
+    turnover ``turnover_limit × value``.  No limit is ±inf; a suspended account has no cash rows.
+    """
+    taxable, suspended = account.taxable, account.suspended
+    max_cash = numbers(rows, Col.max_cash).astype(float)
+    cap = np.where(np.isnan(max_cash), np.inf,
+                   max_cash + numbers(rows, Col.withdrawal) + numbers(rows, Col.reserve_cash))
+    budget = tax_policy.prorated_budget(numbers(rows, Col.tax_budget), as_of, policy)
+    ytd = account.st_rate * numbers(rows, Col.realized_st_ytd) + account.lt_rate * numbers(rows, Col.realized_lt_ytd)
+    budget = np.where(np.isnan(budget) | ~taxable, np.inf, budget - ytd)
+    turnover = numbers(rows, Col.turnover_limit).astype(float)
+    turnover = np.where(np.isnan(turnover), np.inf, turnover * np.maximum(account_value, 0.0))
+    floor = np.where(suspended, -np.inf, account.keep_cash)
+    cap = np.where(suspended, np.inf, cap)
+    return floor, cap, budget, turnover
+
+
+def _suspend(bounds: _Bounds, shard: Households, suspended: np.ndarray) -> None:
+    """Every variable of a suspended account fixed at 0, in place."""
+    for a in np.flatnonzero(suspended):
+        h, s = shard.member[a], shard.slot[a]
+        bounds.buy_upper[h, s] = 0.0
+        bounds.sell_upper[h, s] = 0.0
+        bounds.sell_lower[h, s] = 0.0
+
+
+def _class_targets(w_star: np.ndarray, security: SecurityTerms, targets: Targets, account_targets: ShardTargets,
+                   shard: Households, account_value: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each household's asset-class targets and bands (B, C), fractions of V.
+
+    The target of a class is ``w*`` summed over its securities; the band is the accounts' bands
+    weighted by their values (inf where none is set).
+    """
+    C = len(security.asset_classes)
+    class_target = np.zeros((shard.count, C))
+    for c in range(C):
+        class_target[:, c] = w_star[:, security.asset_class == c].sum(axis=1)
+    bands = targets.bands[account_targets.rows]
+    band = np.zeros((shard.count, C))
+    np.add.at(band, shard.member, bands * np.maximum(account_value, 0.0)[:, None])
+    band /= V[:, None]
+    band = np.where(band > 0, band, np.inf)
+    return class_target, band

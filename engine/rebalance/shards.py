@@ -5,20 +5,24 @@ one padded batch (:mod:`engine.rebalance.problem`).  A vmapped solve pads every
 household to the largest of its batch and runs until its slowest member
 converges, so households of like shape go together:
 
-* ``m``: accounts in the household, padded to a power of two;
-* ``L``: most lots any of its positions holds, padded to a power of four;
-* ``n``: securities it holds or targets, padded to :func:`pad_universe`'s
-  ladder (64 × 1, 2, 4, 8, 12, 16, 24, 32, ...);
-* ``P``: lots it holds, padded to :func:`engine.solver.layout.pad_lots`'s
-  ladder (64, 128, 256, ...): the solver runs on each household's real
-  lots (the compact layout), so this, not ``m × n × L``, is what an
-  iteration costs; ``L`` only sizes the dense arrays of assembly.
+* ``m``: accounts in the household, padded to a power of two
+  (:func:`~engine.solver.shapes.pad_accounts`);
+* ``L``: most lots any of its positions holds, padded to a power of four
+  (:func:`~engine.solver.shapes.pad_position_lots`);
+* ``n``: securities it holds or targets, padded to
+  :func:`~engine.solver.shapes.pad_securities`' ladder (64 × 1, 2, 4, 8, 12,
+  16, 24, 32, ...);
+* ``P``: lots it holds, padded to
+  :func:`~engine.solver.shapes.pad_household_lots`' ladder (64, 128, 256,
+  ...): the solver runs on each household's real lots (the compact layout),
+  so this, not ``m × n × L``, is what an iteration costs; ``L`` only sizes
+  the dense arrays of assembly.
 
-The ladders are coarse on purpose: every distinct shape costs a compile of
-10–20 s per actor (less from JAX's persistent cache), and a padded variable
-costs only its share of an iteration.  For the same reason a shape of few
-households is solved in a larger shape of the book that covers it
-(:func:`merge_rare_shapes`).
+The ladders (:mod:`engine.solver.shapes`) are coarse on purpose: every
+distinct shape costs a compile of 10–20 s per actor (less from JAX's
+persistent cache), and a padded variable costs only its share of an
+iteration.  For the same reason a shape of few households is solved in a
+larger shape of the book that covers it (:func:`merge_rare_shapes`).
 
 Within a shape, households are taken in household-id order (deterministic)
 and cut into shards of at most ``RunConfig.shard_accounts`` accounts and
@@ -42,9 +46,8 @@ import pyarrow.compute as pc
 from engine.contract.arrow import index_in, one_chunk, unique_sorted
 from engine.contract.config import RunConfig
 from engine.contract.schema import Col
-from engine.rebalance.problem import SECURITY_BUCKET, bucket
 from engine.rebalance.targets import Targets
-from engine.solver.layout import pad_lots as pad_lots_total
+from engine.solver.shapes import MIN_BUCKET, pad_accounts, pad_household_lots, pad_position_lots, pad_securities
 
 #: The tables every shard shares (the driver ``ray.put``s them once).
 SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models", "templates")
@@ -93,22 +96,6 @@ class Shard:
     def work(self) -> int:
         """The shard's share of the solver's work: :func:`shape_work` times its households."""
         return self.households * shape_work(self.key)
-
-
-def pad_universe(count: int) -> int:
-    """Securities of a shard's universe, padded: 64 × (1, 2, 4, 8, 12, 16, 24, 32, 48, ...)."""
-    size = SECURITY_BUCKET
-    while size < count:
-        size = size * 2 if size < 8 * SECURITY_BUCKET else size * 3 // 2 if (size // SECURITY_BUCKET) % 3 else size * 4 // 3
-    return size
-
-
-def pad_lots(count: int) -> int:
-    """Lots per position, padded to a power of four."""
-    size = 1
-    while size < count:
-        size *= 4
-    return size
 
 
 #: A rare shape joins a larger one where that costs a household at most this many times its
@@ -256,10 +243,10 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
     universe = np.bincount(pairs // S, minlength=H)
     members = np.bincount(member, minlength=H)
 
-    m = np.asarray([bucket(int(c)) for c in members])
-    L = np.asarray([pad_lots(int(c)) for c in most_lots])
-    n = np.asarray([pad_universe(int(c)) for c in universe])
-    P = np.asarray([pad_lots_total(int(c)) for c in household_lots])
+    m = np.asarray([pad_accounts(int(c)) for c in members])
+    L = np.asarray([pad_position_lots(int(c)) for c in most_lots])
+    n = np.asarray([pad_securities(int(c)) for c in universe])
+    P = np.asarray([pad_household_lots(int(c)) for c in household_lots])
     m, L, n, P = merge_rare_shapes(np.stack([m, L, n, P], axis=1), run.min_shape_households).T
     order = np.lexsort((households, P, n, L, m))
     by_household = np.argsort(member, kind="stable")
@@ -288,12 +275,10 @@ def shard_sizes(households: int, most: int) -> list[int]:
     128, 128 and 16 households share the programs that the solver's
     compaction uses anyway, where shards of 144 would each compile their
     own.  Full shards come first, then the rest in falling powers of two;
-    a last rest of fewer than :data:`~engine.solver.driver.MIN_BUCKET`
+    a last rest of fewer than :data:`~engine.solver.shapes.MIN_BUCKET`
     households is a shard of its own (the nightly job's actors run it
     padded to that: ``engine.rebalance.pipeline.solve_shard(households=...)``).
     """
-    from engine.solver.driver import MIN_BUCKET
-
     full = 1 << (max(most, 1).bit_length() - 1)
     sizes = [full] * (households // full)
     rest = households % full

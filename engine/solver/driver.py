@@ -39,6 +39,7 @@ from engine.solver import admm, evaluate, ipm
 from engine.solver.layout import LotLayout, compact_problem, compact_state, expand_state, lot_layout
 from engine.solver.programs import persistent
 from engine.solver.repair import objective_tolerance, repair, without_dust
+from engine.solver.shapes import pad_batch, pad_running_batch
 from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SOLVED, ProblemBatch, SolverResult, SolverState,
                                  batch_size, take)
 
@@ -245,25 +246,6 @@ def _take(problem: ProblemBatch, state, index):
 
 #: ``SolverConfig.lot_layout`` → ``lot_layout(dense=...)``.
 _LAYOUTS = {"auto": None, "compact": False, "dense": True}
-#: Smallest batch the unconverged households are compacted into (fewer compiles).
-MIN_BUCKET = 4
-
-
-def _bucket(count: int, total: int) -> int:
-    """The batch ``count`` households run in: 4, 8, 12, 16, 24, 32, 48, ... (at most ``total``).
-
-    Powers of two and three quarters of them: every batch size compiles
-    every jitted step once per shape (and an actor that holds too many
-    compiled programs runs out of memory maps), while a frozen or padded
-    slot costs a whole iteration.  The wash-sale re-solve of most of a batch
-    (say 92 of 128 households) runs at 96, not 128.
-    """
-    size = MIN_BUCKET
-    while size < count:
-        size *= 2
-    if size >= 4 * MIN_BUCKET and count <= size * 3 // 4:
-        size = size * 3 // 4
-    return min(size, total)
 
 
 def _fixed(problem: ProblemBatch) -> np.ndarray:
@@ -282,8 +264,8 @@ def _iterate(problem: ProblemBatch, state, config: SolverConfig,
     """Run chunks until every household in ``active`` has a final status.
 
     The unconverged households are compacted into a smaller batch (see
-    :func:`_bucket`) whenever one fits them; households that finish in
-    between are frozen in place.  Households ``fixed`` (see :func:`_fixed`)
+    :func:`~engine.solver.shapes.pad_running_batch`) whenever one fits them;
+    households that finish in between are frozen in place.  Households ``fixed`` (see :func:`_fixed`)
     are solved at their start and never iterate.  Returns the state and the
     iterations each household ran here.
     """
@@ -297,7 +279,7 @@ def _iterate(problem: ProblemBatch, state, config: SolverConfig,
     sub_problem = sub_state = None
     while running.any():
         live = np.flatnonzero(running)
-        size = _bucket(live.size, total)
+        size = pad_running_batch(live.size, total)
         if index is None or size < index.size:
             if sub_state is not None:
                 state = _scatter(state, sub_state, _on_device(index))
@@ -381,11 +363,6 @@ def _drop_wash_dust(problem: ProblemBatch, buy, sell) -> ProblemBatch:
         sell_upper=np.where(loss & _group_lots(problem, drop_sales), 0.0, np.asarray(problem.sell_upper)))
 
 
-def _batch_size(households: int) -> int:
-    """The batch a solve runs at: the next power of two (1, 2, 4, 8, ...)."""
-    return 1 << max(households - 1, 0).bit_length()
-
-
 def _pad_batch(problem: ProblemBatch, warm: SolverState | None, size: int):
     """``problem`` (and ``warm``) padded to ``size`` households by fixed copies of the first.
 
@@ -427,7 +404,7 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
     lots
         Pad the compact lot layout (:mod:`engine.solver.layout`) to at least
         this many lots per household (default: the batch's most real lots, on
-        :func:`~engine.solver.layout.pad_lots`'s ladder): a shard's planned P,
+        :func:`~engine.solver.shapes.pad_household_lots`'s ladder): a shard's planned P,
         so that every shard of a shape compiles one program.  A household
         solved alone at its batch's padding sees the same arrays as in the
         batch (XLA may still round a batch of one differently).
@@ -444,7 +421,7 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
         missing cash, and the final state for the next warm start.
     """
     total = batch_size(problem)
-    size = _batch_size(max(total, households or 0))
+    size = pad_batch(max(total, households or 0))
     if size > total:
         padded, padded_warm = _pad_batch(problem, warm, size)
         return _first_households(solve(padded, config, padded_warm, lots=lots), total)

@@ -11,14 +11,15 @@ variables, so padding costs its full share of the time.
 
 The compact layout keeps each household's *real* lots (a width, or a sale
 allowed or forced), in their dense order, in a (B, P) array; P is the most
-real lots of any household of the batch, padded to :func:`pad_lots` (a
-ladder, so a night compiles a handful of sizes).  ``lot_position`` (B, P)
-says which position ``a·n + i`` a lot belongs to; sums over a position's lots
-are segment sums over it (``jax.ops.segment_sum``, sorted indices) and
-broadcasts are gathers.  Padding lots have width, cost, tax and bounds 0 (a
-fixed variable at 0, as in the dense layout) and sit at position ``m·n``,
-past the last, which no sum keeps and no broadcast reaches: the maps stay
-each other's transposes, and the positions sorted.
+real lots of any household of the batch, padded to
+:func:`~engine.solver.shapes.pad_household_lots` (a ladder, so a night
+compiles a handful of sizes).  ``lot_position`` (B, P) says which position
+``a·n + i`` a lot belongs to; sums over a position's lots are segment sums
+over it (``jax.ops.segment_sum``, sorted indices) and broadcasts are
+gathers.  Padding lots have width, cost, tax and bounds 0 (a fixed variable
+at 0, as in the dense layout) and sit at position ``m·n``, past the last,
+which no sum keeps and no broadcast reaches: the maps stay each other's
+transposes, and the positions sorted.
 
 The layout is fixed for the whole of one ``solve``: its re-solves only lower
 sale bounds to 0, which turns a real lot into a fixed one.  Where a batch is
@@ -33,27 +34,18 @@ from typing import NamedTuple
 
 import numpy as np
 
+from engine.solver.shapes import pad_household_lots
 from engine.solver.types import ProblemBatch, SolverState
 
 #: The lot fields of ``ProblemBatch``: (B, m, n, L) dense, (B, P) compact.
 LOT_FIELDS = ("lot_width", "lot_cost", "lot_tax", "lot_loss", "sell_lower", "sell_upper")
 #: The lot fields of ``SolverState``.
 STATE_LOT_FIELDS = ("sell", "z_sell", "y_sell")
-#: Fewest lots per household of a compact batch.
-MIN_LOTS = 64
 #: The compact layout is used where the dense one has at least this many lot slots per compact lot.
 #: Its position sums are scatters (about 9 ns an element on XLA's CPU backend, some 18 an
 #: interior-point iteration): at (500 securities, 1 account) of the solver benchmark, 4,500 dense
 #: slots for 4,096 compact lots, an iteration cost 1.0 ms compact and 0.44 ms dense.
 COMPACT_RATIO = 2.0
-
-
-def pad_lots(count: int) -> int:
-    """Lots per household of a compact batch: 64, 128, 256, 512, ... (each size compiles once per shape)."""
-    size = MIN_LOTS
-    while size < count:
-        size *= 2
-    return size
 
 
 class LotLayout(NamedTuple):
@@ -129,7 +121,7 @@ def lot_layout(problem: ProblemBatch, lots: int | None = None, dense: bool | Non
     real = ((width > 0) | (np.asarray(problem.sell_upper) > 0)
             | (np.asarray(problem.sell_lower) > 0)).reshape(B, -1)
     counts = real.sum(axis=1)
-    P = min(max(pad_lots(int(counts.max()) if B else 1), lots or 0), m * n * L)
+    P = min(max(pad_household_lots(int(counts.max()) if B else 1), lots or 0), m * n * L)
     if dense is None:
         dense = m * n * L < COMPACT_RATIO * P
     if dense:                                   # compact and expand are the identity: no index to build
