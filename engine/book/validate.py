@@ -162,13 +162,8 @@ def check_models(tables: Tables, policy: PolicyConfig) -> None:
         raise BookError(f"model weights must be positive, got {weight[row]} for security "
                         f"{models.column(Col.security_id)[row].as_py()}",
                         table="models", column=Col.weight, key=models.column(Col.model_id)[row].as_py())
-    sums = models.group_by(Col.model_id).aggregate([(Col.weight, "sum")])
-    off = np.abs(numbers(sums, f"{Col.weight}_sum", fill=None) - 1.0) > policy.model_weight_tolerance
-    if off.any():
-        row = int(np.argmax(off))
-        raise BookError(f"model weights sum to {numbers(sums, f'{Col.weight}_sum', fill=None)[row]:.10g}; "
-                        f"expected 1 (within {policy.model_weight_tolerance:g})",
-                        table="models", column=Col.weight, key=sums.column(Col.model_id)[row].as_py())
+    _check_weights_sum_to_one(models, "models", Col.model_id, "model", policy,
+                              f" (within {policy.model_weight_tolerance:g})")
     known = tables["securities"].column(Col.security_id)
     unknown = pc.invert(pc.is_in(models.column(Col.security_id), value_set=known))
     if pc.any(unknown).as_py():
@@ -176,6 +171,18 @@ def check_models(tables: Tables, policy: PolicyConfig) -> None:
         raise BookError(f"model holds security {row.column(Col.security_id)[0].as_py()!r} that is "
                         f"not in the securities table", table="models", column=Col.security_id,
                         key=row.column(Col.model_id)[0].as_py())
+
+
+def _check_weights_sum_to_one(table: pa.Table, name: str, key: str, what: str, policy: PolicyConfig,
+                              within: str) -> None:
+    """The ``weight`` of each ``key`` group of ``table`` sums to 1 (within the policy's tolerance)."""
+    sums = table.group_by(key).aggregate([(Col.weight, "sum")])
+    total = numbers(sums, f"{Col.weight}_sum", fill=None)
+    off = np.abs(total - 1.0) > policy.model_weight_tolerance
+    if off.any():
+        row = int(np.argmax(off))
+        raise BookError(f"{what} weights sum to {total[row]:.10g}; expected 1{within}",
+                        table=name, column=Col.weight, key=sums.column(key)[row].as_py())
 
 
 def check_templates(tables: Tables, policy: PolicyConfig) -> None:
@@ -200,13 +207,7 @@ def check_templates(tables: Tables, policy: PolicyConfig) -> None:
                         f"{templates.column(Col.asset_class)[parent].as_py()!r} is not in the models table",
                         table="templates", column=Col.alternatives,
                         key=templates.column(Col.template_id)[parent].as_py())
-    sums = templates.group_by(Col.template_id).aggregate([(Col.weight, "sum")])
-    off = np.abs(numbers(sums, f"{Col.weight}_sum", fill=None) - 1.0) > policy.model_weight_tolerance
-    if off.any():
-        row = int(np.argmax(off))
-        raise BookError(f"template weights sum to {numbers(sums, f'{Col.weight}_sum', fill=None)[row]:.10g}; "
-                        f"expected 1",
-                        table="templates", column=Col.weight, key=sums.column(Col.template_id)[row].as_py())
+    _check_weights_sum_to_one(templates, "templates", Col.template_id, "template", policy, "")
     lo, w, hi, band = (numbers(templates, c, fill=None)
                        for c in (Col.min_weight, Col.weight, Col.max_weight, Col.band))
     bad = ~((lo <= w) & (w <= hi) & (lo >= 0) & (hi <= 1) & (band >= 0))

@@ -444,21 +444,41 @@ def solve(problem: ProblemBatch, config: SolverConfig = SolverConfig(),
     else:
         state = warm._replace(status=jnp.full(total, admm.RUNNING, jnp.int32))
     state, iterations = _iterate(device_problem, state, config, np.ones(total, bool), fixed=_fixed(prepared))
-    buy, sell = _solution(prepared, device_problem, state, config)
+
+    def resolve(device_problem, state, changed):
+        return _iterate(device_problem, state, config, changed)
+
+    def solution(prepared, device_problem, state):
+        return _solution(prepared, device_problem, state, config)
+
+    prepared, _, state, iterations, buy, sell = _wash_resolves(prepared, device_problem, state, iterations, config,
+                                                               dtype, resolve, solution)
+    return _result(dense, prepared, layout, missing, state, iterations, buy, sell)
+
+
+def _wash_resolves(prepared, device_problem, state, iterations, config: SolverConfig, dtype, resolve, solution):
+    """The wash-sale re-solves of a first solve (``state``), for either method.
+
+    Each round fixes one side of every wash group that came out two-sided (``_wash_round``) and
+    solves the changed households again, ``resolve(device_problem, state, changed) → (state,
+    iterations)``; ``solution(prepared, device_problem, state) → (buy, sell)`` reads the
+    solution, USD / household value.  Groups still two-sided after the last round (rare) have
+    their buys dropped; what is left two-sided is below ``wash_tolerance`` on one side, which is
+    dropped (``_separate_wash``).  Returns ``(prepared, device_problem, state, iterations, buy, sell)``.
+    """
+    buy, sell = solution(prepared, device_problem, state)
     rounds = config.wash_rounds
     for round_ in range(rounds):
         prepared, buy, sell, changed = _wash_round(prepared, buy, sell, config, last=round_ == rounds - 1)
         if not changed.any():
             break
         device_problem = _device_problem(prepared, dtype)
-        state, more = _iterate(device_problem, state, config, changed)
+        state, more = resolve(device_problem, state, changed)
         iterations += more
-        buy, sell = _solution(prepared, device_problem, state, config)
+        buy, sell = solution(prepared, device_problem, state)
     if rounds > 0:
-        # still two-sided after the last re-solve (rare): the buys of the group are dropped;
-        # what is left two-sided is below wash_tolerance on one side: drop that side
         prepared, buy, sell = _separate_wash(prepared, buy, sell, config)
-    return _result(dense, prepared, layout, missing, state, iterations, buy, sell)
+    return prepared, device_problem, state, iterations, buy, sell
 
 
 def _device_state(state: SolverState, layout: LotLayout, dtype) -> SolverState:
@@ -489,23 +509,16 @@ def _solve_ipm(dense, prepared, missing, device_problem, layout: LotLayout, conf
     state, iterations = _iterate(device_problem, state, config, np.ones(total, bool), _ipm_chunk,
                                  fixed=_fixed(prepared))
 
-    def solution(prepared, state):
+    def resolve(device_problem, state, changed):
+        state = _ipm_restart(device_problem, state, _ipm_init(device_problem, config), _on_device(changed))
+        return _iterate(device_problem, state, config, changed, _ipm_chunk)
+
+    def solution(prepared, device_problem, state):
         return without_dust(prepared, np.asarray(state.best_buy, float), np.asarray(state.best_sell, float),
                             config)
 
-    buy, sell = solution(prepared, state)
-    rounds = config.wash_rounds
-    for round_ in range(rounds):
-        prepared, buy, sell, changed = _wash_round(prepared, buy, sell, config, last=round_ == rounds - 1)
-        if not changed.any():
-            break
-        device_problem = _device_problem(prepared, dtype)
-        state = _ipm_restart(device_problem, state, _ipm_init(device_problem, config), _on_device(changed))
-        state, more = _iterate(device_problem, state, config, changed, _ipm_chunk)
-        iterations += more
-        buy, sell = solution(prepared, state)
-    if rounds > 0:
-        prepared, buy, sell = _separate_wash(prepared, buy, sell, config)
+    prepared, device_problem, state, iterations, buy, sell = _wash_resolves(
+        prepared, device_problem, state, iterations, config, dtype, resolve, solution)
     return _result(dense, prepared, layout, missing, _ipm_solver_state(device_problem, state),
                    iterations, buy, sell)
 
