@@ -147,7 +147,7 @@ def main() -> None:  # pragma: no cover - the console script
 def check(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of the book."),
           run: str = typer.Option(..., "--run", help="Folder or URI the run was written under (OUT)."),
           show: int = typer.Option(50, "--show", min=0, help="Violations to print.")):
-    """Check a committed run against its book, rule by rule (CONTRACT §3); exit 1 on a violation."""
+    """Check a committed run against its book, rule by rule (docs/contract.md §3); exit 1 on a violation."""
     from engine.book.runs import read_run
     from engine.book.storage import read_book
     from engine.review.check import check_run, violations_by_rule

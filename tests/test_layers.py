@@ -1,4 +1,4 @@
-"""The code's shape, read from its source (STYLE.md): imports point one way; the contract is named once."""
+"""The code's shape, read from its source (docs/architecture.md): imports point one way; the contract is named once."""
 
 from __future__ import annotations
 

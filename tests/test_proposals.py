@@ -1,4 +1,4 @@
-"""Proposals: solver results → trades and accounts rows that pass the independent check of CONTRACT §3.
+"""Proposals: solver results → trades and accounts rows that pass the check of docs/contract.md §3.
 
 Every book here has the same problem shapes (8 households of up to 4 accounts, one universe
 bucket), so the solver compiles once for the module.

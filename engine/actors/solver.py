@@ -43,7 +43,7 @@ ACTOR_ENV = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_paralleli
 #: Driver environment variables passed on to the actors.
 FORWARDED_ENV = (CHAOS_CRASH_HOUSEHOLDS, CHAOS_EXIT_ONCE, "JAX_COMPILATION_CACHE_DIR", "JAX_PLATFORMS")
 #: XLA's GPU reductions and scatters are otherwise free to add in any order: on an H200 the same
-#: shard gave different trades on every solve, which CONTRACT's re-run rule forbids.
+#: shard gave different trades on every solve, which the contract's re-run rule forbids.
 GPU_DETERMINISM = "--xla_gpu_deterministic_ops=true"
 
 

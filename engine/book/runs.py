@@ -1,4 +1,4 @@
-"""Writing proposal runs (CONTRACT §2) atomically through fsspec.
+"""Writing proposal runs (docs/contract.md §2) atomically through fsspec.
 
 A run is written under ``OUT/_staging/<run_id>/`` first, one part file at a
 time.  :meth:`RunWriter.commit` then writes ``manifest.json`` into the

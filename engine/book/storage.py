@@ -1,4 +1,4 @@
-"""Reading and writing books (CONTRACT §1) through fsspec.
+"""Reading and writing books (docs/contract.md §1) through fsspec.
 
 A book is a folder on any fsspec URI (a plain path, ``file://``,
 ``memory://``, ``s3://``) holding ``book.json`` and one Parquet dataset per

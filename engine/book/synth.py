@@ -1,4 +1,4 @@
-"""Realistic, deterministic synthetic books of any size (CONTRACT §1).
+"""Realistic, deterministic synthetic books of any size (docs/contract.md §1).
 
 The universe is built once from the seed:
 

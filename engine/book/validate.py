@@ -1,4 +1,4 @@
-"""Validation of a book's tables (CONTRACT §1).
+"""Validation of a book's tables (docs/contract.md §1).
 
 Two kinds of problems:
 
@@ -508,7 +508,7 @@ def validate(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> pa.Table:
     Returns
     -------
     pa.Table
-        The ``rejections`` table (CONTRACT §2), sorted by account.
+        The ``rejections`` table (docs/contract.md §2), sorted by account.
 
     Raises
     ------

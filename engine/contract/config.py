@@ -43,7 +43,7 @@ class PolicyConfig:
         ``harvest_year_end_scale``).  The solver already weighs a harvest's
         spread and tracking error against the loss, so the thresholds only
         keep off losses too small to be worth a ticket; higher thresholds
-        harvest less (the backtest of the README: at 5% and USD 100 Canopy's
+        harvest less (the backtest of docs/backtest.md: at 5% and USD 100 Canopy's
         tax alpha fell below the monthly harvester's on 500 stocks).
     harvest_min_dollars
         Smallest loss worth harvesting, in USD.
@@ -88,7 +88,7 @@ class PolicyConfig:
         with the harvest thresholds above kept the backtest's tracking error
         below the monthly harvester's on every history tried; the realized
         tracking error of a 20-stock account moves with it by tenths of a
-        percent either way, not monotonically (README, "Tax alpha").
+        percent either way, not monotonically (docs/backtest.md).
     """
 
     stale_price_days: int = 5

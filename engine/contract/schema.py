@@ -1,4 +1,4 @@
-"""The data contract (``shared/CONTRACT.md``, version 1) in code.
+"""The data contract (``docs/contract.md``, version 1) in code.
 
 This module is the one place that spells out column names and Arrow types.
 Every other module refers to columns through :class:`Col` and to tables
@@ -157,7 +157,7 @@ class TaxStatus:
 
 
 class Rule:
-    """Restriction rules (CONTRACT §1, restrictions)."""
+    """Restriction rules (docs/contract.md §1, restrictions)."""
     never_buy = "never_buy"
     never_sell = "never_sell"
     exclude = "exclude"
@@ -176,7 +176,7 @@ class Term:
 
 
 class Reason:
-    """Why a trade is proposed (CONTRACT §2, trades.reason)."""
+    """Why a trade is proposed (docs/contract.md §2, trades.reason)."""
     withdrawal = "withdrawal"
     overdraft = "overdraft"
     cash_floor = "cash_floor"
@@ -191,7 +191,7 @@ class Reason:
 
 
 class Status:
-    """Account status in a run (CONTRACT §2, accounts.status)."""
+    """Account status in a run (docs/contract.md §2, accounts.status)."""
     proposed = "proposed"
     no_trade = "no_trade"
     suspended = "suspended"
@@ -426,7 +426,7 @@ RUN_TABLES: dict[str, pa.Schema] = {
 }
 
 # Approvals (engine.review.approval) -----------------------------------------------
-# Not part of CONTRACT version 1: written beside a committed run by ``canopy approve``.
+# Not part of the contract's version 1: written beside a committed run by ``canopy approve``.
 
 DECISIONS = _schema("decisions", [
     field(C.as_of, _date, unit="date"),

@@ -8,7 +8,7 @@ security) are segmented CSR-style over the lot arrays: the lots of position
 position: ``price`` (USD per share), ``st_rate`` and ``lt_rate`` (fractions;
 0 in tax-deferred and tax-exempt accounts, which makes their curves zero).
 
-Definitions (CONTRACT §3 rules 7 and 8), for a lot with value ``q·price``:
+Definitions (docs/contract.md §3 rules 7 and 8), for a lot with value ``q·price``:
 
 * ``gain_per_dollar = (q·price - cost_basis) / (q·price)``, USD of gain per
   USD of proceeds (negative for a loss; may be below -1);

@@ -1,6 +1,6 @@
 """Rounding: dollar trades to share quantities that obey the contract.
 
-CONTRACT §3 rules 4, 10 and 11.  The input is a shard of *trade lines*,
+docs/contract.md §3 rules 4, 10 and 11.  The input is a shard of *trade lines*,
 segmented by account CSR-style (lines of account ``a`` are
 ``account_offsets[a]:account_offsets[a + 1]``): a buy line per security
 bought, and a sell line per lot sold (as :func:`engine.kernels.lots.relieve_lots`

@@ -1,6 +1,6 @@
 """Wash-sale windows: which wash groups a household may not buy or sell at a loss today.
 
-CONTRACT §3 rule 6.  Everything is on integer codes that the caller assigns:
+docs/contract.md §3 rule 6.  Everything is on integer codes that the caller assigns:
 
 * ``household``: one code per household; an account with a null
   ``household_id`` is its own household (the caller gives it a fresh code).

@@ -1,8 +1,8 @@
-"""Solver results → the run's ``trades`` and ``accounts`` tables (CONTRACT §2).
+"""Solver results → the run's ``trades`` and ``accounts`` tables (docs/contract.md §2).
 
 :func:`propose` turns a shard's :class:`~engine.solver.types.SolverResult`
 (dollars per lot sold and per security bought, in units of household value V)
-into share quantities that obey CONTRACT §3, one ``trades`` row per lot sold
+into share quantities that obey docs/contract.md §3, one ``trades`` row per lot sold
 and per security bought, and one ``accounts`` row per account of the batch.
 :func:`status_rows` writes the ``accounts`` rows of accounts that never reached
 the solver (rejected, failed in the job).

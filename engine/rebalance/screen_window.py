@@ -1,4 +1,6 @@
-"""A screen inside a wash-sale window: rule 6's exception, or the screen waits (CONTRACT §3 rules 3 and 6).
+"""A screen inside a wash-sale window: rule 6's exception, or the screen waits.
+
+(docs/contract.md §3, rules 3 and 6.)
 
 A screen (``exclude``) forces the sale of a holding (rule 3).  Where the
 holding is at a loss and its household bought the wash group in the 30 days

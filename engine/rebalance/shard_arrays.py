@@ -477,7 +477,8 @@ def lot_arrays(held: Positions, households: Households, universe: Universe, acco
     width[slots] = w[resort] / V[member[a_of]]
     lot_tax[slots] = slope[resort]
     lot_cost[slots] = valued[resort]
-    # a loss in any account counts for the wash-sale rule (CONTRACT §3 rule 6: anywhere in the household)
+    # a loss in any account counts for the wash-sale rule (docs/contract.md §3 rule 6: anywhere in
+    # the household)
     lot_loss[slots] = gain[resort] < 0
     lot_row[slots] = held.rows[curves.order[resort]]
     lot_gain = np.zeros(shape)

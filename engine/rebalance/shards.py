@@ -163,7 +163,7 @@ def household_ids(accounts: pa.Table, account_ids) -> np.ndarray:
 def household_transactions(tables: Mapping[str, pa.Table], account_ids) -> dict[str, pa.Table]:
     """The tables with every household's recent trades attributed to an account that is solved.
 
-    The wash-sale windows are the household's (CONTRACT §3 rule 6): a loss
+    The wash-sale windows are the household's (docs/contract.md §3 rule 6): a loss
     sale or purchase of a member that is not solved (rejected) still blocks
     its household-mates.  Its ``transactions`` rows are relabelled to the
     household's first solved account, so they travel with the household's shard,

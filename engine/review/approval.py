@@ -50,7 +50,7 @@ problem, from TOML syntax to an unknown column, raises :class:`RulesError`
 naming the rule, its expression and what is wrong.
 
 Decisions are per account.  Approving some accounts of a household and not
-others is safe for the rules of CONTRACT §3 (dropping an account's trades
+others is safe for the rules of docs/contract.md §3 (dropping an account's trades
 never creates a wash sale or an overdraft elsewhere: each account's cash is
 its own), but the household then drifts from its joint target until the
 next night.

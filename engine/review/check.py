@@ -1,9 +1,9 @@
-"""An independent check of a finished run against its book (CONTRACT §3).
+"""An independent check of a finished run against its book (docs/contract.md §3).
 
 :func:`check_run` reads nothing but the book's tables and the run's tables,
 and shares no code with the engine that made the proposals (not the kernels,
 not the solver), so a bug there cannot hide itself here.  Each violation is
-one row: the rule's number in CONTRACT §3, the account, a key (lot, security
+one row: the rule's number in docs/contract.md §3, the account, a key (lot, security
 or wash group) and a message in words.
 
 Tolerances: money to a cent plus 1e-9 of the amount; shares to 1e-9.
@@ -68,7 +68,7 @@ _RUN_BY_ACCOUNT = ("trades", "accounts")
 
 def check_run(book: Mapping[str, pa.Table], as_of: dt.date, run: Mapping[str, pa.Table],
               rejected: frozenset[str] = frozenset(), part_households: int = PART_HOUSEHOLDS) -> pa.Table:
-    """Every violation of CONTRACT §3 in ``run`` (trades and accounts) for ``book``.
+    """Every violation of docs/contract.md §3 in ``run`` (trades and accounts) for ``book``.
 
     Every rule is one of an account or of a household (the wash sales of
     rule 6), so the book is checked ``part_households`` households at a

@@ -1,4 +1,4 @@
-"""Trades in words, from their ``reason`` (CONTRACT §2, trades.reason), for clients and advisors.
+"""Trades in words, from their ``reason`` (docs/contract.md §2), for clients and advisors.
 
 One sentence per trade: what is bought or sold, why (the reason, as
 :mod:`engine.rebalance.proposals` assigns it), and for sells the gain or loss realized

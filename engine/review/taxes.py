@@ -13,7 +13,7 @@ For each account of a run (with its book) :func:`tax_report` gives, in USD:
   ``t_i = 0``), the excess ``h_i − t_i`` in dollars, lots first in first out
   (oldest ``acquired`` first, the usual default of a custodian), fractional
   shares allowed.  Each lot sold realizes ``q·price − cost_basis·q / quantity``,
-  long-term by CONTRACT §3 rule 7, taxed at ``st_rate`` or ``lt_rate`` (0 in
+  long-term by docs/contract.md §3 rule 7, taxed at ``st_rate`` or ``lt_rate`` (0 in
   tax-deferred and exempt accounts).  Its purchases realize nothing.
   ``plain_gain_tax`` is the tax of its lots sold at a gain (its incidental
   losses are not netted, as Canopy's harvested losses are counted as saved

@@ -1,4 +1,4 @@
-"""One simulated account as a book in memory (CONTRACT §1), and the engine run on it.
+"""One simulated account as a book in memory (docs/contract.md §1), and the engine on it.
 
 A simulation hands Canopy the same tables a firm uploads each night, built
 from the simulation's state on the day:

@@ -14,7 +14,7 @@ keeps the books through :class:`engine.simulate.ledger.Ledger`, the same for all
   the substitute and buys the original back: the textbook "sell every loser,
   buy a substitute, wait 31 days" harvester.
 * :class:`CanopyStrategy`: the engine itself.  Each step writes the account
-  as a book in memory (CONTRACT §1 tables: :mod:`engine.simulate.account_book`), and
+  as a book in memory (docs/contract.md §1 tables: :mod:`engine.simulate.account_book`), and
   runs validation, targets, problem assembly, the solve and proposals exactly
   as a shard of the nightly job does (:func:`engine.rebalance.shards.solve_shard`);
   the proposal's trades are the orders.

@@ -1,4 +1,4 @@
-"""The batched JAX solver of the household problem (DESIGN.md, "The optimization problem").
+"""The batched JAX solver of the household problem (docs/optimization.md).
 
 Public API: :func:`solve`, :func:`program_seconds`, the types
 :class:`ProblemBatch`, :class:`SolverState`, :class:`SolverResult`, and the

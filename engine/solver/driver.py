@@ -13,7 +13,7 @@
    one household is fixed to one direction (the larger side is kept, unless
    dropping the loss sales would put the cash floor out of reach), the
    household's other groups keep the direction they took, and the changed
-   households are solved again (DESIGN.md; Moehle et al. 2021), except
+   households are solved again (docs/optimization.md; Moehle et al. 2021), except
    where the first solution put on the new bounds is already within the
    tolerance of the first solve's objective, a lower bound.
 5. The solution is the projection of the iterate onto the bounds, with any

@@ -70,7 +70,7 @@ def max_cash(problem: ProblemBatch) -> np.ndarray:
 def prepare(problem: ProblemBatch) -> tuple[ProblemBatch, np.ndarray]:
     """Make every household feasible; return it and the missing cash.
 
-    * Where the cash floor is out of reach of :func:`max_cash` (CONTRACT §3
+    * Where the cash floor is out of reach of :func:`max_cash` (docs/contract.md §3
       rule 4: the household is then ``infeasible``), the account's solution is
       the closest it can come: everything it may sell is sold (``sell_lower =
       sell_upper``), nothing is bought, and the floor row is dropped.  The amount

@@ -1,6 +1,6 @@
 """The arrays the solver reads and writes: ``ProblemBatch``, ``SolverState``, ``SolverResult``.
 
-One household's problem (see DESIGN.md, "The optimization problem"), in units
+One household's problem (see docs/optimization.md), in units
 of the household's value V (every amount of money is a fraction of V):
 
 Variables, per account ``a`` (of ``m``), security ``i`` (of ``n``) and lot
@@ -9,7 +9,7 @@ Variables, per account ``a`` (of ``m``), security ``i`` (of ``n``) and lot
 * ``b[a,i] ≥ 0``: value bought;
 * ``z[a,i,l] ∈ [sell_lower, sell_upper] ⊆ [0, lot_width]``: value of lot ``l``
   sold.  One variable per lot makes the tax curve of a position exactly
-  linear per lot: the convex piecewise-linear tax ``g(y)`` of DESIGN.md is
+  linear per lot: the convex piecewise-linear tax ``g(y)`` of docs/optimization.md is
   ``min Σ_l cost_l z_l  s.t.  Σ_l z_l = y, 0 ≤ z_l ≤ width_l``, and its proximal
   operator is exactly the clip of each lot's variable.
 
