@@ -161,7 +161,7 @@ def test_decisions_commit_beside_the_run(tmp_path, scheme):
 
 
 def test_a_decision_set_that_fails_midway_leaves_the_committed_one(tmp_path, monkeypatch):
-    from engine.book import store
+    from engine.book import runs
 
     out = str(tmp_path / "runs")
     write_run(out)
@@ -169,7 +169,7 @@ def test_a_decision_set_that_fails_midway_leaves_the_committed_one(tmp_path, mon
 
     def broken(self, relative, table):
         raise OSError("disk full")
-    monkeypatch.setattr(store.FolderWriter, "put_csv", broken)
+    monkeypatch.setattr(runs.FolderWriter, "put_csv", broken)
     with pytest.raises(OSError, match="disk full"):
         write_decisions(out, AS_OF, *_decisions("suspend"), {}, replace=True)
     assert read_decisions(out, AS_OF)[0].column(Col.decision)[0].as_py() == "approve"
