@@ -198,3 +198,48 @@ def test_a_covariance_within_the_tolerance_passes(tables):
     mirrored = pa.table({Col.factor_1: [second], Col.factor_2: [first], Col.covariance: [value + 1e-14]},
                         schema=covariance.schema)
     assert covariance_problem(pa.concat_tables([covariance, mirrored])) is None
+
+
+# --- a whole run on a damaged book ----------------------------------------------------------
+
+def test_a_run_of_a_damaged_book_rejects_the_damaged_accounts_and_passes_the_check(tmp_path):
+    """Bad numbers that used to reach the solver (a NaN spread on one targeted security, an absurd
+    cash, a NaN tax budget, a negative turnover limit, a future recent trade) reject exactly the
+    accounts they touch; the others are solved, and the committed run is finite and passes the check."""
+    from conftest import solve_locally
+
+    from engine.book.runs import read_run
+    from engine.book.storage import read_book, write_book
+    from engine.review.check import check_run, violations_by_rule
+
+    tables = synth.generate_tables(32, seed=21, bad_fraction=0.0)
+    securities, accounts = tables["securities"], tables["accounts"]
+    sid = tables["models"].column(Col.security_id)[0].as_py()
+    row = securities.column(Col.security_id).to_pylist().index(sid)
+    targeting = {r[Col.account_id] for r in rejections_of(
+        {**tables, "securities": with_value(securities, Col.price, row, None)})}
+    tables["securities"] = with_value(securities, Col.spread_bps, row, math.nan)
+    ids = accounts.column(Col.account_id).to_pylist()
+    others = [i for i, a in enumerate(ids) if a not in targeting]
+    assert len(others) >= 4, "the book should have accounts that do not target the security"
+    for (column, value), i in zip(((Col.cash, 1e300), (Col.tax_budget, math.nan), (Col.turnover_limit, -0.1)),
+                                  others):
+        tables["accounts"] = with_value(tables["accounts"], column, i, value)
+    transactions = tables["transactions"]
+    known = [i for i, a in enumerate(transactions.column(Col.account_id).to_pylist()) if a == ids[others[3]]]
+    damaged = {ids[i] for i in others[:3]} | targeting
+    if known:
+        tables["transactions"] = with_value(transactions, Col.trade_date, known[0], AS_OF + dt.timedelta(days=5))
+        damaged.add(ids[others[3]])
+    write_book(str(tmp_path / "book"), AS_OF, tables)
+    book = read_book(str(tmp_path / "book"))
+    assert book.rejected == frozenset(damaged)
+    solve_locally(str(tmp_path / "book"), str(tmp_path / "runs"))
+    run, _ = read_run(str(tmp_path / "runs"), AS_OF)
+    statuses = dict(zip(run["accounts"].column(Col.account_id).to_pylist(),
+                        run["accounts"].column(Col.status).to_pylist()))
+    assert {a for a, s in statuses.items() if s == "rejected"} == damaged
+    assert not set(run["trades"].column(Col.account_id).to_pylist()) & damaged
+    assert run["trades"].num_rows > 0
+    violations = check_run(book.tables, AS_OF, {n: run[n] for n in ("trades", "accounts")}, book.rejected)
+    assert violations_by_rule(violations) == {}, violations.to_pylist()[:5]
