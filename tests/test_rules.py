@@ -15,7 +15,7 @@ from engine.book import synth
 from engine.book.validate import validate
 from engine.contract.config import PolicyConfig
 from engine.contract.errors import BookError
-from engine.contract.rules import COVARIANCE_TOLERANCE, FIELD_RULES, Breaks, covariance_problem, row_key
+from engine.contract.rules import FIELD_RULES, Breaks, covariance_problem, row_key
 from engine.contract.schema import BOOK_TABLES, Col, Reject
 
 AS_OF = synth.AS_OF
@@ -187,7 +187,7 @@ def test_an_indefinite_covariance_stops_the_book(tables):
     covariance = tables["factor_covariance"]
     row = int(_rows(covariance, diagonal=False)[0])
     error = _covariance_error(tables, with_value(covariance, Col.covariance, row, 1.0))
-    assert "positive semi-definite" in str(error) and f"{COVARIANCE_TOLERANCE:g}" in str(error)
+    assert "positive semi-definite" in str(error) and "1e-8" in str(error)
 
 
 def test_a_covariance_within_the_tolerance_passes(tables):
@@ -243,3 +243,17 @@ def test_a_run_of_a_damaged_book_rejects_the_damaged_accounts_and_passes_the_che
     assert run["trades"].num_rows > 0
     violations = check_run(book.tables, AS_OF, {n: run[n] for n in ("trades", "accounts")}, book.rejected)
     assert violations_by_rule(violations) == {}, violations.to_pylist()[:5]
+
+
+def test_the_contract_lists_exactly_the_field_rules():
+    """docs/contract.md's "Field rules" is render_field_rules()'s Markdown, so the page cannot drift."""
+    from pathlib import Path
+
+    from engine.contract.rules import render_field_rules
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "contract.md").read_text()
+    rendered = render_field_rules()
+    assert rendered in text
+    section = text.split("### Field rules\n", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert table == [line for line in rendered.splitlines() if line.startswith("|")]

@@ -21,7 +21,7 @@ from engine.contract.arrow import index_in, numbers, strings, unique_sorted
 from engine.contract.schema import BOOK_KEYS, BOOK_TABLES, Col, Reject
 
 __all__ = ["CASH_FLOOR_COLUMNS", "cash_floor", "Breaks", "FieldRule", "FIELD_RULES", "COVARIANCE_TOLERANCE",
-           "ROW_KEYS", "field_rules", "row_key", "covariance_problem"]
+           "ROW_KEYS", "field_rules", "row_key", "covariance_problem", "render_field_rules"]
 
 #: The accounts columns whose sum is the cash floor, USD.
 CASH_FLOOR_COLUMNS = (Col.min_cash, Col.reserve_cash, Col.withdrawal)
@@ -99,9 +99,9 @@ class FieldRule:
         if self.kind == "date":
             return "on or before as_of" + (f" ({as_of})" if as_of is not None else "")
         if self.kind == "text":
-            return "a non-empty string (null when there is none)"
-        return (f"{'>' if self.lower_open else '>='} {self.lower:g} and "
-                f"{'<' if self.upper_open else '<='} {self.upper:g}")
+            return "not empty or blank (null when there is none)"
+        return (f"{'>' if self.lower_open else '>='} {_shown(self.lower)} and "
+                f"{'<' if self.upper_open else '<='} {_shown(self.upper)}")
 
     def broken(self, table: pa.Table, as_of: dt.date) -> np.ndarray:
         """Per row of ``table``, whether its value breaks the rule (NaN and ±inf break a number rule)."""
@@ -116,6 +116,14 @@ class FieldRule:
         above = values > self.lower if self.lower_open else values >= self.lower
         below = values < self.upper if self.upper_open else values <= self.upper
         return ~(np.isfinite(values) & above & below) & ~null
+
+
+def _shown(bound: float) -> str:
+    """A bound as a person writes it: ``0``, ``10000``, ``1e7``, ``-1e12``, ``1e-8``."""
+    if bound == 0 or 1e-3 <= abs(bound) < 1e5:
+        return f"{bound:g}"
+    mantissa, exponent = f"{bound:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
 
 
 def _number(table, column, lower, upper, breaks, why, reject=None, lower_open=False, upper_open=False):
@@ -217,7 +225,7 @@ def covariance_problem(covariance: pa.Table) -> tuple[str, int] | None:
     if off.any():
         row = int(np.argmax(off))
         return (f"covariance of {first[row].as_py()}/{second[row].as_py()} is given twice, {values[row]:g} and "
-                f"{matrix[i[row], j[row]]:g}: the matrix must be symmetric (within {COVARIANCE_TOLERANCE:g} of the "
+                f"{matrix[i[row], j[row]]:g}: the matrix must be symmetric (within {_shown(COVARIANCE_TOLERANCE)} of the "
                 f"largest variance)", row)
     negative = (i == j) & (values < 0)
     if negative.any():
@@ -226,5 +234,34 @@ def covariance_problem(covariance: pa.Table) -> tuple[str, int] | None:
     smallest = float(np.linalg.eigvalsh(matrix).min(initial=0.0))
     if smallest < -COVARIANCE_TOLERANCE * scale:
         return (f"the factor covariance is not positive semi-definite: its smallest eigenvalue is {smallest:.4g} "
-                f"(allowed: -{COVARIANCE_TOLERANCE:g} x the largest variance {scale:.4g})", 0)
+                f"(allowed: -{_shown(COVARIANCE_TOLERANCE)} x the largest variance {scale:.4g})", 0)
     return None
+
+
+# --------------------------------------------------------------------------
+# The rules in words, for docs/contract.md (a test keeps the document equal to this).
+
+_WHAT_BREAKING_DOES = {
+    "securities": "rejects the accounts that hold or target the security",
+    "accounts": "rejects the account",
+    "lots": "rejects the lot's account",
+    "transactions": "rejects the trade's account",
+}
+
+
+def render_field_rules() -> str:
+    """:data:`FIELD_RULES` and the covariance rule as the Markdown of docs/contract.md's "Field rules"."""
+    lines = ["| table | column | must be | null allowed | breaking it | why |", "|---|---|---|---|---|---|"]
+    for rule in FIELD_RULES:
+        if rule.breaks == Breaks.book:
+            outcome = "stops the book"
+        else:
+            outcome = f"{_WHAT_BREAKING_DOES[rule.table]} (`{rule.reject}`)"
+        must = ("finite, " if rule.kind == "number" else "") + rule.bounds()
+        lines.append(f"| `{rule.table}` | `{rule.column}` | {must} | {'yes' if rule.nullable else 'no'} | "
+                     f"{outcome} | {rule.why} |")
+    lines += ["", f"The factor covariance, assembled as a matrix (each row sets both `factor_1, factor_2` and "
+              f"`factor_2, factor_1`), must be symmetric (two rows of one pair agree), have no negative "
+              f"variance, and be positive semi-definite, each within {_shown(COVARIANCE_TOLERANCE)} times the largest "
+              f"variance; otherwise it stops the book. Recent trades of accounts not in `accounts` are not checked."]
+    return "\n".join(lines) + "\n"
