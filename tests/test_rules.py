@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from test_book import _held_by_one, with_value
 
 from engine.book import synth
 from engine.book.validate import validate
@@ -19,14 +20,6 @@ from engine.contract.rules import FIELD_RULES, Breaks, covariance_problem, row_k
 from engine.contract.schema import BOOK_TABLES, Col, Reject
 
 AS_OF = synth.AS_OF
-
-
-def with_value(table: pa.Table, column: str, row: int, value) -> pa.Table:
-    """``table`` with one cell replaced."""
-    values = table.column(column).to_pylist()
-    values[row] = value
-    index = table.column_names.index(column)
-    return table.set_column(index, table.schema.field(column), pa.array(values, table.schema.field(column).type))
 
 
 def breaking_values(rule) -> list:
@@ -51,23 +44,6 @@ def tables(clean_tables):
 
 def rejections_of(tables) -> list[dict]:
     return validate(tables, AS_OF, PolicyConfig()).to_pylist()
-
-
-def _held_by_one(tables) -> tuple[str, str, int]:
-    """A security held by exactly one account and in no model, that account, and the security's row."""
-    lots = tables["lots"]
-    pairs = lots.group_by([Col.security_id]).aggregate([(Col.account_id, "count_distinct")])
-    one = pairs.filter(pc.equal(pairs.column(f"{Col.account_id}_count_distinct"), 1))
-    ids = tables["securities"].column(Col.security_id).to_pylist()
-    models = set(tables["models"].column(Col.security_id).to_pylist())
-    for sid in one.column(Col.security_id).to_pylist():
-        if sid not in models:
-            aid = lots.filter(pc.equal(lots.column(Col.security_id), sid)).column(Col.account_id)[0].as_py()
-            return sid, aid, ids.index(sid)
-    # every singly-held security is in a model: give one account a legacy holding instead
-    sid, aid = "LEG002", lots.column(Col.account_id)[0].as_py()
-    tables["lots"] = with_value(lots, Col.security_id, 0, sid)
-    return sid, aid, ids.index(sid)
 
 
 def _damaged_row(tables, rule) -> tuple[int, set[str]]:
