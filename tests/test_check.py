@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from engine.contract import schema
@@ -325,7 +326,7 @@ def test_a_non_finite_account_number_fails_the_check(committed, column, value):
     accounts = committed[2]["accounts"]
     added, violations = _found(committed, accounts=_with_cell(accounts, column, 1, value))
     assert added.get(14) == 1
-    row = violations.filter(pa.compute.equal(violations.column(Col.rule), 14)).to_pylist()[0]
+    row = violations.filter(pc.equal(violations.column(Col.rule), 14)).to_pylist()[0]
     assert row[Col.key] == f"accounts.{column}"
     assert row[Col.account_id] == accounts.column(Col.account_id)[1].as_py()
 
