@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from engine.contract import schema
@@ -270,3 +271,80 @@ def test_canopy_check_command(tmp_path):
     result = CliRunner().invoke(app, ["check", "--book", str(tmp_path / "book"), "--run", str(tmp_path / "runs")])
     assert result.exit_code == 1, result.output
     assert "rule 1: account A1 L1: sells 11 shares of a lot of 10" in result.output
+
+
+# --- rule 14 and rule 13 on a real committed run, damaged ------------------------------------
+
+def _with_cell(table: pa.Table, column: str, row: int, value) -> pa.Table:
+    values = table.column(column).to_pylist()
+    values[row] = value
+    index = table.column_names.index(column)
+    return table.set_column(index, table.schema.field(column), pa.array(values, table.schema.field(column).type))
+
+
+@pytest.fixture(scope="module")
+def committed(small_run):
+    """The small committed run of conftest, its book and its violations before any damage."""
+    from engine.book.runs import read_run
+    from engine.book.storage import read_book
+
+    book_uri, out, as_of = small_run
+    source = read_book(book_uri)
+    run_tables, _ = read_run(out, as_of)
+    run_ = {name: run_tables[name] for name in ("trades", "accounts")}
+    before = violations_by_rule(check_run(source.tables, as_of, run_, source.rejected))
+    return source, as_of, run_, before
+
+
+def _found(committed, **damaged) -> tuple[dict, pa.Table]:
+    source, as_of, run_, before = committed
+    violations = check_run(source.tables, as_of, {**run_, **damaged}, source.rejected)
+    counts = violations_by_rule(violations)
+    return {rule: counts.get(rule, 0) - before.get(rule, 0) for rule in counts
+            if counts.get(rule, 0) != before.get(rule, 0)}, violations
+
+
+def test_the_committed_run_is_finite(committed):
+    assert 14 not in committed[3] and 13 not in committed[3]
+
+
+@pytest.mark.parametrize("column, value", [(Col.price, float("nan")), (Col.quantity, float("inf")),
+                                           (Col.est_tax, float("-inf")), (Col.value, float("nan"))])
+def test_a_non_finite_trade_number_fails_the_check(committed, column, value):
+    trades = committed[2]["trades"]
+    assert trades.num_rows, "the small run should propose trades"
+    added, violations = _found(committed, trades=_with_cell(trades, column, 0, value))
+    assert added.get(14) == 1
+    messages = [m for r, m in zip(violations.column(Col.rule).to_pylist(), violations.column(Col.message).to_pylist())
+                if r == 14]
+    assert f"trades.{column}" in messages[0] and "must be finite" in messages[0]
+
+
+@pytest.mark.parametrize("column, value", [(Col.residual, float("nan")), (Col.cash_after, float("inf")),
+                                           (Col.tracking_error_after, float("nan")), (Col.value, float("-inf"))])
+def test_a_non_finite_account_number_fails_the_check(committed, column, value):
+    accounts = committed[2]["accounts"]
+    added, violations = _found(committed, accounts=_with_cell(accounts, column, 1, value))
+    assert added.get(14) == 1
+    row = violations.filter(pc.equal(violations.column(Col.rule), 14)).to_pylist()[0]
+    assert row[Col.key] == f"accounts.{column}"
+    assert row[Col.account_id] == accounts.column(Col.account_id)[1].as_py()
+
+
+def test_a_null_is_not_a_non_finite_number(committed):
+    trades = committed[2]["trades"]
+    buys = [i for i, side in enumerate(trades.column(Col.side).to_pylist()) if side == "buy"]
+    assert buys, "the small run should buy something"
+    added, _ = _found(committed, trades=_with_cell(trades, Col.realized_gain, buys[0], None))
+    assert 14 not in added
+
+
+@pytest.mark.parametrize("status", ["rejected", "suspended", "failed"])
+def test_a_trade_for_an_account_that_may_not_trade_fails_the_check(committed, status):
+    source, as_of, run_, _ = committed
+    trades, accounts = run_["trades"], run_["accounts"]
+    traded = trades.column(Col.account_id)[0].as_py()
+    row = accounts.column(Col.account_id).to_pylist().index(traded)
+    added, violations = _found(committed, accounts=_with_cell(accounts, Col.status, row, status))
+    assert added.get(13) == 1
+    assert any(status in m for m in violations.column(Col.message).to_pylist())

@@ -26,6 +26,7 @@ from engine.contract import schema
 from engine.contract.arrow import numbers
 from engine.contract.config import PolicyConfig
 from engine.contract.errors import BookError
+from engine.contract.rules import Breaks, covariance_problem, field_rules, row_key
 from engine.contract.schema import Col, Reject
 
 Tables = Mapping[str, pa.Table]
@@ -112,7 +113,10 @@ def check_keys(tables: Tables) -> None:
 
 
 def check_risk_model(tables: Tables) -> None:
-    """The risk model must be present, finite and refer to known factors."""
+    """The risk model must be present, refer to known factors, and its covariance be a covariance matrix.
+
+    Its numbers' bounds are field rules (:func:`check_field_rules`), checked before.
+    """
     exposures, covariance = tables["factor_exposures"], tables["factor_covariance"]
     if exposures.num_rows == 0 or covariance.num_rows == 0:
         empty = "factor_exposures" if exposures.num_rows == 0 else "factor_covariance"
@@ -126,17 +130,25 @@ def check_risk_model(tables: Tables) -> None:
         raise BookError(f"factor(s) {', '.join(missing[:5])} have exposures but no covariance; "
                         f"give factor_covariance a row for each factor pair",
                         table="factor_covariance", column=Col.factor_1, key=missing[0])
-    for name, column in (("factor_exposures", Col.exposure), ("factor_covariance", Col.covariance)):
-        values = numbers(tables[name], column, fill=None)
-        if not np.isfinite(values).all():
-            raise BookError("non-finite value(s) in the risk model", table=name, column=column)
-    securities = tables["securities"]
-    spec = numbers(securities, Col.specific_variance, fill=None)
-    bad = ~np.isfinite(spec) | (spec < 0)
-    if bad.any():
-        sid = securities.column(Col.security_id)[int(np.argmax(bad))].as_py()
-        raise BookError(f"specific_variance must be finite and >= 0, got {spec[bad][0]}",
-                        table="securities", column=Col.specific_variance, key=sid)
+    problem = covariance_problem(covariance)
+    if problem is not None:
+        text, row = problem
+        raise BookError(f"{text}; correct the risk model", table="factor_covariance", column=Col.covariance,
+                        key=row_key(covariance, "factor_covariance", row))
+
+
+def check_field_rules(tables: Tables, as_of: dt.date) -> None:
+    """Raise :class:`BookError` on the first value breaking a ``book`` field rule (engine.contract.rules)."""
+    for name in schema.BOOK_TABLES:
+        for rule in field_rules(name, Breaks.book):
+            table = tables[name]
+            bad = rule.broken(table, as_of)
+            if bad.any():
+                row = int(np.argmax(bad))
+                key = row_key(table, name, row)
+                raise BookError(f"{rule.column} is {table.column(rule.column)[row].as_py()!r} at row {key}; it must be "
+                                f"{rule.bounds(as_of)} ({rule.why}); {int(bad.sum())} row(s) break this: correct "
+                                f"them and run again", table=name, column=rule.column, key=key)
 
 
 def check_enums(tables: Tables) -> None:
@@ -152,16 +164,10 @@ def check_enums(tables: Tables) -> None:
 
 
 def check_models(tables: Tables, policy: PolicyConfig) -> None:
-    """Model weights positive and summing to 1; securities known."""
+    """Model weights summing to 1; securities known (each weight's bounds: a field rule)."""
     models = tables["models"]
     if models.num_rows == 0:
         raise BookError("no models; templates need at least one product", table="models")
-    weight = numbers(models, Col.weight, fill=None)
-    if not (np.isfinite(weight) & (weight > 0)).all():
-        row = int(np.argmax(~(np.isfinite(weight) & (weight > 0))))
-        raise BookError(f"model weights must be positive, got {weight[row]} for security "
-                        f"{models.column(Col.security_id)[row].as_py()}",
-                        table="models", column=Col.weight, key=models.column(Col.model_id)[row].as_py())
     _check_weights_sum_to_one(models, "models", Col.model_id, "model", policy,
                               f" (within {policy.model_weight_tolerance:g})")
     known = tables["securities"].column(Col.security_id)
@@ -186,7 +192,7 @@ def _check_weights_sum_to_one(table: pa.Table, name: str, key: str, what: str, p
 
 
 def check_templates(tables: Tables, policy: PolicyConfig) -> None:
-    """Template weights sum to 1, bounds are ordered, every product is a known model."""
+    """Template weights sum to 1, bounds are ordered, every product is a known model (bounds: field rules)."""
     templates = tables["templates"]
     if templates.num_rows == 0:
         raise BookError("no templates", table="templates")
@@ -210,7 +216,7 @@ def check_templates(tables: Tables, policy: PolicyConfig) -> None:
     _check_weights_sum_to_one(templates, "templates", Col.template_id, "template", policy, "")
     lo, w, hi, band = (numbers(templates, c, fill=None)
                        for c in (Col.min_weight, Col.weight, Col.max_weight, Col.band))
-    bad = ~((lo <= w) & (w <= hi) & (lo >= 0) & (hi <= 1) & (band >= 0))
+    bad = ~((lo <= w) & (w <= hi))                      # each in [0, 1]: field rules
     if bad.any():
         row = int(np.argmax(bad))
         raise BookError(f"asset class {templates.column(Col.asset_class)[row].as_py()!r}: need "
@@ -222,33 +228,42 @@ def check_templates(tables: Tables, policy: PolicyConfig) -> None:
 # --------------------------------------------------------------------------
 # Account-level checks.
 
-class _Prices(NamedTuple):
-    """Which securities have a usable price: by :func:`_priced`."""
+class _Problem(NamedTuple):
+    """The first problem of one security, as an account that holds or targets it is told."""
 
-    index: dict        # security_id -> row of the securities table
-    missing: set       # ids with no usable price (null, non-finite, <= 0, or no price_date)
-    stale: set         # ids priced before as_of - stale_price_days (and not missing)
+    rule: str        # the rejections rule (Reject)
+    text: str        # "security S, which has no usable price"
+    remedy: str      # what to do: "supply a current price"
 
 
-def _priced(securities: pa.Table, as_of: dt.date, policy: PolicyConfig) -> _Prices:
-    """Index of security ids, and the sets of ids with a missing and a stale price."""
+def _security_problems(securities: pa.Table, as_of: dt.date, policy: PolicyConfig) -> dict[str, _Problem]:
+    """Per security id with a problem, its first: a missing price (null, or breaking the price's field
+    rule, or no price_date), a stale one (before as_of - stale_price_days), then the securities'
+    ``account`` field rules in order (engine.contract.rules)."""
     ids = securities.column(Col.security_id).to_pylist()
-    price = numbers(securities, Col.price, fill=None, dtype=float)
     price_date = securities.column(Col.price_date)
-    missing = ~np.isfinite(price) | (price <= 0) | np.asarray(price_date.is_null())
+    rules = field_rules("securities", Breaks.account)
+    price_rule = next(r for r in rules if r.column == Col.price)
+    missing = (price_rule.broken(securities, as_of) | np.asarray(securities.column(Col.price).is_null())
+               | np.asarray(price_date.is_null()))
     oldest = as_of - dt.timedelta(days=policy.stale_price_days)
     stale_mask = pc.fill_null(pc.less(price_date, pa.scalar(oldest, pa.date32())), False)
     stale = np.asarray(stale_mask) & ~missing
-    return _Prices({s: i for i, s in enumerate(ids)},
-                   {ids[i] for i in np.flatnonzero(missing)},
-                   {ids[i] for i in np.flatnonzero(stale)})
-
-
-def _price_message(security_id: str, missing: set, securities: pa.Table, index: dict) -> tuple[str, str]:
-    if security_id in missing:
-        return Reject.missing_price, f"security {security_id}, which has no usable price"
-    date = securities.column(Col.price_date)[index[security_id]].as_py()
-    return Reject.stale_price, f"security {security_id}, whose last price is from {date}"
+    problems: dict[str, _Problem] = {}
+    for i in np.flatnonzero(missing):
+        problems[ids[i]] = _Problem(Reject.missing_price, f"security {ids[i]}, which has no usable price",
+                                    "supply a current price")
+    for i in np.flatnonzero(stale):
+        problems[ids[i]] = _Problem(Reject.stale_price, f"security {ids[i]}, whose last price is from "
+                                    f"{price_date[int(i)].as_py()}", "supply a current price")
+    for rule in rules:
+        if rule is price_rule:
+            continue
+        for i in np.flatnonzero(rule.broken(securities, as_of)):
+            problems.setdefault(ids[i], _Problem(rule.reject, f"security {ids[i]}, whose {rule.column} is "
+                                                 f"{securities.column(rule.column)[int(i)].as_py()} (it must be "
+                                                 f"{rule.bounds(as_of)}: {rule.why})", f"correct its {rule.column}"))
+    return problems
 
 
 def allocation_rejections(templates: pa.Table, allocations: pa.Table, accounts: pa.Table,
@@ -322,124 +337,95 @@ def account_rejections(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> 
     """Every account-level problem of the book, as ``schema.REJECTIONS`` rows."""
     found = Rejections()
     securities, accounts, lots = tables["securities"], tables["accounts"], tables["lots"]
-    prices = _priced(securities, as_of, policy)
-    _account_row_rejections(accounts, found)
+    problems = _security_problems(securities, as_of, policy)
+    _account_row_rejections(accounts, as_of, found)
     known_account = np.asarray(pc.is_in(lots.column(Col.account_id), value_set=accounts.column(Col.account_id)))
     _lot_rejections(lots, securities, known_account, as_of, found)
-    _held_price_rejections(lots, known_account, securities, prices, found)
-    _targeted_price_rejections(tables, securities, prices, found)
-    _restriction_rejections(tables["restrictions"], prices.index, found)
-    _transaction_rejections(tables["transactions"], securities, accounts, found)
+    _held_security_rejections(lots, known_account, problems, found)
+    _targeted_security_rejections(tables, problems, found)
+    index = {s: i for i, s in enumerate(securities.column(Col.security_id).to_pylist())}
+    _restriction_rejections(tables["restrictions"], index, found)
+    _transaction_rejections(tables["transactions"], securities, accounts, as_of, found)
     allocation = allocation_rejections(tables["templates"], tables["allocations"], accounts, tables["models"])
     return pa.concat_tables([found.table(), allocation]).combine_chunks() if allocation.num_rows else found.table()
 
 
-def _account_row_rejections(accounts: pa.Table, found: Rejections) -> None:
-    """Reject accounts whose enumerations or numbers a proposal relies on are out of range.
-
-    ``tax_status`` must be a known status, ``st_rate``/``lt_rate`` fractions in [0, 1], the
-    cash amounts, ``min_trade`` and realized gains (USD) and ``tax_sensitivity`` finite, and
-    all of them but ``cash`` and the realized gains also non-negative.
-    """
+def _account_row_rejections(accounts: pa.Table, as_of: dt.date, found: Rejections) -> None:
+    """Reject accounts whose ``tax_status`` is unknown or whose row breaks an accounts field rule
+    (rates, cash amounts, budgets, limits: engine.contract.rules)."""
     status = accounts.column(Col.tax_status)
-    for name, bad_mask, what in (
-        (Col.tax_status, pc.invert(pc.is_in(status, value_set=pa.array(schema.TaxStatus.all))),
-         f"tax_status must be one of {', '.join(schema.TaxStatus.all)}"),
-        (Col.st_rate, pc.invert(pc.and_(pc.greater_equal(accounts.column(Col.st_rate), 0.0),
-                                        pc.less_equal(accounts.column(Col.st_rate), 1.0))),
-         "st_rate must be a fraction in [0, 1]"),
-        (Col.lt_rate, pc.invert(pc.and_(pc.greater_equal(accounts.column(Col.lt_rate), 0.0),
-                                        pc.less_equal(accounts.column(Col.lt_rate), 1.0))),
-         "lt_rate must be a fraction in [0, 1]"),
-    ):
-        for row in np.flatnonzero(np.asarray(pc.fill_null(bad_mask, True))):
+    unknown = np.asarray(pc.fill_null(pc.invert(pc.is_in(status, value_set=pa.array(schema.TaxStatus.all))), True))
+    for row in np.flatnonzero(unknown):
+        aid = accounts.column(Col.account_id)[int(row)].as_py()
+        found.add(aid, "accounts", aid, Reject.bad_account,
+                  f"tax_status must be one of {', '.join(schema.TaxStatus.all)}, got {status[int(row)].as_py()!r}")
+    for rule in field_rules("accounts", Breaks.account):
+        for row in np.flatnonzero(rule.broken(accounts, as_of)):
             aid = accounts.column(Col.account_id)[int(row)].as_py()
-            found.add(aid, "accounts", aid, Reject.bad_account,
-                      f"{what}, got {accounts.column(name)[int(row)].as_py()!r}")
-    amounts = (Col.cash, Col.min_cash, Col.reserve_cash, Col.withdrawal, Col.min_trade,
-               Col.realized_st_ytd, Col.realized_lt_ytd, Col.tax_sensitivity)
-    for name in amounts:
-        values = numbers(accounts, name, fill=None, dtype=float)
-        bad = ~np.isfinite(values)
-        if name not in (Col.cash, Col.realized_st_ytd, Col.realized_lt_ytd):
-            bad |= values < 0
-        for row in np.flatnonzero(bad):
-            aid = accounts.column(Col.account_id)[int(row)].as_py()
-            found.add(aid, "accounts", aid, Reject.bad_account,
-                      f"{name} must be a finite{' non-negative' if name not in amounts[:1] else ''} "
-                      f"number, got {values[row]}")
+            found.add(aid, "accounts", aid, rule.reject,
+                      f"{rule.column} must be {rule.bounds(as_of)} ({rule.why}), got "
+                      f"{accounts.column(rule.column)[int(row)].as_py()!r}")
 
 
 def _lot_rejections(lots: pa.Table, securities: pa.Table, known_account: np.ndarray, as_of: dt.date,
                     found: Rejections) -> None:
     """Reject lots of unknown accounts, and accounts holding a bad lot.
 
-    A bad lot holds an unknown security, a quantity (shares) not > 0, a cost basis (USD) not
-    finite and >= 0, or was acquired after ``as_of``.  Masks over the whole table, a Python
+    A bad lot holds an unknown security or breaks a lots field rule (engine.contract.rules:
+    quantity in shares, cost basis in USD, acquired on or before ``as_of``).  Masks over the whole table, a Python
     loop only over the bad rows.  ``known_account``: per lot, whether its account is in the
     accounts table.
     """
     lot_account, lot_security = lots.column(Col.account_id), lots.column(Col.security_id)
     known_security = np.asarray(pc.is_in(lot_security, value_set=securities.column(Col.security_id)))
-    quantity = numbers(lots, Col.quantity, fill=None, dtype=float)
-    cost_basis = numbers(lots, Col.cost_basis, fill=None, dtype=float)
-    acquired = lots.column(Col.acquired)
-    checks = (
-        (~known_security, Reject.unknown_security,
-         "lot {lot} holds security {security!r}, which is not in the securities table; "
-         "add the security or correct the lot"),
-        (~(quantity > 0), Reject.bad_quantity,
-         "lot {lot} has quantity {quantity}; a lot's quantity must be > 0"),
-        (~(np.isfinite(cost_basis) & (cost_basis >= 0)), Reject.bad_cost_basis,
-         "lot {lot} has cost basis {cost_basis}; it must be a finite number >= 0"),
-        (np.asarray(pc.greater(acquired, pa.scalar(as_of, pa.date32()))), Reject.future_acquired,
-         "lot {lot} was acquired on {acquired}, after as_of " + str(as_of)),
-    )
+    checks = [(~known_security, Reject.unknown_security,
+               "lot {lot} holds security {security!r}, which is not in the securities table; "
+               "add the security or correct the lot", None)]
+    for rule in field_rules("lots", Breaks.account):
+        checks.append((rule.broken(lots, as_of), rule.reject,
+                       f"lot {{lot}} has {rule.column} {{value}}; a lot's {rule.column} must be "
+                       f"{rule.bounds(as_of)} ({rule.why})", rule.column))
     for row in np.flatnonzero(~known_account):
         aid, lid = lot_account[int(row)].as_py(), lots.column(Col.lot_id)[int(row)].as_py()
         found.add(aid, "lots", f"{aid}/{lid}", Reject.bad_account,
                   f"lot {lid} belongs to account {aid}, which is not in the accounts table")
-    for mask, rule, text in checks:
+    for mask, rule, text, column in checks:
         for row in np.flatnonzero(mask & known_account):
             row = int(row)
             aid, lid = lot_account[row].as_py(), lots.column(Col.lot_id)[row].as_py()
+            value = lots.column(column)[row].as_py() if column else None
             found.add(aid, "lots", f"{aid}/{lid}", rule, text.format(
-                lot=lid, security=lot_security[row].as_py(), quantity=quantity[row],
-                cost_basis=cost_basis[row], acquired=acquired[row].as_py()))
+                lot=lid, security=lot_security[row].as_py(), value=value))
 
 
-def _held_price_rejections(lots: pa.Table, known_account: np.ndarray, securities: pa.Table,
-                           prices: _Prices, found: Rejections) -> None:
-    """Reject each known account holding a security with a missing or stale price, once per
-    (security, account); ``prices`` is :func:`_priced`'s answer."""
-    index, missing, stale = prices
-    unpriced = sorted(missing | stale)
-    if not unpriced:
+def _held_security_rejections(lots: pa.Table, known_account: np.ndarray, problems: dict[str, _Problem],
+                              found: Rejections) -> None:
+    """Reject each known account holding a security with a problem (:func:`_security_problems`),
+    once per (security, account)."""
+    if not problems:
         return
-    hit = pc.and_(pc.is_in(lots.column(Col.security_id), value_set=pa.array(unpriced, pa.string())),
+    hit = pc.and_(pc.is_in(lots.column(Col.security_id), value_set=pa.array(sorted(problems), pa.string())),
                   pa.array(known_account))
     pairs = lots.filter(hit).select([Col.security_id, Col.account_id]).group_by(
         [Col.security_id, Col.account_id]).aggregate([])
     for sid, aid in sorted(zip(pairs.column(Col.security_id).to_pylist(),
                                pairs.column(Col.account_id).to_pylist())):
-        rule, text = _price_message(sid, missing, securities, index)
+        rule, text, remedy = problems[sid]
         found.add(aid, "securities", sid, rule, f"account {aid} holds {text}; "
-                  f"supply a current price or the account cannot be traded")
+                  f"{remedy} or the account cannot be traded")
 
 
-def _targeted_price_rejections(tables: Tables, securities: pa.Table, prices: _Prices,
-                               found: Rejections) -> None:
-    """Reject accounts whose target holds a security with a missing or stale price.
+def _targeted_security_rejections(tables: Tables, problems: dict[str, _Problem], found: Rejections) -> None:
+    """Reject accounts whose target holds a security with a problem (:func:`_security_problems`).
 
-    Checked per model (its first unpriced security), then per account's products: the
+    Checked per model (its first such security), then per account's products: the
     template's model of each asset class, or the custom product ``allocations`` chose; an
     asset class whose custom weight is 0 is skipped.
     """
-    index, missing, stale = prices
     models = tables["models"]
     bad_models: dict[str, str] = {}
     for mid, sid in zip(models.column(Col.model_id).to_pylist(), models.column(Col.security_id).to_pylist()):
-        if (sid in missing or sid in stale) and mid not in bad_models:
+        if sid in problems and mid not in bad_models:
             bad_models[mid] = sid
     if not bad_models:
         return
@@ -464,9 +450,9 @@ def _targeted_price_rejections(tables: Tables, securities: pa.Table, prices: _Pr
             mid = chosen.get((aid, cls), default)
             if mid in bad_models:
                 sid = bad_models[mid]
-                rule, text = _price_message(sid, missing, securities, index)
+                rule, text, remedy = problems[sid]
                 found.add(aid, "securities", sid, rule, f"account {aid} targets product {mid}, "
-                          f"which holds {text}; supply a current price or choose another product")
+                          f"which holds {text}; {remedy} or choose another product")
 
 
 def _restriction_rejections(restrictions: pa.Table, index: dict, found: Rejections) -> None:
@@ -487,19 +473,30 @@ def _restriction_rejections(restrictions: pa.Table, index: dict, found: Rejectio
                       f"table; correct or remove the restriction")
 
 
-def _transaction_rejections(transactions: pa.Table, securities: pa.Table, accounts: pa.Table,
+def _transaction_rejections(transactions: pa.Table, securities: pa.Table, accounts: pa.Table, as_of: dt.date,
                             found: Rejections) -> None:
     """Reject known accounts with a recent trade of an unknown security (the wash-sale windows
-    need known securities), once per (account, security)."""
+    need known securities), once per (account, security), or a recent trade breaking a
+    transactions field rule (engine.contract.rules), once per trade and rule."""
+    known = pc.is_in(transactions.column(Col.account_id), value_set=accounts.column(Col.account_id))
     unknown = pc.and_(pc.invert(pc.is_in(transactions.column(Col.security_id),
-                                         value_set=securities.column(Col.security_id))),
-                      pc.is_in(transactions.column(Col.account_id), value_set=accounts.column(Col.account_id)))
+                                         value_set=securities.column(Col.security_id))), known)
     pairs = transactions.filter(unknown).group_by([Col.account_id, Col.security_id]).aggregate([])
     for aid, sid in sorted(zip(pairs.column(Col.account_id).to_pylist(),
                                pairs.column(Col.security_id).to_pylist())):
         found.add(aid, "transactions", f"{aid}/{sid}", Reject.unknown_security,
                   f"a recent trade of account {aid} names security {sid!r}, which is not in the "
                   f"securities table; the wash-sale rule cannot be checked")
+    known = np.asarray(known)
+    for rule in field_rules("transactions", Breaks.account):
+        for row in np.flatnonzero(rule.broken(transactions, as_of) & known):
+            row = int(row)
+            aid = transactions.column(Col.account_id)[row].as_py()
+            found.add(aid, "transactions", row_key(transactions, "transactions", row), rule.reject,
+                      f"a recent {transactions.column(Col.side)[row].as_py()} of "
+                      f"{transactions.column(Col.security_id)[row].as_py()} by account {aid} has {rule.column} "
+                      f"{transactions.column(rule.column)[row].as_py()}; it must be {rule.bounds(as_of)} "
+                      f"({rule.why}); correct the trade")
 
 
 def validate(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> pa.Table:
@@ -517,6 +514,7 @@ def validate(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> pa.Table:
     """
     check_keys(tables)
     check_enums(tables)
+    check_field_rules(tables, as_of)
     check_risk_model(tables)
     check_models(tables, policy)
     check_templates(tables, policy)

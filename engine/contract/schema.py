@@ -219,6 +219,8 @@ class Reject:
     screen_empties_product = "screen_empties_product"
     conflicting_allocation = "conflicting_allocation"
     unknown_product = "unknown_product"
+    bad_security = "bad_security"              # a held or targeted security breaks a field rule
+    bad_transaction = "bad_transaction"        # a recent trade of the account breaks a field rule
 
 
 class Decision:

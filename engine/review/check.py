@@ -6,6 +6,9 @@ not the solver), so a bug there cannot hide itself here.  Each violation is
 one row: the rule's number in docs/contract.md §3, the account, a key (lot, security
 or wash group) and a message in words.
 
+Rule 14 (outputs are finite) is checked on whole columns first; a trade with a non-finite
+number is left out of the arithmetic rules.
+
 Tolerances: money to a cent plus 1e-9 of the amount; shares to 1e-9.
 """
 
@@ -107,6 +110,7 @@ def check_run(book: Mapping[str, pa.Table], as_of: dt.date, run: Mapping[str, pa
     missing = sorted(set(ids) - set(run["accounts"].column(Col.account_id).to_pylist()))
     for account_id in missing[:20]:
         found.add(0, account_id, None, "the book's account has no row in the run's accounts table")
+    _check_finite(found, run)
     parts = [found.table()]
     for part in sorted(members):
         value_set = pa.array(members[part], pa.string())
@@ -117,6 +121,27 @@ def check_run(book: Mapping[str, pa.Table], as_of: dt.date, run: Mapping[str, pa
         part_run = {**run, **{name: mine(run[name]) for name in _RUN_BY_ACCOUNT}}
         parts.append(_check_part(part_book, as_of, part_run, rejected))
     return pa.concat_tables(parts)
+
+
+def _check_finite(found: _Found, run: Mapping[str, pa.Table]) -> None:
+    """Rule 14: every number in the run's trades and accounts is finite (NaN and ±inf are not; a null is no number).
+
+    One violation per bad cell, keyed ``table.column``; whole columns at a time, so it runs before the parts.
+    """
+    for name in _RUN_BY_ACCOUNT:
+        table = run[name]
+        for field in table.schema:
+            if not pa.types.is_floating(field.type):
+                continue
+            column = table.column(field.name)
+            bad = np.asarray(pc.fill_null(pc.invert(pc.is_finite(column)), False))
+            for row in np.flatnonzero(bad):
+                account_id = table.column(Col.account_id)[int(row)].as_py()
+                where = (f" of the trade in {table.column(Col.security_id)[int(row)].as_py()}"
+                         if name == "trades" and Col.security_id in table.column_names else "")
+                found.add(14, account_id, f"{name}.{field.name}",
+                          f"{name}.{field.name}{where} is {column[int(row)].as_py()}; every number of a run "
+                          f"must be finite")
 
 
 def _check_part(book: Mapping[str, pa.Table], as_of: dt.date, run: Mapping[str, pa.Table],
@@ -230,6 +255,8 @@ def _check_trades(found, account, rows, securities, lots, restricted, as_of, sol
         if security is None:
             found.add(0, account_id, s, f"trade in security {s!r}, which is not in the book")
             continue
+        if not all(np.isfinite(x) for x in (quantity, t[Col.price], t[Col.value])):
+            continue                                  # rule 14 reports it; no arithmetic rule can judge it
         if not quantity > 0:
             found.add(0, account_id, s, f"trade quantity {quantity} is not positive")
         if abs(t[Col.value] - quantity * t[Col.price]) > _cents(t[Col.value]):
@@ -366,5 +393,5 @@ def _check_wash(found, as_of, trades, household, group, held, window) -> None:
 
 def violations_by_rule(violations: pa.Table) -> dict[int, int]:
     """Counts of violations per rule number."""
-    counts = np.bincount(violations.column(Col.rule).to_numpy(), minlength=14) if violations.num_rows else []
+    counts = np.bincount(violations.column(Col.rule).to_numpy(), minlength=15) if violations.num_rows else []
     return {rule: int(n) for rule, n in enumerate(counts) if n}
