@@ -250,6 +250,24 @@ def test_status_rows(handmade):
     assert cash_only.column(Col.value).to_pylist() == cash_only.column(Col.cash_before).to_pylist()
 
 
+def test_status_rows_of_an_account_with_non_finite_numbers_are_finite(handmade):
+    """A rejected account's NaN cash or infinite lot quantity counts 0: the run's numbers stay finite (rule 14)."""
+    tables = handmade["tables"]
+    accounts, lots = tables["accounts"], tables["lots"]
+    mine = pc.equal(accounts.column(Col.account_id), SHORT)
+    accounts = accounts.set_column(accounts.schema.get_field_index(Col.cash), accounts.schema.field(Col.cash),
+                                   pc.if_else(mine, float("nan"), accounts.column(Col.cash)))
+    held = pc.equal(lots.column(Col.account_id), WITHDRAWING)
+    lots = lots.set_column(lots.schema.get_field_index(Col.quantity), lots.schema.field(Col.quantity),
+                           pc.if_else(held, float("inf"), lots.column(Col.quantity)))
+    rows = status_rows(accounts, [WITHDRAWING, SHORT], Status.rejected, "bad numbers", AS_OF,
+                       lots=lots, securities=tables["securities"])
+    for name in (Col.value, Col.cash_before, Col.cash_after):
+        assert np.isfinite(rows.column(name).to_numpy()).all(), name
+    assert rows.column(Col.cash_before).to_pylist()[1] == 0.0
+    assert rows.column(Col.value).to_pylist()[0] == pytest.approx(_account(handmade, WITHDRAWING)[Col.cash_before])
+
+
 SCREENING, BUYING = "A0000005", "A0000004"          # one household: a Roth and a taxable account
 
 

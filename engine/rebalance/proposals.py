@@ -436,8 +436,13 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
 
 def _account_values(ids: list, cash: np.ndarray, lots: pa.Table | None, securities: pa.Table | None) -> np.ndarray:
     """``cash + Σ quantity × price`` of each of ``ids`` over its lots with a price, USD; the cash alone
-    where ``lots`` or ``securities`` is None."""
-    value = cash.copy()
+    where ``lots`` or ``securities`` is None.
+
+    A number the book gives as NaN or infinite (a rejected account's cash, a lot's quantity or
+    price) counts 0: the run's numbers are finite (docs/contract.md §3 rule 14), and the
+    account's detail says what was wrong.
+    """
+    value = _finite(cash)
     if lots is not None and securities is not None and lots.num_rows:
         lot_account = index_in(lots.column(Col.account_id), ids)
         mine = np.flatnonzero(lot_account >= 0)
@@ -445,8 +450,13 @@ def _account_values(ids: list, cash: np.ndarray, lots: pa.Table | None, securiti
             sec = index_in(lots.column(Col.security_id).take(pa.array(mine)), securities.column(Col.security_id))
             price = np.where(sec >= 0, numbers(securities, Col.price, np.maximum(sec, 0)), np.nan)
             worth = numbers(lots, Col.quantity, mine, dtype=float) * np.nan_to_num(price)
-            value += np.bincount(lot_account[mine], worth, len(ids))
+            value += np.bincount(lot_account[mine], _finite(worth), len(ids))
     return value
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """``values`` with NaN and ±inf as 0 (a copy)."""
+    return np.where(np.isfinite(values), values, 0.0)
 
 
 def status_rows(accounts_table: pa.Table, account_ids: Sequence[str], status: str | Sequence[str],
@@ -475,7 +485,8 @@ def status_rows(accounts_table: pa.Table, account_ids: Sequence[str], status: st
     pa.Table
         Conformed to ``schema.RUN_TABLES["accounts"]``, ordered as ``account_ids``:
         cash after = cash before, tracking error, drift and every amount 0, ``mandated``
-        from the accounts table (withdrawal, overdraft, cash below the floor).
+        from the accounts table (withdrawal, overdraft, cash below the floor).  A NaN or
+        infinite cash or lot value of the book counts 0, so every number is finite.
     """
     ids = list(account_ids)
     count = len(ids)
@@ -483,7 +494,7 @@ def status_rows(accounts_table: pa.Table, account_ids: Sequence[str], status: st
     if (rows < 0).any():
         missing = [a for a, r in zip(ids, rows) if r < 0]
         raise ValueError(f"accounts not in the accounts table: {missing[:5]}")
-    cash = numbers(accounts_table, Col.cash, rows, dtype=float)
+    cash = _finite(numbers(accounts_table, Col.cash, rows, dtype=float))
     withdrawal = numbers(accounts_table, Col.withdrawal, rows, dtype=float)
     floor = cash_floor(accounts_table, rows)
     household = strings(accounts_table, Col.household_id, rows)
