@@ -295,12 +295,12 @@ def whatif(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of
     import json
     import os
 
-    # as the nightly actors: compiled solver shapes are kept, so the next question of a shape
-    # seen before loads it instead of compiling for 10-20 s
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "canopy", "jax"))
+    from engine.contract.config import Config, default_compilation_cache, load_config
 
-    from engine.contract.config import Config, load_config
+    # as the nightly actors: compiled solver shapes are kept, so the next question of a shape
+    # seen before loads it instead of compiling for 10-20 s (set before the solver is imported)
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", default_compilation_cache())
+
     from engine.rebalance.customization import Allocation, CustomizationChange, Restriction
     from engine.simulate.whatif import WHATIF_SOLVER, WhatIfSession
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Mapping
@@ -36,7 +35,7 @@ import pyarrow as pa
 import ray
 
 from engine.actors.solver import ShardSolver, actor_env
-from engine.contract.config import Config
+from engine.contract.config import Config, default_compilation_cache
 from engine.contract.errors import RunError
 from engine.rebalance.pipeline import ShardOutput
 from engine.rebalance.shards import Shard, shard_tables
@@ -135,8 +134,7 @@ class Dispatcher:
         self.pin = config.run.pin_actors and not gpus     # GPU actors take no CPU of their own
         env = actor_env(gpus)
         # compiled solver shapes survive actor restarts and runs (each node keeps its own)
-        env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
-            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "canopy", "jax"))
+        env.setdefault("JAX_COMPILATION_CACHE_DIR", default_compilation_cache())
         self._actor_class = ray.remote(ShardSolver).options(
             num_cpus=0 if gpus else 1, num_gpus=gpus, max_restarts=0, max_task_retries=0,
             runtime_env={"env_vars": env})

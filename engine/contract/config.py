@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -463,3 +464,13 @@ def default_toml(width: int = 88) -> str:
             lines.append(f"# {field_.name} =" if value is None else f"{field_.name} = {_toml_value(value)}")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def default_compilation_cache() -> str:
+    """Where compiled solver programs are kept when ``JAX_COMPILATION_CACHE_DIR`` is not set.
+
+    ``$XDG_CACHE_HOME/canopy/jax`` (``~/.cache/canopy/jax``): the nightly job's actors and
+    ``canopy whatif`` keep their compiled shapes there, so a later process loads them instead
+    of compiling each for 10-20 s.
+    """
+    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "canopy", "jax")
