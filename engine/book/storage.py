@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -76,7 +77,15 @@ def filesystem(uri: str, storage_options: Mapping[str, Any] | None = None):
         raise BookError(f"cannot open {uri!r}: {exc}") from None
 
 
+#: The business dates a book may have (``as_of``): date arithmetic of the engine (price staleness,
+#: wash-sale windows, holding periods) stays within Python's dates for these years.
+AS_OF_YEARS = (1900, 2199)
+
+
 def _read_meta(fs, root: str, uri: str) -> dict:
+    """``book.json``, checked: a JSON object with ``schema_version`` the integer
+    :data:`~engine.contract.schema.SCHEMA_VERSION`, ``as_of`` a ``YYYY-MM-DD`` string
+    (parsed to a date within :data:`AS_OF_YEARS`) and ``base_currency`` USD (default)."""
     path = f"{root.rstrip('/')}/{BOOK_JSON}"
     try:
         with fs.open(path, "rb") as fh:
@@ -86,43 +95,78 @@ def _read_meta(fs, root: str, uri: str) -> dict:
                         f"and one Parquet dataset per table") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BookError(f"{BOOK_JSON} in {uri!r} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BookError(f"{BOOK_JSON} in {uri!r} is nested too deeply to read; it must be a flat JSON object "
+                        f"like {{\"schema_version\": {schema.SCHEMA_VERSION}, \"as_of\": \"2026-11-20\"}}") from None
+    except OSError as exc:
+        raise BookError(f"cannot read {BOOK_JSON} in {uri!r} ({type(exc).__name__}: {exc}); it must be a "
+                        f"file holding a JSON object") from None
     if not isinstance(meta, dict):
         raise BookError(f"{BOOK_JSON} in {uri!r} must be a JSON object, got {type(meta).__name__}")
     version = meta.get("schema_version")
-    if version != schema.SCHEMA_VERSION:
+    if type(version) is not int or version != schema.SCHEMA_VERSION:
         raise BookError(f"{BOOK_JSON}: schema_version {version!r} is not supported; "
-                        f"expected {schema.SCHEMA_VERSION}")
-    try:
-        meta[Col.as_of] = dt.date.fromisoformat(str(meta[Col.as_of]))
-    except (KeyError, ValueError):
-        raise BookError(f"{BOOK_JSON}: as_of must be a date like \"2026-11-20\", "
-                        f"got {meta.get(Col.as_of)!r}") from None
+                        f"expected {schema.SCHEMA_VERSION} (an integer)")
+    meta[Col.as_of] = _as_of(meta.get(Col.as_of))
     currency = meta.get("base_currency", "USD")
     if currency != "USD":
         raise BookError(f"{BOOK_JSON}: base_currency {currency!r} is not supported; expected USD")
     return meta
 
 
-def _read_table(fs, root: str, name: str, uri: str) -> tuple[pa.Table, str]:
-    """One table of the book, conformed to its schema, and its fingerprint."""
-    path = f"{root.rstrip('/')}/{name}"
-    if not fs.isdir(path):
-        raise BookError(f"missing table folder {name}/ in {uri!r}", table=name)
-    files = sorted(info["name"] for info in fs.find(path, detail=True).values()
-                   if info["name"].endswith(".parquet"))
-    if not files:
-        raise BookError(f"table folder {name}/ holds no .parquet files", table=name)
+def _as_of(value: Any) -> dt.date:
+    """The book's business date from ``book.json``'s ``as_of``: a string ``YYYY-MM-DD`` within
+    :data:`AS_OF_YEARS`; anything else raises :class:`BookError`."""
     try:
-        dataset = ds.dataset(files, format="parquet", filesystem=fs)
-        table = dataset.to_table()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise BookError(f"unreadable Parquet dataset: {exc}", table=name) from None
-    digest = hashlib.sha256()
-    for file in files:
-        info = fs.info(file)
-        digest.update(f"{file.rsplit('/', 1)[-1]}:{info.get('size')}:"
-                      f"{info.get('ETag') or info.get('etag') or info.get('mtime') or ''}".encode())
-    return schema.conform(table, schema.BOOK_TABLES[name], name=name), digest.hexdigest()[:16]
+        if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError(value)
+        date = dt.date.fromisoformat(value)
+    except ValueError:
+        raise BookError(f"{BOOK_JSON}: as_of must be a date like \"2026-11-20\", got {value!r}") from None
+    first, last = AS_OF_YEARS
+    if not first <= date.year <= last:
+        raise BookError(f"{BOOK_JSON}: as_of {value} is outside the years {first} to {last} a book may have")
+    return date
+
+
+def _read_table(fs, root: str, name: str, uri: str) -> tuple[pa.Table, str]:
+    """One table of the book, conformed to its schema, and its fingerprint.
+
+    Any unexpected error in reading it (short of running out of memory or an interrupt) becomes a
+    :class:`BookError` naming the table and its files, the original as its ``__cause__``.
+    """
+    path = f"{root.rstrip('/')}/{name}"
+    files: list[str] = []
+    try:
+        if not fs.isdir(path):
+            raise BookError(f"missing table folder {name}/ in {uri!r}", table=name)
+        files = sorted(info["name"] for info in fs.find(path, detail=True).values()
+                       if info["name"].endswith(".parquet"))
+        if not files:
+            raise BookError(f"table folder {name}/ holds no .parquet files", table=name)
+        try:
+            dataset = ds.dataset(files, format="parquet", filesystem=fs)
+            table = dataset.to_table()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
+            raise BookError(f"unreadable Parquet dataset in {_files_in_words(files)}: {exc}; every part file "
+                            f"of a table must be Parquet with the table's columns and types", table=name) from None
+        digest = hashlib.sha256()
+        for file in files:
+            info = fs.info(file)
+            digest.update(f"{file.rsplit('/', 1)[-1]}:{info.get('size')}:"
+                          f"{info.get('ETag') or info.get('etag') or info.get('mtime') or ''}".encode())
+        return schema.conform(table, schema.BOOK_TABLES[name], name=name), digest.hexdigest()[:16]
+    except (BookError, MemoryError):
+        raise
+    except Exception as exc:
+        raise BookError(f"unexpected {type(exc).__name__} reading {_files_in_words(files) if files else path}: "
+                        f"{exc}", table=name) from exc
+
+
+def _files_in_words(files: list[str], show: int = 3) -> str:
+    """The part files ``files`` named for a message: the first ``show`` and how many more."""
+    names = ", ".join(files[:show])
+    return f"{names} (and {len(files) - show} more)" if len(files) > show else names
 
 
 def read_book(uri: str, policy: PolicyConfig | None = None,

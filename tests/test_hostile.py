@@ -1,0 +1,167 @@
+"""Hostile books (issue 29): every damaged book ends in a clear BookError or a clean committed run.
+
+First one test per kind of damage that once ended in a traceback, through the ``canopy``
+command as a user meets it; then a property-based fuzz test (Hypothesis) that damages a
+small valid book anywhere and asserts the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from engine.book import storage, synth
+from engine.book.storage import read_book
+from engine.cli import app
+from engine.contract.errors import BookError
+
+runner = CliRunner()
+
+ACCOUNTS = 12
+
+
+@pytest.fixture(scope="module")
+def clean_book(tmp_path_factory) -> Path:
+    """A small valid book with no planted problems (copy it before damaging it)."""
+    path = tmp_path_factory.mktemp("hostile") / "book"
+    synth.generate(str(path), ACCOUNTS, seed=1, bad_fraction=0.0)
+    return path
+
+
+def copy_of(book: Path, tmp_path: Path, name: str = "damaged") -> Path:
+    target = tmp_path / name
+    shutil.copytree(book, target)
+    return target
+
+
+def set_column(book: Path, table: str, column: str, values, part: int = 0) -> None:
+    """Replace ``column`` of one part file of ``table`` by ``values`` (a list or an Arrow array)."""
+    path = sorted((book / table).glob("*.parquet"))[part]
+    data = pq.read_table(path)
+    index = data.schema.get_field_index(column)
+    array = values if isinstance(values, pa.Array) else pa.array(values, data.schema.field(column).type)
+    pq.write_table(data.set_column(index, pa.field(column, array.type), array), path)
+
+
+def validate_cli(book: Path):
+    return runner.invoke(app, ["validate", "--book", str(book)])
+
+
+def assert_book_error(result, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "BookError" in result.output or "SchemaError" in result.output, result.output
+    assert_says(result, *words)
+
+
+def assert_says(result, *words: str) -> None:
+    """Each of ``words`` is in the command's output (rich wraps lines: whitespace is ignored)."""
+    printed = "".join(result.output.split())
+    for word in words:
+        assert "".join(word.split()) in printed, (word, result.output)
+
+
+# --------------------------------------------------------------------------
+# book.json
+
+def _write_meta(text: str):
+    return lambda book: (book / "book.json").write_text(text)
+
+
+def _directory(book: Path) -> None:
+    (book / "book.json").unlink()
+    (book / "book.json").mkdir()
+
+
+META = {"schema_version": 1, "as_of": "2026-11-20"}
+
+BOOK_JSON_DAMAGE = {
+    "a directory": (_directory, "cannot read book.json"),
+    "nested arrays": (_write_meta("[" * 100_000 + "]" * 100_000), "nested too deeply"),
+    "nested objects": (_write_meta('{"a":' * 100_000 + "1" + "}" * 100_000), "nested too deeply"),
+    "not an object": (_write_meta("[1, 2]"), "must be a JSON object"),
+    "not JSON": (_write_meta("{schema_version: 1"), "not valid JSON"),
+    "a string schema_version": (_write_meta(json.dumps({**META, "schema_version": "1"})), "schema_version"),
+    "a boolean schema_version": (_write_meta(json.dumps({**META, "schema_version": True})), "schema_version"),
+    "a float schema_version": (_write_meta(json.dumps({**META, "schema_version": 1.0})), "schema_version"),
+    "a numeric as_of": (_write_meta(json.dumps({**META, "as_of": 20261120})), "as_of must be a date"),
+    "a compact as_of": (_write_meta(json.dumps({**META, "as_of": "20261120"})), "as_of must be a date"),
+    "a null as_of": (_write_meta(json.dumps({**META, "as_of": None})), "as_of must be a date"),
+    "the first as_of": (_write_meta(json.dumps({**META, "as_of": "0001-01-01"})), "outside the years"),
+    "the last as_of": (_write_meta(json.dumps({**META, "as_of": "9999-12-31"})), "outside the years"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BOOK_JSON_DAMAGE))
+def test_damaged_book_json_is_a_book_error(clean_book, tmp_path, kind):
+    damage, words = BOOK_JSON_DAMAGE[kind]
+    book = copy_of(clean_book, tmp_path)
+    damage(book)
+    assert_book_error(validate_cli(book), "book.json", words)
+
+
+# --------------------------------------------------------------------------
+# Tables
+
+def _split(book: Path, table: str, rows: int = 3) -> None:
+    """Split ``table``'s one part file in two: its first ``rows`` rows, and the rest."""
+    path = sorted((book / table).glob("*.parquet"))[0]
+    data = pq.read_table(path)
+    path.unlink()
+    pq.write_table(data.slice(0, rows), book / table / "part-00000.parquet")
+    pq.write_table(data.slice(rows), book / table / "part-00001.parquet")
+
+
+@pytest.mark.parametrize("column, values", [
+    ("price", lambda n: pa.array(["x"] * n)),
+    ("price", lambda n: pa.array([[1.0]] * n)),
+    ("tags", lambda n: pa.array(["tag"] * n)),
+    ("price_date", lambda n: pa.array(["yesterday"] * n)),
+])
+def test_part_files_of_incompatible_types_are_a_book_error(clean_book, tmp_path, column, values):
+    book = copy_of(clean_book, tmp_path)
+    _split(book, "securities")
+    rows = pq.read_metadata(book / "securities" / "part-00001.parquet").num_rows
+    set_column(book, "securities", column, values(rows), part=1)
+    assert_book_error(validate_cli(book), "securities", "part-00000.parquet", "part-00001.parquet")
+
+
+def test_an_unexpected_error_reading_a_table_is_a_book_error_that_says_where(clean_book, monkeypatch):
+    def broken(table, schema, *, name=None):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(storage.schema, "conform", broken)
+    with pytest.raises(BookError, match="securities.*unexpected RuntimeError.*part-00000.parquet.*disk on fire") as info:
+        read_book(str(clean_book))
+    assert isinstance(info.value.__cause__, RuntimeError)
+    for fatal in (MemoryError, KeyboardInterrupt):
+        def out_of(table, schema, *, name=None, fatal=fatal):
+            raise fatal()
+        monkeypatch.setattr(storage.schema, "conform", out_of)
+        with pytest.raises(fatal):
+            read_book(str(clean_book))
+
+
+def test_a_garbage_part_file_is_a_book_error(clean_book, tmp_path):
+    book = copy_of(clean_book, tmp_path)
+    sorted((book / "lots").glob("*.parquet"))[0].write_bytes(b"not parquet")
+    assert_book_error(validate_cli(book), "lots", "part-00000.parquet")
+
+
+# --------------------------------------------------------------------------
+# The other commands answer a damaged book with the same one line
+
+def test_check_and_whatif_answer_a_damaged_book_with_a_book_error(clean_book, tmp_path):
+    book = copy_of(clean_book, tmp_path)
+    _directory(book)
+    result = runner.invoke(app, ["check", "--book", str(book), "--run", str(tmp_path / "runs")])
+    assert_book_error(result, "book.json")
+    result = runner.invoke(app, ["whatif", "--book", str(book), "--account", "A000000"])
+    assert_book_error(result, "book.json")
+    assert not (tmp_path / "runs").exists()
