@@ -132,6 +132,15 @@ def test_part_files_of_incompatible_types_are_a_book_error(clean_book, tmp_path,
     assert_book_error(validate_cli(book), "securities", "part-00000.parquet", "part-00001.parquet")
 
 
+@pytest.mark.parametrize("table, column", [("securities", "tags"), ("templates", "alternatives")])
+def test_a_null_inside_a_list_column_is_a_book_error(clean_book, tmp_path, table, column):
+    book = copy_of(clean_book, tmp_path)
+    values = pq.read_table(sorted((book / table).glob("*.parquet"))[0]).column(column).to_pylist()
+    values[0] = (values[0] or []) + [None]
+    set_column(book, table, column, values)
+    assert_book_error(validate_cli(book), f"table '{table}'", f"column '{column}'", "null element")
+
+
 def test_an_unexpected_error_reading_a_table_is_a_book_error_that_says_where(clean_book, monkeypatch):
     def broken(table, schema, *, name=None):
         raise RuntimeError("disk on fire")

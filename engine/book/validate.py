@@ -151,6 +151,26 @@ def check_field_rules(tables: Tables, as_of: dt.date) -> None:
                                 f"them and run again", table=name, column=rule.column, key=key)
 
 
+def check_list_elements(tables: Tables) -> None:
+    """Raise :class:`BookError` on a null inside a list column (``securities.tags``,
+    ``templates.alternatives``): a list may be null or empty, its elements may not."""
+    for name in schema.BOOK_TABLES:
+        table = tables[name]
+        for field in table.schema:
+            if not pa.types.is_list(field.type):
+                continue
+            column = table.column(field.name)
+            elements = pc.list_flatten(column)
+            if not elements.null_count:
+                continue
+            parents = np.asarray(pc.list_parent_indices(column).to_numpy(zero_copy_only=False))
+            bad_rows = np.unique(parents[np.asarray(elements.is_null())])
+            key = row_key(table, name, int(bad_rows[0]))
+            raise BookError(f"{field.name} holds a null element at row {key} ({bad_rows.size} row(s) do); a list "
+                            f"may be null or empty, but each element must be a string: remove the nulls",
+                            table=name, column=field.name, key=key)
+
+
 def check_enums(tables: Tables) -> None:
     """Columns of the whole book that take one of a fixed set of values."""
     for name, column, allowed in (("securities", Col.kind, schema.Kind.all),
@@ -513,6 +533,7 @@ def validate(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> pa.Table:
         For a whole-book problem.
     """
     check_keys(tables)
+    check_list_elements(tables)
     check_enums(tables)
     check_field_rules(tables, as_of)
     check_risk_model(tables)
