@@ -141,17 +141,20 @@ def ray_session():
 SMALL_RUN_SOLVER = dict(eps_abs=1e-5, eps_rel=1e-5, max_iterations=2000)
 
 
-def solve_locally(book_uri: str, out: str, accounts: int | None = None):
+def solve_locally(book_uri: str, out: str, accounts: int | None = None, shape: tuple[int, int, int] | None = None):
     """The nightly job's work without Ray: every usable household in one shard of the largest shape.
 
     One shape means one compile (~15 s); the rows are what the job's shards would write
     (``engine.rebalance.pipeline.solve_shard``), committed with ``engine.book.runs.RunWriter``.
+    ``shape``: a least (m, L, n) to pad to, so that books of different shapes share one compile.
+    A book with no usable account commits a run of rejected accounts only.
     """
     import numpy as np
     import pyarrow as pa
 
     from engine.book.runs import RunWriter
     from engine.book.storage import read_book
+    from engine.contract import schema
     from engine.contract.config import Config, SolverConfig
     from engine.contract.schema import Status
     from engine.rebalance.pipeline import solve_shard
@@ -166,18 +169,20 @@ def solve_locally(book_uri: str, out: str, accounts: int | None = None):
     usable = targets.account_ids[targets.usable & ~np.isin(targets.account_ids, sorted(rejected))]
     tables = household_transactions(book.tables, usable)
     plan = plan_shards(tables, targets, usable, config.run)
-    shape = tuple(int(max(s.shape[k] for s in plan)) for k in range(3))
-    shard = Shard(0, np.concatenate([s.account_ids for s in plan]), sum(s.households for s in plan), shape)
-    part = next(shard_tables(tables, [shard]))
-    output = solve_shard({n: tables[n] for n in SHARED_TABLES}, part, targets.of(shard.account_ids), shard,
-                         book.as_of, config)
+    rows, trades = [], schema.empty(schema.RUN_TABLES["trades"])
+    if plan:                                   # else every account is rejected: nothing to solve
+        shape = tuple(int(max([s.shape[k] for s in plan] + ([shape[k]] if shape else []))) for k in range(3))
+        shard = Shard(0, np.concatenate([s.account_ids for s in plan]), sum(s.households for s in plan), shape)
+        part = next(shard_tables(tables, [shard]))
+        output = solve_shard({n: tables[n] for n in SHARED_TABLES}, part, targets.of(shard.account_ids), shard,
+                             book.as_of, config)
+        rows, trades = [output.accounts], output.trades
     others = [a for a in targets.account_ids if a not in set(usable)]
-    rows = [output.accounts]
     if others:
         rows.append(status_rows(book.accounts, others, Status.rejected, "rejected: see the rejections table",
                                 book.as_of, lots=book.lots, securities=book.securities))
     writer = RunWriter(out, book.as_of)
-    writer.write("trades", output.trades)
+    writer.write("trades", trades)
     writer.write("accounts", pa.concat_tables(rows).sort_by("account_id"))
     writer.write("rejections", pa.concat_tables([book.rejections, targets.rejections.cast(book.rejections.schema)]))
     return writer.commit({"book": book_uri, "summary": {}})

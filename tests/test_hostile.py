@@ -17,9 +17,13 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.book import storage, synth
+from engine.book.runs import read_run
 from engine.book.storage import read_book
 from engine.cli import app
 from engine.contract.errors import BookError
+from engine.contract.schema import Col, Status
+from engine.review.check import check_run
+from tests.conftest import solve_locally
 
 runner = CliRunner()
 
@@ -161,6 +165,70 @@ def test_a_garbage_part_file_is_a_book_error(clean_book, tmp_path):
     book = copy_of(clean_book, tmp_path)
     sorted((book / "lots").glob("*.parquet"))[0].write_bytes(b"not parquet")
     assert_book_error(validate_cli(book), "lots", "part-00000.parquet")
+
+
+# --------------------------------------------------------------------------
+# Every account rejected: the run commits, every account rejected
+
+def _null_price_dates(book: Path) -> None:
+    set_column(book, "securities", "price_date", [None] * pq.read_metadata(
+        sorted((book / "securities").glob("*.parquet"))[0]).num_rows)
+
+
+EVERY_ACCOUNT_REJECTED = {
+    "as_of far in the past": _write_meta(json.dumps({**META, "as_of": "1900-01-01"})),
+    "as_of far in the future": _write_meta(json.dumps({**META, "as_of": "2199-12-31"})),
+    "no price dates": _null_price_dates,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EVERY_ACCOUNT_REJECTED))
+def test_a_book_of_rejected_accounts_commits_a_run_of_rejections(clean_book, tmp_path, kind):
+    book = copy_of(clean_book, tmp_path)
+    EVERY_ACCOUNT_REJECTED[kind](book)
+    result = validate_cli(book)
+    assert result.exit_code == 0, result.output
+    assert_says(result, f"0 of {ACCOUNTS} accounts usable; {ACCOUNTS} rejected")
+    out = tmp_path / "runs"
+    solve_locally(str(book), str(out))
+    source = read_book(str(book))
+    tables, _ = read_run(str(out), source.as_of)
+    assert tables["trades"].num_rows == 0
+    assert set(tables["accounts"].column(Col.status).to_pylist()) == {Status.rejected}
+    assert check_run(source.tables, source.as_of, tables, source.rejected).num_rows == 0
+    result = runner.invoke(app, ["check", "--book", str(book), "--run", str(out)])
+    assert result.exit_code == 0, result.output
+
+
+class _NoActors:
+    """A dispatcher for a night with nothing to solve: it must be given no work."""
+
+    size = started = 0
+
+    def run(self, work, on_result):
+        assert not list(work), "an all-rejected book gave the actors work"
+        return []
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_the_nightly_job_commits_a_book_of_rejected_accounts(clean_book, tmp_path):
+    """The job's own stages after read (targets, plan, write, manifest) on zero shards, without Ray's actors."""
+    from engine.actors import nightly
+    from engine.book.runs import RunWriter
+    from engine.contract.config import Config
+
+    book = copy_of(clean_book, tmp_path)
+    _null_price_dates(book)
+    loaded = read_book(str(book))
+    out = str(tmp_path / "runs")
+    manifest = nightly._solve_and_write(loaded, RunWriter(out, loaded.as_of), Config(), {}, False, None,
+                                        _NoActors())
+    assert manifest["counts"][Status.rejected] == ACCOUNTS and manifest["shards"]["count"] == 0
+    tables, _ = read_run(out, loaded.as_of)
+    assert tables["trades"].num_rows == 0
+    assert check_run(loaded.tables, loaded.as_of, tables, loaded.rejected).num_rows == 0
 
 
 # --------------------------------------------------------------------------

@@ -432,7 +432,7 @@ def _security_weights(tables: Mapping[str, pa.Table], class_weights: np.ndarray,
     excluded = restriction_matrix(tables["restrictions"], tables["securities"], axes.account_ids,
                                   axes.security_ids)
     kept = np.ones(products.nnz)
-    if excluded.nnz:
+    if excluded.nnz and products.nnz:        # no products: every account rejected already
         screened = np.diff(excluded.indptr)[products.row] > 0
         lost = (excluded @ model_weights.T).tocsr()
         kept[screened] = 1.0 - np.asarray(lost[products.row[screened], products.col[screened]]).ravel()
