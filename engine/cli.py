@@ -86,8 +86,10 @@ def validate(book: str = typer.Option(..., "--book", help="Folder or fsspec URI 
         summary.add_row(name, f"{table.num_rows:,}")
     console.print(summary)
     accounts = result.accounts.num_rows
-    console.print(f"{accounts - len(result.rejected):,} of {accounts:,} accounts usable; "
-                  f"{len(result.rejected):,} rejected with {result.rejections.num_rows:,} rejection(s)")
+    rejected = len(pc.unique(pc.filter(result.rejections.column(Col.account_id), pc.is_in(
+        result.rejections.column(Col.account_id), value_set=result.accounts.column(Col.account_id)))))
+    console.print(f"{accounts - rejected:,} of {accounts:,} accounts usable; "
+                  f"{rejected:,} rejected with {result.rejections.num_rows:,} rejection(s)")
     if result.rejections.num_rows:
         rules = Table(title="rejections by rule", expand=True)
         for column in (Col.rule, "count", "examples"):

@@ -242,3 +242,29 @@ def test_check_and_whatif_answer_a_damaged_book_with_a_book_error(clean_book, tm
     result = runner.invoke(app, ["whatif", "--book", str(book), "--account", "A000000"])
     assert_book_error(result, "book.json")
     assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------
+# canopy validate's summary
+
+def test_validate_counts_rejected_accounts_of_the_book_only(clean_book, tmp_path):
+    book = copy_of(clean_book, tmp_path)
+    lots = pq.read_table(sorted((book / "lots").glob("*.parquet"))[0])
+    ghost = lots.slice(0, 1).set_column(lots.schema.get_field_index(Col.account_id), lots.schema.field(Col.account_id),
+                                        pa.array(["GHOST"], pa.string()))
+    pq.write_table(ghost, book / "lots" / "part-09999.parquet")
+    result = validate_cli(book)
+    assert result.exit_code == 0, result.output
+    assert_says(result, f"{ACCOUNTS} of {ACCOUNTS} accounts usable; 0 rejected with 1 rejection(s)")
+
+
+def test_validate_of_a_book_without_accounts_counts_no_rejected_account(clean_book, tmp_path):
+    book = copy_of(clean_book, tmp_path)
+    accounts = pq.read_table(sorted((book / "accounts").glob("*.parquet"))[0])
+    for path in (book / "accounts").glob("*.parquet"):
+        path.unlink()
+    pq.write_table(accounts.slice(0, 0), book / "accounts" / "part-00000.parquet")
+    result = validate_cli(book)
+    assert result.exit_code == 0, result.output
+    assert_says(result, "0 of 0 accounts usable; 0 rejected")
+
