@@ -141,12 +141,14 @@ def ray_session():
 SMALL_RUN_SOLVER = dict(eps_abs=1e-5, eps_rel=1e-5, max_iterations=2000)
 
 
-def solve_locally(book_uri: str, out: str, accounts: int | None = None, shape: tuple[int, int, int] | None = None):
+def solve_locally(book_uri: str, out: str, accounts: int | None = None, shape: tuple[int, int, int] | None = None,
+                  households: int | None = None, lots: int = 0):
     """The nightly job's work without Ray: every usable household in one shard of the largest shape.
 
     One shape means one compile (~15 s); the rows are what the job's shards would write
     (``engine.rebalance.pipeline.solve_shard``), committed with ``engine.book.runs.RunWriter``.
-    ``shape``: a least (m, L, n) to pad to, so that books of different shapes share one compile.
+    ``shape``, ``households``, ``lots``: a least (m, L, n), batch and lots per household (P) to pad to,
+    so that books of different shapes share one compile.
     A book with no usable account commits a run of rejected accounts only.
     """
     import numpy as np
@@ -172,10 +174,11 @@ def solve_locally(book_uri: str, out: str, accounts: int | None = None, shape: t
     rows, trades = [], schema.empty(schema.RUN_TABLES["trades"])
     if plan:                                   # else every account is rejected: nothing to solve
         shape = tuple(int(max([s.shape[k] for s in plan] + ([shape[k]] if shape else []))) for k in range(3))
-        shard = Shard(0, np.concatenate([s.account_ids for s in plan]), sum(s.households for s in plan), shape)
+        shard = Shard(0, np.concatenate([s.account_ids for s in plan]), sum(s.households for s in plan), shape,
+                      lots)
         part = next(shard_tables(tables, [shard]))
         output = solve_shard({n: tables[n] for n in SHARED_TABLES}, part, targets.of(shard.account_ids), shard,
-                             book.as_of, config)
+                             book.as_of, config, households=households)
         rows, trades = [output.accounts], output.trades
     others = [a for a in targets.account_ids if a not in set(usable)]
     if others:

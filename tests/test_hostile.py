@@ -7,19 +7,25 @@ small valid book anywhere and asserts the outcome.
 
 from __future__ import annotations
 
+import collections
+import datetime as dt
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from engine.book import storage, synth
 from engine.book.runs import read_run
 from engine.book.storage import read_book
 from engine.cli import app
+from engine.contract import schema
 from engine.contract.errors import BookError
 from engine.contract.schema import Col, Status
 from engine.review.check import check_run
@@ -268,3 +274,199 @@ def test_validate_of_a_book_without_accounts_counts_no_rejected_account(clean_bo
     assert result.exit_code == 0, result.output
     assert_says(result, "0 of 0 accounts usable; 0 rejected")
 
+
+
+# --------------------------------------------------------------------------
+# The fuzz test (issue 29 item 4): Hypothesis damages the clean book anywhere
+
+#: Mutations of one value of a column, by the column's type.
+VALUE_MUTATIONS = {
+    "float": ("null", "nan", "+inf", "-inf", "negate", "times 1e300", "zero"),
+    "int": ("null", "negate", "zero"),
+    "string": ("null", "empty string"),
+    "date": ("null", "far past", "far future"),
+    "list": ("null", "null element", "empty string element"),
+    "bool": ("null", "flip"),
+}
+#: Mutations of a whole column or table.
+COLUMN_MUTATIONS = ("drop column", "extra column", "to string")
+TABLE_MUTATIONS = ("duplicate a row", "drop all rows", "drop the table", "extra part file", "garbage part file")
+#: Damages of book.json.
+META_MUTATIONS = ("missing schema_version", "missing as_of", "schema_version a string", "as_of a number",
+                  "as_of far past", "as_of far future", "not JSON", "not an object", "extra key")
+
+FAR_PAST, FAR_FUTURE = dt.date(1000, 1, 1), dt.date(2900, 1, 1)
+
+#: Per kind of damage (its mutation), how the fuzz tests' cases ended: {(mutation, outcome): count}.
+OUTCOMES: collections.Counter = collections.Counter()
+
+
+def _kind(type_: pa.DataType) -> str:
+    for kind, test in (("float", pa.types.is_floating), ("int", pa.types.is_integer), ("string", pa.types.is_string),
+                       ("date", pa.types.is_date), ("list", pa.types.is_list), ("bool", pa.types.is_boolean)):
+        if test(type_):
+            return kind
+    raise AssertionError(type_)
+
+
+def all_damages() -> list[tuple[str, str | None, str]]:
+    """Every (table, column, mutation) the fuzz test may choose; book.json's column is its key."""
+    damages = []
+    for name, table_schema in schema.BOOK_TABLES.items():
+        for field in table_schema:
+            damages += [(name, field.name, m) for m in VALUE_MUTATIONS[_kind(field.type)] + COLUMN_MUTATIONS]
+        damages += [(name, None, m) for m in TABLE_MUTATIONS]
+    return damages + [("book.json", None, m) for m in META_MUTATIONS]
+
+
+DAMAGES = all_damages()
+
+
+def _mutate_value(value, mutation: str):
+    return {"null": lambda v: None, "nan": lambda v: float("nan"), "+inf": lambda v: float("inf"),
+            "-inf": lambda v: float("-inf"), "negate": lambda v: None if v is None else -v,
+            "times 1e300": lambda v: None if v is None else v * 1e300, "zero": lambda v: 0,
+            "empty string": lambda v: "", "far past": lambda v: FAR_PAST, "far future": lambda v: FAR_FUTURE,
+            "null element": lambda v: (v or []) + [None], "empty string element": lambda v: (v or []) + [""],
+            "flip": lambda v: None if v is None else not v}[mutation](value)
+
+
+def damage_table(table: pa.Table, column: str | None, mutation: str, row: int) -> pa.Table | None:
+    """``table`` damaged; None to remove the table's folder."""
+    if mutation == "duplicate a row":
+        return pa.concat_tables([table, table.slice(row, 1)]) if table.num_rows else table
+    if mutation == "drop all rows":
+        return table.slice(0, 0)
+    if mutation == "drop the table":
+        return None
+    if mutation == "drop column":
+        return table.drop_columns([column])
+    if mutation == "extra column":
+        return table.append_column(f"{column}_extra", table.column(column))
+    index = table.schema.get_field_index(column)
+    if mutation == "to string":
+        values = [None if v is None else str(v) for v in table.column(column).to_pylist()]
+        return table.set_column(index, pa.field(column, pa.string()), pa.array(values, pa.string()))
+    if not table.num_rows:
+        return table
+    values = table.column(column).to_pylist()
+    values[row] = _mutate_value(values[row], mutation)
+    return table.set_column(index, pa.field(column, table.schema.field(column).type),
+                            pa.array(values, table.schema.field(column).type))
+
+
+def damaged_book(clean: Path, tables: dict[str, pa.Table], folder: Path, damage: tuple, row_draw: int) -> Path:
+    """A copy of the clean book with ``damage`` (table, column, mutation) done to row ``row_draw`` (mod rows)."""
+    name, column, mutation = damage
+    book = folder / "book"
+    shutil.copytree(clean, book)
+    if name == "book.json":
+        meta = {"schema_version": 1, "as_of": synth.AS_OF.isoformat(), "base_currency": "USD"}
+        text = {"missing schema_version": lambda: json.dumps({k: v for k, v in meta.items() if k != "schema_version"}),
+                "missing as_of": lambda: json.dumps({k: v for k, v in meta.items() if k != "as_of"}),
+                "schema_version a string": lambda: json.dumps({**meta, "schema_version": "1"}),
+                "as_of a number": lambda: json.dumps({**meta, "as_of": 20261120}),
+                "as_of far past": lambda: json.dumps({**meta, "as_of": "1900-01-02"}),
+                "as_of far future": lambda: json.dumps({**meta, "as_of": "2199-12-30"}),
+                "not JSON": lambda: "{\"schema_version\": 1,",
+                "not an object": lambda: json.dumps([meta]),
+                "extra key": lambda: json.dumps({**meta, "comment": {"nested": [1, 2]}})}[mutation]()
+        (book / "book.json").write_text(text)
+        return book
+    folder_of_table = book / name
+    parts = sorted(folder_of_table.glob("*.parquet"))
+    if mutation == "extra part file":
+        shutil.copy(parts[0], folder_of_table / "part-99999.parquet")
+        return book
+    if mutation == "garbage part file":
+        (folder_of_table / "part-99999.parquet").write_bytes(b"PAR1 but not really")
+        return book
+    table = tables[name]
+    damaged = damage_table(table, column, mutation, row_draw % max(table.num_rows, 1))
+    shutil.rmtree(folder_of_table)
+    if damaged is not None:
+        folder_of_table.mkdir()
+        pq.write_table(damaged, folder_of_table / "part-00000.parquet")
+    return book
+
+
+def fuzz_outcome(clean: Path, tables: dict[str, pa.Table], shape, damage: tuple, row_draw: int) -> str:
+    """Damage a copy of the book, read it and, unless that is a BookError, run it and check the run.
+
+    Returns ``"BookError"`` or ``"clean run"``; any other ending fails the test.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        book = damaged_book(clean, tables, Path(folder), damage, row_draw)
+        try:
+            source = read_book(str(book))
+        except BookError as exc:
+            assert str(exc).strip(), damage
+            assert exc.table is not None or "book.json" in str(exc), (damage, str(exc))
+            return "BookError"
+        out = Path(folder) / "runs"
+        try:
+            solve_locally(str(book), str(out), **shape)
+        except BookError as exc:      # targets may find a whole-book problem the rules leave to them
+            assert exc.table is not None, (damage, str(exc))
+            return "BookError"
+        runs, _ = read_run(str(out), source.as_of)
+        assert runs["accounts"].num_rows == source.accounts.num_rows, damage
+        violations = check_run(source.tables, source.as_of, runs, source.rejected)
+        assert violations.num_rows == 0, (damage, violations.slice(0, 5).to_pylist())
+        return "clean run"
+
+
+@pytest.fixture(scope="module")
+def fuzz_setup(clean_book):
+    """The clean book's tables as stored, and the padding every fuzz case solves at (one compile)."""
+    from engine.rebalance.shards import household_ids, household_transactions, plan_shards
+    from engine.rebalance.targets import build_targets
+
+    source = read_book(str(clean_book))
+    tables = {name: pq.read_table(sorted((clean_book / name).glob("*.parquet"))[0]) for name in schema.BOOK_TABLES}
+    targets = build_targets(source)
+    usable = targets.account_ids[targets.usable]
+    plan = plan_shards(household_transactions(source.tables, usable), targets, usable)
+    shape = tuple(int(max(s.shape[k] for s in plan)) for k in range(3))
+    household_of = dict(zip(source.accounts.column(Col.account_id).to_pylist(),
+                            household_ids(source.accounts, source.accounts.column(Col.account_id).to_pylist())))
+    lots = max(collections.Counter(household_of.get(a) for a in source.lots.column(Col.account_id).to_pylist())
+               .values())                # P: the most lots of a household
+    return tables, dict(shape=shape, households=sum(s.households for s in plan), lots=lots)
+
+
+def run_fuzz(clean_book: Path, fuzz_setup, examples: int, derandomize: bool) -> collections.Counter:
+    tables, shape = fuzz_setup
+    seen: collections.Counter = collections.Counter()
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=derandomize,
+              suppress_health_check=list(HealthCheck))
+    @given(damage=st.sampled_from(DAMAGES), row_draw=st.integers(0, 10_000))
+    def one_case(damage, row_draw):
+        outcome = fuzz_outcome(clean_book, tables, shape, damage, row_draw)
+        seen[(damage[2], outcome)] += 1
+        OUTCOMES[(damage[2], outcome)] += 1
+
+    one_case()
+    return seen
+
+
+def _print_outcomes(seen: collections.Counter) -> None:
+    by_outcome = collections.Counter()
+    for (_, outcome), count in seen.items():
+        by_outcome[outcome] += count
+    print(f"\nfuzz: {sum(seen.values())} cases: {dict(by_outcome)}")
+    for mutation in sorted({m for m, _ in seen}):
+        print(f"  {mutation:24s} " + ", ".join(f"{o} {seen[(mutation, o)]}" for o in ("BookError", "clean run")
+                                                if seen[(mutation, o)]))
+
+
+def test_fuzz_damaged_books_end_in_a_book_error_or_a_clean_run(clean_book, fuzz_setup):
+    """A small, reproducible budget for ``make test``."""
+    _print_outcomes(run_fuzz(clean_book, fuzz_setup, examples=25, derandomize=True))
+
+
+@pytest.mark.slow
+def test_fuzz_damaged_books_long(clean_book, fuzz_setup):
+    """The long budget, run on purpose: ``pytest -m slow tests/test_hostile.py -s``."""
+    _print_outcomes(run_fuzz(clean_book, fuzz_setup, examples=400, derandomize=False))
