@@ -186,7 +186,8 @@ def solve_locally(book_uri: str, out: str, accounts: int | None = None, shape: t
                                 book.as_of, lots=book.lots, securities=book.securities))
     writer = RunWriter(out, book.as_of)
     writer.write("trades", trades)
-    writer.write("accounts", pa.concat_tables(rows).sort_by("account_id"))
+    writer.write("accounts", pa.concat_tables(rows).sort_by("account_id") if rows
+                 else schema.empty(schema.RUN_TABLES["accounts"]))      # a book without accounts
     writer.write("rejections", pa.concat_tables([book.rejections, targets.rejections.cast(book.rejections.schema)]))
     return writer.commit({"book": book_uri, "summary": {}})
 
