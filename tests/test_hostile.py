@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -237,6 +237,21 @@ def test_the_nightly_job_commits_a_book_of_rejected_accounts(clean_book, tmp_pat
     assert check_run(loaded.tables, loaded.as_of, tables, loaded.rejected).num_rows == 0
 
 
+def test_a_cash_cap_below_the_cash_floor_rejects_the_account(clean_book, tmp_path):
+    """max_cash < min_cash: rules 4 and 5 cannot both hold (found by the fuzz test)."""
+    book = copy_of(clean_book, tmp_path)
+    accounts = pq.read_table(sorted((book / "accounts").glob("*.parquet"))[0])
+    min_cash = accounts.column(Col.min_cash).to_pylist()
+    row = next(i for i, v in enumerate(min_cash) if v)
+    max_cash = accounts.column(Col.max_cash).to_pylist()
+    max_cash[row] = min_cash[row] / 2
+    set_column(book, "accounts", Col.max_cash, max_cash)
+    source = read_book(str(book))
+    account_id = accounts.column(Col.account_id)[row].as_py()
+    assert source.rejected == {account_id}
+    assert "below min_cash" in source.rejections.column(Col.message)[0].as_py()
+
+
 # --------------------------------------------------------------------------
 # The other commands answer a damaged book with the same one line
 
@@ -442,6 +457,8 @@ def run_fuzz(clean_book: Path, fuzz_setup, examples: int, derandomize: bool) -> 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=derandomize,
               suppress_health_check=list(HealthCheck))
     @given(damage=st.sampled_from(DAMAGES), row_draw=st.integers(0, 10_000))
+    @example(damage=("accounts", "max_cash", "zero"), row_draw=9)       # found: a cap below the floor
+    @example(damage=("accounts", None, "drop all rows"), row_draw=0)    # found: a book without accounts
     def one_case(damage, row_draw):
         outcome = fuzz_outcome(clean_book, tables, shape, damage, row_draw)
         seen[(damage[2], outcome)] += 1

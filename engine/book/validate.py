@@ -371,8 +371,10 @@ def account_rejections(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> 
 
 
 def _account_row_rejections(accounts: pa.Table, as_of: dt.date, found: Rejections) -> None:
-    """Reject accounts whose ``tax_status`` is unknown or whose row breaks an accounts field rule
-    (rates, cash amounts, budgets, limits: engine.contract.rules)."""
+    """Reject accounts whose ``tax_status`` is unknown, whose row breaks an accounts field rule
+    (rates, cash amounts, budgets, limits: engine.contract.rules), or whose cash cap is below its
+    floor (``max_cash < min_cash``: the cap ``max_cash + reserve_cash + withdrawal`` of rule 5 would
+    be below the floor ``min_cash + reserve_cash + withdrawal`` of rule 4, USD)."""
     status = accounts.column(Col.tax_status)
     unknown = np.asarray(pc.fill_null(pc.invert(pc.is_in(status, value_set=pa.array(schema.TaxStatus.all))), True))
     for row in np.flatnonzero(unknown):
@@ -385,6 +387,13 @@ def _account_row_rejections(accounts: pa.Table, as_of: dt.date, found: Rejection
             found.add(aid, "accounts", aid, rule.reject,
                       f"{rule.column} must be {rule.bounds(as_of)} ({rule.why}), got "
                       f"{accounts.column(rule.column)[int(row)].as_py()!r}")
+    max_cash = numbers(accounts, Col.max_cash, fill=np.nan, dtype=float)
+    min_cash = numbers(accounts, Col.min_cash, fill=0.0, dtype=float)
+    for row in np.flatnonzero(max_cash < min_cash):                  # NaN (no cap, or broken): False
+        aid = accounts.column(Col.account_id)[int(row)].as_py()
+        found.add(aid, "accounts", aid, Reject.bad_account,
+                  f"max_cash {max_cash[row]:.2f} is below min_cash {min_cash[row]:.2f}: the cash cap would be "
+                  f"below the cash floor; raise max_cash, lower min_cash, or leave max_cash null (no cap)")
 
 
 def _lot_rejections(lots: pa.Table, securities: pa.Table, known_account: np.ndarray, as_of: dt.date,
