@@ -254,9 +254,6 @@ def write_book(uri: str, as_of: dt.date, tables: Mapping[str, pa.Table], *,
             writer.write(name, table)
 
 
-__all__ = ["Book", "BookWriter", "read_book", "write_book", "filesystem", "fsspec"]
-
-
 def storage_options_from(text: str | None) -> dict[str, Any] | None:
     """fsspec options from the JSON text of a ``--storage-options`` option (None: none)."""
     if not text:
@@ -269,3 +266,6 @@ def storage_options_from(text: str | None) -> dict[str, Any] | None:
     if not isinstance(options, dict):
         raise ConfigError("--storage-options must be a JSON object")
     return options
+
+
+__all__ = ["Book", "BookWriter", "read_book", "write_book", "filesystem", "storage_options_from", "fsspec"]

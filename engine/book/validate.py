@@ -140,8 +140,8 @@ def check_risk_model(tables: Tables) -> None:
 def check_field_rules(tables: Tables, as_of: dt.date) -> None:
     """Raise :class:`BookError` on the first value breaking a ``book`` field rule (engine.contract.rules)."""
     for name in schema.BOOK_TABLES:
+        table = tables[name]
         for rule in field_rules(name, Breaks.book):
-            table = tables[name]
             bad = rule.broken(table, as_of)
             if bad.any():
                 row = int(np.argmax(bad))

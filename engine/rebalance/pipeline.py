@@ -45,6 +45,7 @@ class ShardOutput:
     timings: dict[str, float] = field(default_factory=dict)
     iterations: int = 0
     warm: "WarmStart | None" = None
+    warm_started: bool = False  # the solve started from the ``warm`` it was given (it fit)
     worker: str = ""            # host:pid of the solver actor that ran it (the nightly job's)
 
 
@@ -116,7 +117,8 @@ def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], 
     if keep_warm:  # a host copy: the solver donates the device buffers of the state it starts from
         kept = WarmStart(index.security_ids, index.account_ids,
                          type(result.state)(*(np.array(v) for v in result.state)))
-    return ShardOutput(shard.shard_id, trades, accounts, timings, int(np.asarray(result.iterations).sum()), kept)
+    return ShardOutput(shard.shard_id, trades, accounts, timings, int(np.asarray(result.iterations).sum()), kept,
+                       warm_started=fits)
 
 
 def solve_households(tables: Mapping[str, pa.Table], targets: Targets, account_ids, as_of: dt.date,

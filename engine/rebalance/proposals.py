@@ -449,7 +449,8 @@ def _account_values(ids: list, cash: np.ndarray, lots: pa.Table | None, securiti
         if mine.size:
             sec = index_in(lots.column(Col.security_id).take(pa.array(mine)), securities.column(Col.security_id))
             price = np.where(sec >= 0, numbers(securities, Col.price, np.maximum(sec, 0)), np.nan)
-            worth = numbers(lots, Col.quantity, mine, dtype=float) * np.nan_to_num(price)
+            with np.errstate(over="ignore", invalid="ignore"):     # 1e300 × a price: counted 0 below
+                worth = numbers(lots, Col.quantity, mine, dtype=float) * _finite(price)
             value += np.bincount(lot_account[mine], _finite(worth), len(ids))
     return value
 

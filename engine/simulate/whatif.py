@@ -253,14 +253,11 @@ class WhatIfSession:
         previous = self._warm.get(account_id)
         (output,) = solve_households({**self.shared, **tables}, targets, members, self.as_of, self.config,
                                      warm=previous, keep_warm=True)
-        # the check solve_shard makes before it starts from the iterate
-        warm_started = (previous is not None and np.array_equal(previous.security_ids, output.warm.security_ids)
-                        and np.array_equal(previous.account_ids, output.warm.account_ids))
         if keep:
             self._warm[account_id] = output.warm
         timings.update(output.timings)
         return self._result(account_id, household, words, output.accounts, output.trades, first, started,
-                            warm_started, timings)
+                            output.warm_started, timings)
 
     def _unusable(self, account_id, household, words, messages, started) -> WhatIf:
         return WhatIf(account_id, household, words, Status.rejected,
