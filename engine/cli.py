@@ -86,8 +86,7 @@ def validate(book: str = typer.Option(..., "--book", help="Folder or fsspec URI 
         summary.add_row(name, f"{table.num_rows:,}")
     console.print(summary)
     accounts = result.accounts.num_rows
-    rejected = len(pc.unique(pc.filter(result.rejections.column(Col.account_id), pc.is_in(
-        result.rejections.column(Col.account_id), value_set=result.accounts.column(Col.account_id)))))
+    rejected = len(result.rejected)
     console.print(f"{accounts - rejected:,} of {accounts:,} accounts usable; "
                   f"{rejected:,} rejected with {result.rejections.num_rows:,} rejection(s)")
     if result.rejections.num_rows:

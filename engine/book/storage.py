@@ -40,7 +40,7 @@ class Book:
 
     Every table is conformed to its schema in :data:`engine.contract.schema.BOOK_TABLES`.
     ``rejections`` lists what was wrong with single accounts; ``rejected`` is
-    the set of those account ids: they get no trades, the others are usable.
+    the set of those of the book's accounts: they get no trades, the others are usable.
     """
 
     uri: str
@@ -187,7 +187,9 @@ def read_book(uri: str, policy: PolicyConfig | None = None,
     for name in schema.BOOK_TABLES:
         tables[name], fingerprints[name] = _read_table(fs, root, name, uri)
     rejections = validate(tables, meta[Col.as_of], policy)
-    rejected = frozenset(a for a in rejections.column(Col.account_id).to_pylist() if a is not None)
+    # the book's own accounts: a lot or a recent trade of an account not in the book names no account to reject
+    in_book = set(tables["accounts"].column(Col.account_id).to_pylist())
+    rejected = frozenset(a for a in rejections.column(Col.account_id).to_pylist() if a in in_book)
     return Book(uri=str(uri), as_of=meta[Col.as_of], base_currency=meta.get("base_currency", "USD"),
                 rejections=rejections, rejected=rejected, fingerprints=fingerprints, **tables)
 
