@@ -264,7 +264,7 @@ def _solve_and_write(loaded, writer: RunWriter, config: Config, timings: dict[st
     timings.update({f"solve.{stage}": seconds for stage, seconds in stage_time.items()})
 
     clock = time.perf_counter()
-    unsolved = _unsolved_rows(loaded, targets, details, row_of, failures)
+    unsolved = _unsolved_rows(loaded, targets, details, failures)
     accounts, trades = _run_tables(outputs, unsolved)
     if accounts.num_rows != loaded.accounts.num_rows:
         raise RunError(f"the run has {accounts.num_rows} account rows for {loaded.accounts.num_rows} accounts "
@@ -308,11 +308,10 @@ def _solve(dispatcher, work, accounts: int, progress, on_result
     return outputs, failures, stage_time
 
 
-def _unsolved_rows(loaded, targets, details: Mapping[str, str], row_of: Mapping[str, int],
-                   failures) -> list[pa.Table]:
+def _unsolved_rows(loaded, targets, details: Mapping[str, str], failures) -> list[pa.Table]:
     """The accounts rows of the accounts not solved: the rejected (with their problems) and the failed."""
     parts = []
-    rejected_ids = [a for a in targets.account_ids if a in details or not targets.usable[row_of[a]]]
+    rejected_ids = [a for a, usable in zip(targets.account_ids, targets.usable) if a in details or not usable]
     if rejected_ids:
         parts.append(status_rows(loaded.accounts, rejected_ids, Status.rejected,
                                  [details.get(a, "rejected: the account has no usable target") for a in rejected_ids],
