@@ -285,3 +285,14 @@ def test_templates_refuse_undefined_names_and_other_packages_can_extend_base():
     assert BASE_MARKER in page and "<nav><a href=\"/\">home</a></nav>" in page
     assert "-$1,234 12.3% &lt;b&gt;" in page
     assert environment() is environment()                         # built once
+
+
+def test_the_asset_class_chart_draws_held_after_and_target_and_refuses_a_short_array():
+    from engine.review.charts import asset_class_chart
+
+    classes = ["us_equity", "intl_equity", "bonds"]
+    with_after = asset_class_chart(classes, np.array([.6, .2, .2]), np.array([.5, .25, .25]), np.array([.55, .2, .25]))
+    held_only = asset_class_chart(classes, np.array([.6, .2, .2]), np.array([.5, .25, .25]))
+    assert with_after.startswith(PNG) and held_only.startswith(PNG) and with_after != held_only
+    with pytest.raises(ValueError, match="target has 2 weights for 3 asset classes"):
+        asset_class_chart(classes, np.array([.6, .2, .2]), np.array([.5, .5]))

@@ -2,7 +2,8 @@
 
 A run's charts return PNG bytes and draw on their own Agg canvas (no pyplot
 state, so several threads may draw at once): :func:`status_chart`,
-:func:`histogram_chart`, :func:`tracking_error_chart`, :func:`taxes_chart`.
+:func:`histogram_chart`, :func:`tracking_error_chart`, :func:`taxes_chart`; and one
+account's holdings against its target by asset class, :func:`asset_class_chart`.
 The simulations' charts write a PNG file: :func:`backtest_chart` and
 :func:`transition_chart`.
 
@@ -20,8 +21,8 @@ import numpy as np
 from engine.contract.schema import Decision, Status
 from engine.review.pages import money
 
-__all__ = ["status_chart", "histogram_chart", "tracking_error_chart", "taxes_chart", "backtest_chart",
-           "transition_chart"]
+__all__ = ["status_chart", "histogram_chart", "tracking_error_chart", "taxes_chart", "asset_class_chart",
+           "backtest_chart", "transition_chart"]
 
 _COLORS = {"buy_and_hold": "#7f7f7f", "monthly_harvester": "#d62728", "canopy": "#2ca02c"}
 
@@ -121,6 +122,43 @@ def taxes_chart(totals: Mapping[str, float]) -> bytes:
     axes.set_ylabel("USD")
     axes.set_title("Taxes: realized, saved and deferred (all accounts)")
     axes.tick_params(axis="x", labelsize=8, rotation=15)
+    return _png(figure)
+
+
+def asset_class_chart(asset_classes: list[str], held: np.ndarray, target: np.ndarray,
+                      after: np.ndarray | None = None, title: str = "Holdings and target by asset class") -> bytes:
+    """One account's weight in each asset class, held now (and after the proposal), against its target.
+
+    ``held``, ``target``, ``after``: fractions of the account's value, one per
+    entry of ``asset_classes``; ``after`` may be None (no proposal).
+
+    Raises
+    ------
+    ValueError
+        An array whose length is not that of ``asset_classes``.
+    """
+    series = {"held now": held, "target": target, **({"after the proposal": after} if after is not None else {})}
+    for name, values in series.items():
+        if len(values) != len(asset_classes):
+            raise ValueError(f"asset_class_chart: {name} has {len(values)} weights for {len(asset_classes)} "
+                             f"asset classes; pass one weight per asset class")
+    figure = _figure(6.4, max(2.4, 0.9 + 0.42 * len(asset_classes) * (1 + (after is not None) / 2)))
+    axes = figure.add_subplot()
+    y = np.arange(len(asset_classes), dtype=float)
+    height = 0.8 / (len(series) - 1)
+    colours = {"held now": "#90a4ae", "after the proposal": "#1565c0"}
+    bars = [name for name in series if name != "target"]
+    for i, name in enumerate(bars):
+        axes.barh(y + (i - (len(bars) - 1) / 2) * height, 100 * np.asarray(series[name], float), height,
+                  color=colours[name], label=name)
+    axes.scatter(100 * np.asarray(target, float), y, marker="|", s=400, linewidths=2.5, color="#c62828",
+                 label="target", zorder=3)
+    axes.set_yticks(y, asset_classes)
+    axes.invert_yaxis()
+    axes.set_xlabel("% of the account's value")
+    axes.set_xlim(0, max(1.0, 100 * max(max(np.max(v, initial=0.0) for v in series.values()), 0.0) * 1.1))
+    axes.set_title(title)
+    axes.legend(fontsize=8, frameon=True, loc="best")
     return _png(figure)
 
 

@@ -41,7 +41,8 @@ from engine.review.taxes import tax_report
 #: The report's per-account tax figures (:func:`engine.review.taxes.tax_report`), read back by later reports.
 REPORT_TAXES = "taxes.parquet"
 
-__all__ = ["build_report", "account_page", "account_file", "make_report", "year_so_far", "CHARTS"]
+__all__ = ["build_report", "account_page", "account_file", "run_charts", "tax_totals", "index_context", "make_report",
+           "year_so_far", "CHARTS"]
 
 CHARTS = ("status.png", "scores.png", "tracking_error.png", "turnover.png", "taxes.png")
 
@@ -92,6 +93,23 @@ def run_charts(rows: list[dict], decisions: list[str] | None, totals: Mapping[st
     }
 
 
+def tax_totals(accounts: pa.Table, taxes: pa.Table | None) -> dict[str, float]:
+    """The run's taxes over all accounts, USD, by label: gains realized, estimated tax, losses harvested,
+    tax saved, and with ``taxes`` (:func:`engine.review.taxes.tax_report`) the tax deferred.
+
+    ``accounts``: the run's ``accounts`` table.
+    """
+    def total(source: pa.Table, name: str) -> float:
+        return float(pc.sum(source.column(name)).as_py() or 0.0) if source.num_rows else 0.0
+
+    totals = {"net short-term gains": total(accounts, Col.realized_st),
+              "net long-term gains": total(accounts, Col.realized_lt), "estimated tax": total(accounts, Col.est_tax),
+              "losses harvested": total(accounts, Col.harvested_loss), "tax saved": total(accounts, Col.tax_saved)}
+    if taxes is not None:
+        totals["tax deferred"] = total(taxes, Col.tax_deferred)
+    return totals
+
+
 def build_report(run: Mapping[str, pa.Table], manifest: Mapping[str, Any], *, book_tables: Mapping[str, pa.Table]
                  | None = None, targets: Targets | None = None, decisions: pa.Table | None = None,
                  as_of: dt.date, max_accounts: int = 500, accounts: list[str] | None = None,
@@ -125,15 +143,7 @@ def build_report(run: Mapping[str, pa.Table], manifest: Mapping[str, Any], *, bo
     traded = [r for r in rows if r[Col.trade_count] > 0]
     taxes = tax_report(book_tables, targets, run, as_of) if book_tables is not None and targets is not None else None
     tax_rows = {r[Col.account_id]: r for r in taxes.to_pylist()} if taxes is not None else {}
-
-    def total(name: str, source=table) -> float:
-        return float(pc.sum(source.column(name)).as_py() or 0.0) if source.num_rows else 0.0
-
-    totals = {"net short-term gains": total(Col.realized_st), "net long-term gains": total(Col.realized_lt),
-              "estimated tax": total(Col.est_tax), "losses harvested": total(Col.harvested_loss),
-              "tax saved": total(Col.tax_saved)}
-    if taxes is not None:
-        totals["tax deferred"] = total(Col.tax_deferred, taxes)
+    totals = tax_totals(table, taxes)
     files = run_charts(rows, [decision_of.get(r[Col.account_id], "undecided") for r in rows]
                        if decision_of is not None else None, totals)
 
