@@ -230,3 +230,69 @@ def test_without_a_book_the_report_leaves_the_tax_figures_out(report, small_run)
     pages = [name for name in files if name.startswith("accounts/")]
     assert len(pages) == 2 and all("No tax figures" in files[name].decode() for name in pages)
     assert "taxes.parquet" not in files
+
+
+BASE_MARKER = '<meta name="generator" content="canopy base.html">'
+
+
+def test_every_page_is_rendered_from_the_shared_base_template(report):
+    _, folder, _ = report
+    pages = [folder / "index.html", *(folder / "accounts").glob("*.html")]
+    assert len(pages) > 1
+    for page in pages:
+        text = page.read_text()
+        assert text.count(BASE_MARKER) == 1 and text.count("<style>") == 1, page.name
+        assert "{{" not in text and "{%" not in text, page.name                   # no template text left over
+
+
+def test_an_account_id_with_markup_is_escaped_and_its_page_is_one_file(report, small_run):
+    from urllib.parse import unquote
+
+    from engine.review.report import account_file, build_report
+
+    runs, _, _ = report
+    run, manifest = read_run(str(runs), small_run[2])
+    evil = '<script>alert("x")</script>&/../A'
+    victim = next(r[Col.account_id] for r in run["accounts"].to_pylist() if r[Col.trade_count] > 0)
+
+    def renamed(table: pa.Table) -> pa.Table:
+        ids = [evil if a == victim else a for a in table.column(Col.account_id).to_pylist()]
+        return table.set_column(table.schema.get_field_index(Col.account_id), Col.account_id, pa.array(ids))
+
+    run = {**run, "accounts": renamed(run["accounts"]), "trades": renamed(run["trades"])}
+    files = build_report(run, manifest, as_of=small_run[2], max_accounts=0, accounts=[evil])
+    name = account_file(evil)
+    assert name in files and name.count("/") == 1 and name.startswith("accounts/")
+    page, index = files[name].decode(), files["index.html"].decode()
+    for text in (page, index):
+        assert "<script>" not in text and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&amp;/../A" in text
+    href = re.search(r'<a href="([^"]+)">&lt;script', index).group(1)
+    assert unquote(href) == name                                  # the link opens the page's file
+
+
+def test_templates_refuse_undefined_names_and_other_packages_can_extend_base():
+    import jinja2
+
+    from engine.review.pages import environment, make_environment, render
+
+    with pytest.raises(jinja2.UndefinedError):
+        render("account.html", account={Col.account_id: "X"})
+    loader = jinja2.ChoiceLoader([jinja2.DictLoader({"portal.html": (
+        '{% extends "base.html" %}{% block nav %}<nav><a href="/">home</a></nav>{% endblock %}'
+        '{% block content %}{{ amount|money }} {{ share|pct(1) }} {{ name }}{% endblock %}')}),
+        jinja2.PackageLoader("engine.review", "templates")])
+    page = make_environment(loader).get_template("portal.html").render(amount=-1234.5, share=0.1234, name="<b>")
+    assert BASE_MARKER in page and "<nav><a href=\"/\">home</a></nav>" in page
+    assert "-$1,234 12.3% &lt;b&gt;" in page
+    assert environment() is environment()                         # built once
+
+
+def test_the_asset_class_chart_draws_held_after_and_target_and_refuses_a_short_array():
+    from engine.review.charts import asset_class_chart
+
+    classes = ["us_equity", "intl_equity", "bonds"]
+    with_after = asset_class_chart(classes, np.array([.6, .2, .2]), np.array([.5, .25, .25]), np.array([.55, .2, .25]))
+    held_only = asset_class_chart(classes, np.array([.6, .2, .2]), np.array([.5, .25, .25]))
+    assert with_after.startswith(PNG) and held_only.startswith(PNG) and with_after != held_only
+    with pytest.raises(ValueError, match="target has 2 weights for 3 asset classes"):
+        asset_class_chart(classes, np.array([.6, .2, .2]), np.array([.5, .5]))

@@ -1,18 +1,165 @@
-"""PNG charts of simulations (matplotlib, Agg backend): the backtest and the transition plan.
+"""PNG charts (matplotlib, Agg backend): of a run, for its report and the portal; of simulations.
 
-Pure: figures from NumPy arrays to a local PNG path; no storage layer, no ray.
+A run's charts return PNG bytes and draw on their own Agg canvas (no pyplot
+state, so several threads may draw at once): :func:`status_chart`,
+:func:`histogram_chart`, :func:`tracking_error_chart`, :func:`taxes_chart`; and one
+account's holdings against its target by asset class, :func:`asset_class_chart`.
+The simulations' charts write a PNG file: :func:`backtest_chart` and
+:func:`transition_chart`.
+
+Pure: figures from NumPy arrays; no storage layer, no ray.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-__all__ = ["backtest_chart", "transition_chart"]
+from engine.contract.schema import Decision, Status
+from engine.review.pages import money
+
+__all__ = ["status_chart", "histogram_chart", "tracking_error_chart", "taxes_chart", "asset_class_chart",
+           "backtest_chart", "transition_chart"]
 
 _COLORS = {"buy_and_hold": "#7f7f7f", "monthly_harvester": "#d62728", "canopy": "#2ca02c"}
+
+
+_DECISION_COLOURS = {Decision.approve: "#2e7d32", Decision.review: "#f9a825", Decision.suspend: "#c62828",
+                     "undecided": "#78909c"}
+
+
+def _figure(width: float = 6.4, height: float = 3.6):
+    """A matplotlib Figure on its own Agg canvas, ``width`` x ``height`` inches at 110 dpi."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure) -> bytes:
+    figure.tight_layout()
+    sink = io.BytesIO()
+    figure.savefig(sink, format="png")
+    return sink.getvalue()
+
+
+def status_chart(statuses: list[str], decisions: list[str] | None) -> bytes:
+    """Accounts by status (one bar each), coloured by decision where ``decisions`` (one per status) is given."""
+    figure = _figure()
+    axes = figure.add_subplot()
+    present = [s for s in Status.all if s in statuses] or list(Status.all)
+    kinds = [d for d in (*Decision.all, "undecided") if d in decisions] if decisions is not None else ["undecided"]
+    left = np.zeros(len(present))
+    for kind in kinds:
+        counts = np.array([sum(1 for s, d in zip(statuses, decisions or ["undecided"] * len(statuses))
+                               if s == status and d == kind) for status in present], float)
+        if counts.any():
+            axes.barh(present, counts, left=left, color=_DECISION_COLOURS[kind],
+                      label=kind if decisions is not None else "accounts")
+            left += counts
+    for y, total in enumerate(left):
+        axes.text(total, y, f" {int(total):,}", va="center", fontsize=9)
+    axes.set_xlabel("accounts")
+    axes.set_title("Accounts by status" + (" and decision" if decisions is not None else ""))
+    axes.invert_yaxis()
+    axes.legend(loc="lower right", fontsize=8, frameon=False)
+    axes.set_xlim(0, max(left.max(initial=1) * 1.15, 1))
+    return _png(figure)
+
+
+def histogram_chart(values: np.ndarray, title: str, xlabel: str, colour: str, marker: float | None = None) -> bytes:
+    """A histogram of ``values`` (one per account) with its median dashed, and ``marker`` as a red line."""
+    figure = _figure()
+    axes = figure.add_subplot()
+    if values.size:
+        axes.hist(values, bins=min(40, max(5, values.size // 3)), color=colour, edgecolor="white")
+        axes.axvline(float(np.median(values)), color="#333", linestyle="--", linewidth=1,
+                     label=f"median {np.median(values):.3g}")
+        axes.legend(fontsize=8, frameon=False)
+    else:
+        axes.text(0.5, 0.5, "no accounts", ha="center", transform=axes.transAxes)
+    if marker is not None:
+        axes.axvline(marker, color="#c62828", linewidth=1)
+    axes.set_title(title)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("accounts")
+    return _png(figure)
+
+
+def tracking_error_chart(before: np.ndarray, after: np.ndarray) -> bytes:
+    """Each account's tracking error (fraction a year) before trading against after the proposal, and y = x."""
+    figure = _figure()
+    axes = figure.add_subplot()
+    top = float(max(before.max(initial=0), after.max(initial=0)) * 100 * 1.05) or 1.0
+    axes.plot([0, top], [0, top], color="#999", linewidth=1, linestyle="--", label="no change")
+    axes.scatter(before * 100, after * 100, s=14, color="#1565c0", alpha=0.7, label="account")
+    axes.set_xlim(0, top)
+    axes.set_ylim(0, top)
+    axes.set_xlabel("tracking error before trading (% a year)")
+    axes.set_ylabel("after the proposal (% a year)")
+    axes.set_title("Tracking error to target, before and after")
+    axes.legend(fontsize=8, frameon=True, loc="lower right")
+    return _png(figure)
+
+
+def taxes_chart(totals: Mapping[str, float]) -> bytes:
+    """One bar per label of ``totals`` (USD, e.g. gains realized, tax saved, tax deferred), each with its amount."""
+    figure = _figure(7.2, 3.8)
+    axes = figure.add_subplot()
+    labels = list(totals)
+    values = np.array([totals[k] for k in labels])
+    colours = ["#6d4c41", "#8d6e63", "#c62828", "#2e7d32", "#43a047", "#1565c0"][:len(labels)]
+    bars = axes.bar(labels, values, color=colours)
+    for bar, value in zip(bars, values):
+        axes.annotate(money(value), (bar.get_x() + bar.get_width() / 2, value), ha="center",
+                      va="bottom" if value >= 0 else "top", fontsize=8)
+    axes.axhline(0, color="#333", linewidth=0.8)
+    axes.set_ylabel("USD")
+    axes.set_title("Taxes: realized, saved and deferred (all accounts)")
+    axes.tick_params(axis="x", labelsize=8, rotation=15)
+    return _png(figure)
+
+
+def asset_class_chart(asset_classes: list[str], held: np.ndarray, target: np.ndarray,
+                      after: np.ndarray | None = None, title: str = "Holdings and target by asset class") -> bytes:
+    """One account's weight in each asset class, held now (and after the proposal), against its target.
+
+    ``held``, ``target``, ``after``: fractions of the account's value, one per
+    entry of ``asset_classes``; ``after`` may be None (no proposal).
+
+    Raises
+    ------
+    ValueError
+        An array whose length is not that of ``asset_classes``.
+    """
+    series = {"held now": held, "target": target, **({"after the proposal": after} if after is not None else {})}
+    for name, values in series.items():
+        if len(values) != len(asset_classes):
+            raise ValueError(f"asset_class_chart: {name} has {len(values)} weights for {len(asset_classes)} "
+                             f"asset classes; pass one weight per asset class")
+    figure = _figure(6.4, max(2.4, 0.9 + 0.42 * len(asset_classes) * (1 + (after is not None) / 2)))
+    axes = figure.add_subplot()
+    y = np.arange(len(asset_classes), dtype=float)
+    height = 0.8 / (len(series) - 1)
+    colours = {"held now": "#90a4ae", "after the proposal": "#1565c0"}
+    bars = [name for name in series if name != "target"]
+    for i, name in enumerate(bars):
+        axes.barh(y + (i - (len(bars) - 1) / 2) * height, 100 * np.asarray(series[name], float), height,
+                  color=colours[name], label=name)
+    axes.scatter(100 * np.asarray(target, float), y, marker="|", s=400, linewidths=2.5, color="#c62828",
+                 label="target", zorder=3)
+    axes.set_yticks(y, asset_classes)
+    axes.invert_yaxis()
+    axes.set_xlabel("% of the account's value")
+    axes.set_xlim(0, max(1.0, 100 * max(max(np.max(v, initial=0.0) for v in series.values()), 0.0) * 1.1))
+    axes.set_title(title)
+    axes.legend(fontsize=8, frameon=True, loc="best")
+    return _png(figure)
 
 
 def _pyplot():
