@@ -245,6 +245,28 @@ def check_templates(tables: Tables, policy: PolicyConfig) -> None:
                         table="templates", column=Col.weight, key=templates.column(Col.template_id)[row].as_py())
 
 
+def check_substitutes(tables: Tables) -> None:
+    """Each row of the optional ``substitutes`` table (contract version 2) names two different known securities."""
+    substitutes = tables["substitutes"]
+    if substitutes.num_rows == 0:
+        return
+    known = tables["securities"].column(Col.security_id)
+    for column in (Col.security_id, Col.substitute_id):
+        unknown = pc.invert(pc.is_in(substitutes.column(column), value_set=known))
+        if pc.any(unknown).as_py():
+            row = int(np.argmax(np.asarray(unknown)))
+            raise BookError(f"{column} {substitutes.column(column)[row].as_py()!r} is not in the securities table "
+                            f"({int(np.asarray(unknown).sum())} row(s) name unknown securities); add the security "
+                            f"or remove the row", table="substitutes", column=column,
+                            key=row_key(substitutes, "substitutes", row))
+    same = np.asarray(pc.equal(substitutes.column(Col.security_id), substitutes.column(Col.substitute_id)))
+    if same.any():
+        row = int(np.argmax(same))
+        raise BookError(f"security {substitutes.column(Col.security_id)[row].as_py()!r} is named as its own "
+                        f"substitute; a substitute is another security: remove the row", table="substitutes",
+                        column=Col.substitute_id, key=row_key(substitutes, "substitutes", row))
+
+
 # --------------------------------------------------------------------------
 # Account-level checks.
 
@@ -548,4 +570,5 @@ def validate(tables: Tables, as_of: dt.date, policy: PolicyConfig) -> pa.Table:
     check_risk_model(tables)
     check_models(tables, policy)
     check_templates(tables, policy)
+    check_substitutes(tables)
     return sort_rejections(account_rejections(tables, as_of, policy))

@@ -9,7 +9,8 @@ converges, so households of like shape go together:
   (:func:`~engine.solver.shapes.pad_accounts`);
 * ``L``: most lots any of its positions holds, padded to a power of four
   (:func:`~engine.solver.shapes.pad_position_lots`);
-* ``n``: securities it holds or targets, padded to
+* ``n``: securities it holds or targets, and the substitutes it can use
+  (:func:`engine.rebalance.substitutes.usable`), padded to
   :func:`~engine.solver.shapes.pad_securities`' ladder (64 × 1, 2, 4, 8, 12,
   16, 24, 32, ...);
 * ``P``: lots it holds, padded to
@@ -46,6 +47,7 @@ import pyarrow.compute as pc
 from engine.contract.arrow import index_in, one_chunk, unique_sorted
 from engine.contract.config import RunConfig
 from engine.contract.schema import Col
+from engine.rebalance import substitutes
 from engine.rebalance.targets import Targets
 from engine.solver.shapes import MIN_BUCKET, pad_accounts, pad_household_lots, pad_position_lots, pad_securities
 
@@ -238,8 +240,10 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
 
     weights = targets.weights[index_in(ids, targets.account_ids)].tocoo()
     target_security = index_in(targets.security_ids, securities)
+    subs = substitutes.usable(tables, targets, ids, member).tocoo()
     pairs = unique_sorted(np.concatenate([member[position_account] * S + positions % S,
-                                          member[weights.row] * S + target_security[weights.col]]))
+                                          member[weights.row] * S + target_security[weights.col],
+                                          member[subs.row] * S + target_security[subs.col]]))
     universe = np.bincount(pairs // S, minlength=H)
     members = np.bincount(member, minlength=H)
 

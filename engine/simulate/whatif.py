@@ -169,7 +169,7 @@ class WhatIfSession:
         self.config = config or Config(solver=WHATIF_SOLVER)
         self.as_of = book.as_of
         self.tables = book.tables
-        self.targets = build_targets(book)
+        self.targets = build_targets(book, policy=self.config.policy)
         self.row_of = {a: i for i, a in enumerate(self.targets.account_ids)}
         rejected = set(book.rejected) | set(self.targets.rejections.column(Col.account_id).drop_null().to_pylist())
         self.rejected = rejected
