@@ -279,3 +279,24 @@ def test_bad_substitutes_rows_stop_the_book(tmp_path, book, row, message):
     with pytest.raises(BookError, match=message) as caught:
         read_book(str(tmp_path / "b"))
     assert caught.value.table == "substitutes"
+
+
+def test_a_book_without_usable_substitutes_assembles_the_same_problem_exactly():
+    """A generated book whose templates list no alternatives: substitutes on or off, one problem."""
+    from engine.book import synth
+    from engine.solver.types import ProblemBatch
+
+    tables = synth.generate_tables(12, seed=3, bad_fraction=0.0)
+    templates = tables["templates"]
+    index = templates.schema.get_field_index(Col.alternatives)
+    tables["templates"] = templates.set_column(index, templates.schema.field(index),
+                                               pa.nulls(templates.num_rows, templates.schema.field(index).type))
+    built = {}
+    for name, policy in (("on", ON), ("off", OFF)):
+        targets = build_targets(tables, policy=policy)
+        ids = [a for a, usable in zip(targets.account_ids, targets.usable) if usable]
+        built[name] = build_problem_batch(tables, targets, ids, synth.AS_OF, policy)
+    (on, on_index), (off, off_index) = built["on"], built["off"]
+    assert list(on_index.security_ids) == list(off_index.security_ids)
+    for field in ProblemBatch._fields:
+        np.testing.assert_array_equal(np.asarray(getattr(on, field)), np.asarray(getattr(off, field)), err_msg=field)

@@ -51,12 +51,12 @@ from engine.rebalance import substitutes
 from engine.rebalance.targets import Targets
 from engine.solver.shapes import MIN_BUCKET, pad_accounts, pad_household_lots, pad_position_lots, pad_securities
 
-#: The tables every shard shares (the driver ``ray.put``s them once).
-SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models", "templates")
+#: The tables every shard shares (the driver ``ray.put``s them once; ``substitutes`` is optional).
+SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models", "templates", "substitutes")
 #: The tables cut by account.
 ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
 
-__all__ = ["Shard", "plan_shards", "merge_rare_shapes", "shape_work", "shard_sizes", "shard_tables",
+__all__ = ["Shard", "HouseholdShapes", "household_shapes", "plan_shards", "merge_rare_shapes", "shape_work", "shard_sizes", "shard_tables",
            "household_ids", "household_transactions",
            "SHARED_TABLES", "ACCOUNT_TABLES"]
 
@@ -194,25 +194,36 @@ def household_transactions(tables: Mapping[str, pa.Table], account_ids) -> dict[
     return {**tables, "transactions": transactions.append_column(Col.traded_by, traded_by)}
 
 
-def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
-                run: RunConfig = RunConfig()) -> list[Shard]:
-    """Group the households of ``account_ids`` by shape and cut them into shards.
+@dataclass(frozen=True)
+class HouseholdShapes:
+    """Each household's own shape, before rare shapes merge (:func:`household_shapes`).
 
-    Parameters
+    Attributes
     ----------
-    tables
-        The book's tables.
-    targets
-        Targets of the book (every account of ``account_ids`` has one).
-    account_ids
-        The accounts to solve (usable, not rejected); their households are
-        the accounts sharing ``household_id``.
-    run
-        ``shard_accounts``, ``shard_elements`` and ``min_shape_households``.
+    account_ids : (A,) object
+        The accounts, in the accounts table's order.
+    households : (H,) str
+        Sorted household ids.
+    member : (A,) int64
+        Each account's household (row of ``households``).
+    keys : (H, 4) int64
+        (m, L, n, P) of each household, padded by the ladders.
+    securities : (H,) int64
+        The securities each holds, targets or may buy as a substitute, unpadded.
+    """
 
-    Returns
-    -------
-    list of Shard, in a deterministic order (shape, then household id).
+    account_ids: np.ndarray
+    households: np.ndarray
+    member: np.ndarray
+    keys: np.ndarray
+    securities: np.ndarray
+
+
+def household_shapes(tables: Mapping[str, pa.Table], targets: Targets, account_ids) -> HouseholdShapes | None:
+    """The padded shape (m, L, n, P) of each household of ``account_ids``; None for no accounts.
+
+    ``n`` counts the securities the household holds or targets and the substitutes its
+    accounts can use today (:func:`engine.rebalance.substitutes.usable`).
     """
     accounts = tables["accounts"]
     wanted = set(account_ids)
@@ -220,7 +231,7 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
     rows = np.flatnonzero([a in wanted for a in book_ids])
     ids = book_ids[rows]
     if ids.size == 0:
-        return []
+        return None
     household = _household_ids(accounts.take(pa.array(rows)))
     households, member = np.unique(household.astype(str), return_inverse=True)
     H = households.size
@@ -246,12 +257,39 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
                                           member[subs.row] * S + target_security[subs.col]]))
     universe = np.bincount(pairs // S, minlength=H)
     members = np.bincount(member, minlength=H)
+    keys = np.stack([[pad_accounts(int(c)) for c in members], [pad_position_lots(int(c)) for c in most_lots],
+                     [pad_securities(int(c)) for c in universe], [pad_household_lots(int(c)) for c in household_lots]],
+                    axis=1).astype(np.int64)
+    return HouseholdShapes(ids, households, member, keys, universe)
 
-    m = np.asarray([pad_accounts(int(c)) for c in members])
-    L = np.asarray([pad_position_lots(int(c)) for c in most_lots])
-    n = np.asarray([pad_securities(int(c)) for c in universe])
-    P = np.asarray([pad_household_lots(int(c)) for c in household_lots])
-    m, L, n, P = merge_rare_shapes(np.stack([m, L, n, P], axis=1), run.min_shape_households).T
+
+def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
+                run: RunConfig = RunConfig()) -> list[Shard]:
+    """Group the households of ``account_ids`` by shape and cut them into shards.
+
+    Parameters
+    ----------
+    tables
+        The book's tables.
+    targets
+        Targets of the book (every account of ``account_ids`` has one).
+    account_ids
+        The accounts to solve (usable, not rejected); their households are
+        the accounts sharing ``household_id``.
+    run
+        ``shard_accounts``, ``shard_elements`` and ``min_shape_households``.
+
+    Returns
+    -------
+    list of Shard, in a deterministic order (shape, then household id).
+    """
+    shapes = household_shapes(tables, targets, account_ids)
+    if shapes is None:
+        return []
+    ids, households, member = shapes.account_ids, shapes.households, shapes.member
+    H = households.size
+    members = np.bincount(member, minlength=H)
+    m, L, n, P = merge_rare_shapes(shapes.keys, run.min_shape_households).T
     order = np.lexsort((households, P, n, L, m))
     by_household = np.argsort(member, kind="stable")
     first = np.r_[0, np.cumsum(members)]

@@ -27,6 +27,11 @@ For account a with template t(a), asset class c and security i:
    W[a,c]`` and ``K[a,m] = 1 − L[a,m]``: one sparse product for the whole book.
    ``never_buy`` and ``never_sell`` leave the target as it is: the solver
    finds the best proxy through the risk model.
+4. Substitutes (``PolicyConfig.substitutes``): the securities each account
+   may buy besides its targets, ``Targets.substitutes``
+   (:mod:`engine.rebalance.substitutes`).  A screen that empties a product
+   whose asset class has one keeps the product's weights, as ``never_buy``
+   does, instead of rejecting the account.
 
 Units: every weight is a fraction of the account's value (dimensionless).
 
@@ -34,9 +39,10 @@ Rejections.  Custom allocations outside the template's bounds or alternatives
 are found by :func:`engine.book.validate.allocation_rejections` (run here only for
 tables that were not validated).  Found here: screens that remove every
 security of a product the account holds a positive weight of
-(:data:`REJECT_SCREEN_EMPTIES_PRODUCT`; the account is rejected rather than
-silently moving the weight to other asset classes: the advisor chooses
-another product, removes the asset class, or lifts the screen), and two
+(:data:`REJECT_SCREEN_EMPTIES_PRODUCT`, unless a substitute stands in; the
+account is rejected rather than silently moving the weight to other asset
+classes: the advisor chooses another product, removes the asset class, or
+lifts the screen), and two
 allocation rows of one asset class that disagree
 (:data:`REJECT_CONFLICTING_ALLOCATION`); on tables not validated, also a
 chosen product missing from the models table (:data:`REJECT_UNKNOWN_PRODUCT`).
@@ -125,15 +131,15 @@ class Targets:
     security_classes: np.ndarray
     usable: np.ndarray
     rejections: pa.Table
-    substitutes: sp.csr_matrix | None = None
+    substitutes: sp.csr_matrix | None = None         # None: none (filled in by __post_init__)
     restricted_classes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        shape = (len(self.account_ids), len(self.security_ids))
         if self.substitutes is None:
-            object.__setattr__(self, "substitutes", sp.csr_matrix((len(self.account_ids), len(self.security_ids))))
+            object.__setattr__(self, "substitutes", sp.csr_matrix(shape))
         if self.restricted_classes is None:
-            object.__setattr__(self, "restricted_classes",
-                               np.zeros((len(self.account_ids), len(self.asset_classes)), bool))
+            object.__setattr__(self, "restricted_classes", np.zeros((shape[0], len(self.asset_classes)), bool))
 
     def take(self, rows: np.ndarray) -> "Targets":
         """The targets of the accounts at ``rows`` (a shard's), securities and classes kept.

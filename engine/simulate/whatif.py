@@ -231,7 +231,7 @@ class WhatIfSession:
         tables = {name: self._rows(name, self.members[household]) for name in ACCOUNT_TABLES}
         # the household's rows are all account_target reads of the account: the same result, without
         # conforming the whole book's tables on every question
-        target = account_target({**self.shared, **tables}, account_id, change)
+        target = account_target({**self.shared, **tables}, account_id, change, self.config.policy)
         if not target.usable[0]:
             return self._unusable(account_id, household, words, target.rejections.column(Col.message).to_pylist(),
                                   started)
