@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from engine.book.validate import Rejections
 from engine.contract import schema
+from engine.contract.config import PolicyConfig
 from engine.contract.schema import Col, Reject, Rule
 from engine.rebalance.targets import Targets, build_from_tables, target_tables
 
