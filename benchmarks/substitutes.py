@@ -48,7 +48,7 @@ SETTINGS = {"off": PolicyConfig(substitutes=False), "on": PolicyConfig(substitut
 def _usable_targets(tables, policy):
     """The targets of validated ``tables`` and the accounts that are usable."""
     rejected = set(validate(tables, AS_OF, policy).column(Col.account_id).drop_null().to_pylist())
-    targets = build_targets(tables, rejected=rejected, policy=policy)
+    targets = build_targets(tables, rejected=rejected, policy=policy, as_of=AS_OF)
     return targets, targets.account_ids[targets.usable]
 
 

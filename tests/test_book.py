@@ -328,7 +328,7 @@ def _write_raw(tmp_path, tables, **replaced):
     for name, table in {**tables, **replaced}.items():
         (root / name).mkdir(parents=True)
         pq.write_table(table, root / name / "part-00000.parquet")
-    (root / "book.json").write_text(json.dumps({"schema_version": 1, "as_of": str(AS_OF)}))
+    (root / "book.json").write_text(json.dumps({"schema_version": schema.SCHEMA_VERSION, "as_of": str(AS_OF)}))
 
 
 def _book_error(tmp_path, tables, **replaced) -> BookError:

@@ -93,7 +93,7 @@ def _directory(book: Path) -> None:
     (book / "book.json").mkdir()
 
 
-META = {"schema_version": 1, "as_of": "2026-11-20"}
+META = {"schema_version": schema.SCHEMA_VERSION, "as_of": "2026-11-20"}
 
 BOOK_JSON_DAMAGE = {
     "a directory": (_directory, "cannot read book.json"),

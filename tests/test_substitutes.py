@@ -236,6 +236,27 @@ def test_the_universe_grows_only_by_substitutes_an_account_can_use(book):
     assert plain[0].shape == (1, 1, 64)
 
 
+def test_candidates_leave_out_restricted_stale_and_large_products(book):
+    stale = book["securities"].to_pylist()
+    for row in stale:
+        if row[Col.security_id] == "IVV":
+            row[Col.price_date] = AS_OF - dt.timedelta(days=30)
+    tables = {**book, "securities": pa.Table.from_pylist(stale, schema=schema.SECURITIES)}
+
+    def candidates(targets, account_id):
+        row = list(targets.account_ids).index(account_id)
+        return set(targets.security_ids[targets.substitutes[row].indices])
+    targets = build_targets(tables, policy=ON, as_of=AS_OF)
+    # the template's alternatives, and the book's table's BND -> AGG (usable only where bonds need it)
+    assert candidates(targets, "NEVER") == {"VTI", "AGG"}            # IVV's price is stale
+    assert candidates(build_targets(tables, policy=ON), "NEVER") == {"IVV", "VTI", "AGG"}
+    assert candidates(targets, "BOOKSUB") == {"VTI", "AGG"}
+    assert candidates(targets, "EXCL") == {"IVV", "VTI", "AGG"} - {"IVV"}   # stale; SPY itself is excluded
+    # products of more than substitute_max_securities securities are no substitutes; the book's table is
+    assert candidates(build_targets(book, policy=PolicyConfig(substitute_max_securities=0)), "NEVER") == {"AGG"}
+    assert build_targets(book, policy=OFF).substitutes.nnz == 0
+
+
 # --------------------------------------------------------------------------
 # The contract: version 1 books read as before, version 2 books may name substitutes.
 

@@ -270,6 +270,12 @@ def check_substitutes(tables: Tables) -> None:
 # --------------------------------------------------------------------------
 # Account-level checks.
 
+def unusable_securities(securities: pa.Table, as_of: dt.date, policy: PolicyConfig) -> list[str]:
+    """Ids of the securities an account may not hold or target: a missing or stale price, or a
+    broken ``account`` field rule (what rejects the accounts that hold or target them)."""
+    return sorted(_security_problems(securities, as_of, policy))
+
+
 class _Problem(NamedTuple):
     """The first problem of one security, as an account that holds or targets it is told."""
 

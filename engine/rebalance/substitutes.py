@@ -84,7 +84,8 @@ def _listed_products(templates: pa.Table, template_ids: np.ndarray, asset_classe
 
 
 def candidates(tables: Mapping[str, pa.Table], template_of: np.ndarray, class_model: np.ndarray, held: np.ndarray,
-               model_weights: sp.csr_matrix, axes: Any, blocked: sp.csr_matrix, max_securities: int) -> sp.csr_matrix:
+               model_weights: sp.csr_matrix, axes: Any, blocked: sp.csr_matrix, max_securities: int,
+               unpriced: np.ndarray | None = None) -> sp.csr_matrix:
     """The substitutes each account may buy, tagged with the asset class each stands in for.
 
     Parameters
@@ -107,6 +108,9 @@ def candidates(tables: Mapping[str, pa.Table], template_of: np.ndarray, class_mo
         1 where the account may not buy the security (``never_buy`` or ``exclude``).
     max_securities
         A listed product of more securities is no substitute.
+    unpriced : (S,) bool, optional
+        Securities without a usable price on the business date (missing or stale): none is a
+        substitute, nor is one whose price is not a positive number.
 
     Returns
     -------
@@ -131,6 +135,8 @@ def candidates(tables: Mapping[str, pa.Table], template_of: np.ndarray, class_mo
     keep = found.data > 0
     price = numbers(tables["securities"], Col.price, fill=np.nan, dtype=float)
     keep &= np.isfinite(price[found.col]) & (price[found.col] > 0)
+    if unpriced is not None:
+        keep &= ~unpriced[found.col]
     tagged = sp.coo_matrix((slot_class[found.row[keep]] + 1.0, (slot_account[found.row[keep]], found.col[keep])),
                            shape=(n_accounts, n_securities)).tocsr()
     tagged.sum_duplicates()

@@ -53,6 +53,7 @@ Pure: Arrow tables in, NumPy/SciPy arrays out; no storage, no ray.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, NamedTuple
 
@@ -61,7 +62,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from engine.book.validate import Rejections, allocation_rejections
+from engine.book.validate import Rejections, allocation_rejections, unusable_securities
 from engine.contract import schema
 from engine.contract.arrow import index_in, strings
 from engine.contract.config import PolicyConfig
@@ -233,7 +234,7 @@ def restriction_matrix(restrictions: pa.Table, securities: pa.Table, account_ids
 # The build.
 
 def build_targets(source: Any, *, rejected: Iterable[str] | None = None,
-                  policy: PolicyConfig | None = None) -> Targets:
+                  policy: PolicyConfig | None = None, as_of: dt.date | None = None) -> Targets:
     """Target weights of every account of a book.
 
     Parameters
@@ -252,6 +253,10 @@ def build_targets(source: Any, *, rejected: Iterable[str] | None = None,
     policy
         ``substitutes`` and ``substitute_max_securities`` (:mod:`engine.rebalance.substitutes`);
         the defaults where None.
+    as_of
+        The business date (a Book's own where None): a security whose price is missing or
+        stale then (:func:`engine.book.validate.unusable_securities`) is no substitute;
+        without a date, only one without a positive price is left out.
 
     Returns
     -------
@@ -260,11 +265,11 @@ def build_targets(source: Any, *, rejected: Iterable[str] | None = None,
     """
     if _is_book(source):
         return build_from_tables(_conform(source.tables), rejected=set(source.rejected) | set(rejected or ()),
-                                 check_allocations=False, policy=policy)
+                                 check_allocations=False, policy=policy, as_of=as_of or source.as_of)
     tables = _conform(source)
     if rejected is None:
-        return build_from_tables(tables, rejected=set(), check_allocations=True, policy=policy)
-    return build_from_tables(tables, rejected=set(rejected), check_allocations=False, policy=policy)
+        return build_from_tables(tables, rejected=set(), check_allocations=True, policy=policy, as_of=as_of)
+    return build_from_tables(tables, rejected=set(rejected), check_allocations=False, policy=policy, as_of=as_of)
 
 
 def target_tables(source: Any) -> dict[str, pa.Table]:
@@ -295,13 +300,15 @@ def _axes(tables: Mapping[str, pa.Table]) -> _Axes:
 
 
 def build_from_tables(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocations: bool,
-                      found: Rejections | None = None, policy: PolicyConfig | None = None) -> Targets:
+                      found: Rejections | None = None, policy: PolicyConfig | None = None,
+                      as_of: dt.date | None = None) -> Targets:
     """Targets of conformed ``tables`` (:func:`target_tables`): the formulas of the module docstring.
 
     ``rejected`` accounts get empty rows; with ``check_allocations`` the custom allocations are
     checked here (the tables were not validated).  What is found is added to ``found`` (a new
     :class:`Rejections` where None) and returned as ``Targets.rejections``.  With
-    ``policy.substitutes`` each account's substitutes are found too (:mod:`engine.rebalance.substitutes`).
+    ``policy.substitutes`` each account's substitutes are found too (:mod:`engine.rebalance.substitutes`;
+    ``as_of``: :func:`build_targets`).
     """
     policy = policy or PolicyConfig()
     models, templates = tables["models"], tables["templates"]
@@ -327,9 +334,11 @@ def build_from_tables(tables: Mapping[str, pa.Table], *, rejected: set[str], che
                                       axes.security_ids, Rule.never_buy)
                    + restriction_matrix(tables["restrictions"], tables["securities"], axes.account_ids,
                                         axes.security_ids)).tocsr()
+        unpriced = np.isin(axes.security_ids, unusable_securities(tables["securities"], as_of, policy)
+                           if as_of is not None else [])
         subs = substitutes.candidates(tables, index_in(accounts.column(Col.template_id), axes.template_ids),
                                       class_model, held & ~bad[:, None], model_weights, axes, blocked,
-                                      policy.substitute_max_securities)
+                                      policy.substitute_max_securities, unpriced)
     weights = _security_weights(tables, class_weights, class_model, held, model_weights, axes, bad, found, subs)
     class_weights[bad] = 0.0
     bands[bad] = 0.0
