@@ -255,6 +255,14 @@ def test_candidates_leave_out_restricted_stale_and_large_products(book):
     # products of more than substitute_max_securities securities are no substitutes; the book's table is
     assert candidates(build_targets(book, policy=PolicyConfig(substitute_max_securities=0)), "NEVER") == {"AGG"}
     assert build_targets(book, policy=OFF).substitutes.nnz == 0
+    # a class held through a direct index takes none from its template: its other names stand in
+    rows = book["templates"].to_pylist()
+    for row in rows:
+        if row[Col.template_id] == "DI":
+            row[Col.alternatives] = ["M-SPY"]
+    listed = {**book, "templates": pa.Table.from_pylist(rows, schema=schema.TEMPLATES)}
+    assert candidates(build_targets(listed, policy=ON), "DIRECT") == {"SPY"}          # 5 names: not an index
+    assert candidates(build_targets(listed, policy=PolicyConfig(substitute_max_securities=4)), "DIRECT") == set()
 
 
 # --------------------------------------------------------------------------

@@ -99,7 +99,9 @@ class PolicyConfig:
         gives the behaviour before substitutes exactly.
     substitute_max_securities
         A listed product of more securities than this (a direct index) is
-        not a substitute: an account that wants it chooses it as its product.
+        not a substitute: an account that wants it chooses it as its
+        product.  An asset class whose own product has more takes no
+        substitutes from its template: the index's other names stand in.
     """
 
     stale_price_days: int = 5

@@ -12,9 +12,11 @@ replaces the blocked target nearly one for one, a loose one in part.
 Candidates (:func:`candidates`, built with the targets):
 
 * the securities of the products the account's template lists for an asset class it
-  holds (``templates.model_id`` and ``alternatives``), its own product left out, each of at
-  most ``PolicyConfig.substitute_max_securities`` securities (a direct index is not a
-  stand-in: an account that wants it chooses it as its product);
+  holds (``templates.model_id`` and ``alternatives``), its own product left out, where its
+  own product and the listed one are each of at most
+  ``PolicyConfig.substitute_max_securities`` securities (a direct index is not a stand-in:
+  an account that wants it chooses it as its product; and in a direct index the index's
+  other names, already targets, stand in for a name the account cannot buy);
 * the securities the book's optional ``substitutes`` table (contract version 2) names
   for a security of the account's products;
 * never one the account targets, may not buy (``never_buy``, ``exclude``: blocked exactly
@@ -107,7 +109,8 @@ def candidates(tables: Mapping[str, pa.Table], template_of: np.ndarray, class_mo
     blocked : (A, S) csr_matrix
         1 where the account may not buy the security (``never_buy`` or ``exclude``).
     max_securities
-        A listed product of more securities is no substitute.
+        A listed product of more securities is no substitute, and an asset class whose own
+        product has more takes none from its template.
     unpriced : (S,) bool, optional
         Securities without a usable price on the business date (missing or stale): none is a
         substitute, nor is one whose price is not a positive number.
@@ -127,6 +130,7 @@ def candidates(tables: Mapping[str, pa.Table], template_of: np.ndarray, class_mo
     small = (np.diff(model_weights.indptr) <= max_securities).astype(float)
     others = listed[template_of[slot_account] * n_classes + slot_class] - pick        # the account's own left out
     others.data = np.maximum(others.data, 0.0)
+    others = sp.diags(small[own]) @ others      # a direct index: its other names stand in for one it cannot buy
     found = (others @ sp.diags(small) @ model_weights).tocsr()
     relation = substitute_relation(tables.get("substitutes"), axes.security_ids)
     if relation.nnz:
@@ -137,11 +141,10 @@ def candidates(tables: Mapping[str, pa.Table], template_of: np.ndarray, class_mo
     keep &= np.isfinite(price[found.col]) & (price[found.col] > 0)
     if unpriced is not None:
         keep &= ~unpriced[found.col]
-    tagged = sp.coo_matrix((slot_class[found.row[keep]] + 1.0, (slot_account[found.row[keep]], found.col[keep])),
-                           shape=(n_accounts, n_securities)).tocsr()
-    tagged.sum_duplicates()
-    # two slots of one account naming one security: keep one class (the sum would mix codes)
-    tagged.data = np.minimum(tagged.data, n_classes).astype(float)
+    account, security, tag = slot_account[found.row[keep]], found.col[keep], slot_class[found.row[keep]] + 1.0
+    # two classes of one account naming one security: it stands in for the first (a sum would mix the tags)
+    _, first = np.unique(account.astype(np.int64) * max(n_securities, 1) + security, return_index=True)
+    tagged = sp.csr_matrix((tag[first], (account[first], security[first])), shape=(n_accounts, n_securities))
     if blocked.nnz:
         tagged = tagged - tagged.multiply(blocked > 0)
         tagged.eliminate_zeros()
