@@ -6,8 +6,9 @@ units of each household's value ``V = Σ_a (cash_a + Σ_lots quantity × price)`
 (USD → fraction of V):
 
 * the universe ``n``: the securities any account of the shard holds or
-  targets, and the substitutes it can use (:mod:`engine.rebalance.substitutes`:
-  target weight 0, bought only by their account), padded to :func:`engine.solver.shapes.pad_securities` (padding
+  targets, and the substitutes its accounts can use
+  (:mod:`engine.rebalance.substitutes`: target weight 0, bought only by their
+  account), padded to :func:`engine.solver.shapes.pad_securities` (padding
   securities may not be bought, have no exposure and unit specific variance);
 * the risk model restricted to it: ``X`` (n × k) from ``factor_exposures``,
   ``F`` (k × k) from ``factor_covariance``, ``d`` = ``specific_variance``;

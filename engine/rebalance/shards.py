@@ -56,8 +56,8 @@ SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models"
 #: The tables cut by account.
 ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
 
-__all__ = ["Shard", "HouseholdShapes", "household_shapes", "plan_shards", "merge_rare_shapes", "shape_work", "shard_sizes", "shard_tables",
-           "household_ids", "household_transactions",
+__all__ = ["Shard", "HouseholdShapes", "household_shapes", "plan_shards", "merge_rare_shapes", "shape_work",
+           "shard_sizes", "shard_tables", "household_ids", "household_transactions",
            "SHARED_TABLES", "ACCOUNT_TABLES"]
 
 
