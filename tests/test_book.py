@@ -277,8 +277,8 @@ def test_missing_book_json(book_dir):
 
 
 def test_bad_schema_version(book_dir):
-    (book_dir / "book.json").write_text('{"schema_version": 2, "as_of": "2026-11-20"}')
-    with pytest.raises(BookError, match="schema_version 2 is not supported; expected 1"):
+    (book_dir / "book.json").write_text('{"schema_version": 3, "as_of": "2026-11-20"}')
+    with pytest.raises(BookError, match="schema_version 3 is not supported; expected 1 or 2"):
         read_book(str(book_dir))
 
 
@@ -328,7 +328,7 @@ def _write_raw(tmp_path, tables, **replaced):
     for name, table in {**tables, **replaced}.items():
         (root / name).mkdir(parents=True)
         pq.write_table(table, root / name / "part-00000.parquet")
-    (root / "book.json").write_text(json.dumps({"schema_version": 1, "as_of": str(AS_OF)}))
+    (root / "book.json").write_text(json.dumps({"schema_version": schema.SCHEMA_VERSION, "as_of": str(AS_OF)}))
 
 
 def _book_error(tmp_path, tables, **replaced) -> BookError:

@@ -41,6 +41,10 @@ def clean_book(tmp_path_factory) -> Path:
     """A small valid book with no planted problems (copy it before damaging it)."""
     path = tmp_path_factory.mktemp("hostile") / "book"
     synth.generate(str(path), ACCOUNTS, seed=1, bad_fraction=0.0)
+    # a substitutes table (contract version 2) with rows, for the fuzz test to damage
+    pq.write_table(pa.Table.from_pylist([{Col.security_id: "ETF00A", Col.substitute_id: "ETF00S"},
+                                         {Col.security_id: "ETF03A", Col.substitute_id: "ETF03S"}],
+                                        schema=schema.SUBSTITUTES), path / "substitutes" / "part-00000.parquet")
     return path
 
 
@@ -89,7 +93,7 @@ def _directory(book: Path) -> None:
     (book / "book.json").mkdir()
 
 
-META = {"schema_version": 1, "as_of": "2026-11-20"}
+META = {"schema_version": schema.SCHEMA_VERSION, "as_of": "2026-11-20"}
 
 BOOK_JSON_DAMAGE = {
     "a directory": (_directory, "cannot read book.json"),
@@ -308,7 +312,8 @@ COLUMN_MUTATIONS = ("drop column", "extra column", "to string")
 TABLE_MUTATIONS = ("duplicate a row", "drop all rows", "drop the table", "extra part file", "garbage part file")
 #: Damages of book.json.
 META_MUTATIONS = ("missing schema_version", "missing as_of", "schema_version a string", "as_of a number",
-                  "as_of far past", "as_of far future", "not JSON", "not an object", "extra key")
+                  "as_of far past", "as_of far future", "not JSON", "not an object", "extra key",
+                  "schema_version 1 with a substitutes table")
 
 FAR_PAST, FAR_FUTURE = dt.date(1000, 1, 1), dt.date(2900, 1, 1)
 
@@ -376,10 +381,11 @@ def damaged_book(clean: Path, tables: dict[str, pa.Table], folder: Path, damage:
     book = folder / "book"
     shutil.copytree(clean, book)
     if name == "book.json":
-        meta = {"schema_version": 1, "as_of": synth.AS_OF.isoformat(), "base_currency": "USD"}
+        meta = {"schema_version": schema.SCHEMA_VERSION, "as_of": synth.AS_OF.isoformat(), "base_currency": "USD"}
         text = {"missing schema_version": lambda: json.dumps({k: v for k, v in meta.items() if k != "schema_version"}),
                 "missing as_of": lambda: json.dumps({k: v for k, v in meta.items() if k != "as_of"}),
                 "schema_version a string": lambda: json.dumps({**meta, "schema_version": "1"}),
+                "schema_version 1 with a substitutes table": lambda: json.dumps({**meta, "schema_version": 1}),
                 "as_of a number": lambda: json.dumps({**meta, "as_of": 20261120}),
                 "as_of far past": lambda: json.dumps({**meta, "as_of": "1900-01-02"}),
                 "as_of far future": lambda: json.dumps({**meta, "as_of": "2199-12-30"}),

@@ -239,7 +239,7 @@ def _solve_and_write(loaded, writer: RunWriter, config: Config, timings: dict[st
     """The stages after ``read``: targets, plan, solve, write; return the committed manifest."""
     tables = loaded.tables
     clock = time.perf_counter()
-    targets = build_targets(loaded)
+    targets = build_targets(loaded, policy=config.policy)
     rejections = pa.concat_tables([loaded.rejections, targets.rejections.cast(loaded.rejections.schema)])
     details = _rejection_details(rejections)
     usable = targets.account_ids[targets.usable & ~np.isin(targets.account_ids, list(details))]

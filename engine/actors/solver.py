@@ -87,7 +87,7 @@ class ShardSolver:
         from engine.rebalance.targets import build_targets
 
         tables = synth.generate_tables(3, seed=0, bad_fraction=0.0)
-        targets = build_targets(tables)
+        targets = build_targets(tables, policy=self.config.policy)
         first = targets.account_ids[targets.usable][:1]
         solve_households(tables, targets, first, synth.AS_OF, self.config)
 

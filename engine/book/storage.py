@@ -56,6 +56,7 @@ class Book:
     allocations: pa.Table
     lots: pa.Table
     transactions: pa.Table
+    substitutes: pa.Table
     rejections: pa.Table
     rejected: frozenset[str] = frozenset()
     fingerprints: Mapping[str, str] = field(default_factory=dict)
@@ -83,8 +84,8 @@ AS_OF_YEARS = (1900, 2199)
 
 
 def _read_meta(fs, root: str, uri: str) -> dict:
-    """``book.json``, checked: a JSON object with ``schema_version`` the integer
-    :data:`~engine.contract.schema.SCHEMA_VERSION`, ``as_of`` a ``YYYY-MM-DD`` string
+    """``book.json``, checked: a JSON object with ``schema_version`` an integer of
+    :data:`~engine.contract.schema.SUPPORTED_VERSIONS`, ``as_of`` a ``YYYY-MM-DD`` string
     (parsed to a date within :data:`AS_OF_YEARS`) and ``base_currency`` USD (default)."""
     path = f"{root.rstrip('/')}/{BOOK_JSON}"
     try:
@@ -104,9 +105,9 @@ def _read_meta(fs, root: str, uri: str) -> dict:
     if not isinstance(meta, dict):
         raise BookError(f"{BOOK_JSON} in {uri!r} must be a JSON object, got {type(meta).__name__}")
     version = meta.get("schema_version")
-    if type(version) is not int or version != schema.SCHEMA_VERSION:
-        raise BookError(f"{BOOK_JSON}: schema_version {version!r} is not supported; "
-                        f"expected {schema.SCHEMA_VERSION} (an integer)")
+    if type(version) is not int or version not in schema.SUPPORTED_VERSIONS:
+        raise BookError(f"{BOOK_JSON}: schema_version {version!r} is not supported; expected "
+                        f"{' or '.join(map(str, schema.SUPPORTED_VERSIONS))} (an integer)")
     meta[Col.as_of] = _as_of(meta.get(Col.as_of))
     currency = meta.get("base_currency", "USD")
     if currency != "USD":
@@ -127,6 +128,19 @@ def _as_of(value: Any) -> dt.date:
     if not first <= date.year <= last:
         raise BookError(f"{BOOK_JSON}: as_of {value} is outside the years {first} to {last} a book may have")
     return date
+
+
+def _read_optional(fs, root: str, name: str, uri: str, version: int) -> tuple[pa.Table, str]:
+    """A table a later contract version added (:data:`~engine.contract.schema.TABLE_SINCE`):
+    empty where its folder is absent, refused in a book of an earlier ``schema_version``."""
+    since = schema.TABLE_SINCE[name]
+    present = fs.isdir(f"{root.rstrip('/')}/{name}")
+    if present and version < since:
+        raise BookError(f"table folder {name}/ belongs to contract version {since}, but {BOOK_JSON} says "
+                        f"schema_version {version}; set schema_version to {since} or remove the folder", table=name)
+    if not present:
+        return schema.empty(schema.BOOK_TABLES[name]), ""
+    return _read_table(fs, root, name, uri)
 
 
 def _read_table(fs, root: str, name: str, uri: str) -> tuple[pa.Table, str]:
@@ -185,7 +199,9 @@ def read_book(uri: str, policy: PolicyConfig | None = None,
     meta = _read_meta(fs, root, uri)
     tables, fingerprints = {}, {}
     for name in schema.BOOK_TABLES:
-        tables[name], fingerprints[name] = _read_table(fs, root, name, uri)
+        tables[name], fingerprints[name] = (
+            _read_optional(fs, root, name, uri, meta["schema_version"]) if name in schema.TABLE_SINCE
+            else _read_table(fs, root, name, uri))
     rejections = validate(tables, meta[Col.as_of], policy)
     # the book's own accounts: a lot or a recent trade of an account not in the book names no account to reject
     in_book = set(tables["accounts"].column(Col.account_id).to_pylist())

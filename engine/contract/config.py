@@ -90,6 +90,18 @@ class PolicyConfig:
         below the monthly harvester's on every history tried; the realized
         tracking error of a 20-stock account moves with it by tenths of a
         percent either way, not monotonically (docs/backtest.md).
+    substitutes
+        An account may buy, besides its targets, the securities of the
+        products its template lists for the same asset class and those the
+        book's ``substitutes`` table names for its targets, where it cannot
+        buy a target itself (a restriction, a loss to harvest, a wash-sale
+        window); the risk model sizes them (docs/substitutes.md).  False
+        gives the behaviour before substitutes exactly.
+    substitute_max_securities
+        A listed product of more securities than this (a direct index) is
+        not a substitute: an account that wants it chooses it as its
+        product.  An asset class whose own product has more takes no
+        substitutes from its template: the index's other names stand in.
     """
 
     stale_price_days: int = 5
@@ -106,6 +118,8 @@ class PolicyConfig:
     asset_location_credit: float = 0.002
     prorate_tax_budget: bool = False
     risk_aversion: float = 1.5
+    substitutes: bool = True
+    substitute_max_securities: int = 20
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,10 @@ FIELD_RULES: tuple[FieldRule, ...] = (
             R.bad_transaction, lower_open=True),
     _number("transactions", Col.realized_gain, -_MONEY, _MONEY, _A, "a gain in USD; negative is a loss "
             "(null on buys)", R.bad_transaction),
+    FieldRule("substitutes", Col.security_id, "text", None, None, False, False, _B, None,
+              "names a security of the securities table"),
+    FieldRule("substitutes", Col.substitute_id, "text", None, None, False, False, _B, None,
+              "names a security of the securities table"),
 )
 
 

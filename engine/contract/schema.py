@@ -1,4 +1,4 @@
-"""The data contract (``docs/contract.md``, version 1) in code.
+"""The data contract (``docs/contract.md``, version 2) in code.
 
 This module is the one place that spells out column names and Arrow types.
 Every other module refers to columns through :class:`Col` and to tables
@@ -19,7 +19,10 @@ import pyarrow as pa
 
 from engine.contract.errors import SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: The ``book.json`` versions a book may have: a version-1 book reads as before, without
+#: the tables a later version added (:data:`TABLE_SINCE`).
+SUPPORTED_VERSIONS = (1, 2)
 
 
 class Col:
@@ -71,6 +74,8 @@ class Col:
     tax_sensitivity = "tax_sensitivity"
     turnover_limit = "turnover_limit"
     suspended = "suspended"
+    # substitutes (contract version 2)
+    substitute_id = "substitute_id"
     # restrictions
     rule = "rule"
     tag = "tag"
@@ -355,6 +360,11 @@ TRANSACTIONS = _schema("transactions", [
     field(C.realized_gain, _f64, True, unit="USD", doc="set on sells; negative for a loss"),
 ])
 
+SUBSTITUTES = _schema("substitutes", [
+    field(C.security_id, _str, doc="a security an account may target"),
+    field(C.substitute_id, _str, doc="a security the firm allows as its stand-in"),
+])
+
 BOOK_TABLES: dict[str, pa.Schema] = {
     "securities": SECURITIES,
     "factor_exposures": FACTOR_EXPOSURES,
@@ -366,7 +376,12 @@ BOOK_TABLES: dict[str, pa.Schema] = {
     "allocations": ALLOCATIONS,
     "lots": LOTS,
     "transactions": TRANSACTIONS,
+    "substitutes": SUBSTITUTES,
 }
+
+#: Book tables a later contract version added, with that version: a book of an earlier
+#: ``schema_version`` has no such folder and reads the table empty.
+TABLE_SINCE: dict[str, int] = {"substitutes": 2}
 
 # §2 A proposal run -------------------------------------------------------
 
@@ -483,6 +498,7 @@ BOOK_KEYS: dict[str, tuple[str, ...]] = {
     "models": (C.model_id, C.security_id),
     "templates": (C.template_id, C.asset_class),
     "factor_exposures": (C.security_id, C.factor),
+    "substitutes": (C.security_id, C.substitute_id),
 }
 
 

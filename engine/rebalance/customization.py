@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from engine.book.validate import Rejections
 from engine.contract import schema
+from engine.contract.config import PolicyConfig
 from engine.contract.schema import Col, Reject, Rule
 from engine.rebalance.targets import Targets, build_from_tables, target_tables
 
@@ -76,7 +77,7 @@ class CustomizationChange:
 
 
 def account_target(source: Any, account_id: str,
-                   change: CustomizationChange = CustomizationChange()) -> Targets:
+                   change: CustomizationChange = CustomizationChange(), policy: PolicyConfig | None = None) -> Targets:
     """The target of one account after a proposed change of its customization.
 
     Runs :func:`~engine.rebalance.targets.build_targets`' code on a one-account slice of
@@ -94,6 +95,8 @@ def account_target(source: Any, account_id: str,
         The account; it must be in the accounts table.
     change
         The proposed change; the default (no change) gives today's target.
+    policy
+        ``substitutes`` (:mod:`engine.rebalance.substitutes`); the defaults where None.
 
     Returns
     -------
@@ -109,7 +112,7 @@ def account_target(source: Any, account_id: str,
     found = Rejections()
     sliced = {**tables, "accounts": mine, **changed_rows(tables, account_id, change, found)}
     rejected = set() if found.table().num_rows == 0 else {account_id}
-    return build_from_tables(sliced, rejected=rejected, check_allocations=True, found=found)
+    return build_from_tables(sliced, rejected=rejected, check_allocations=True, found=found, policy=policy)
 
 
 def changed_rows(tables: Mapping[str, pa.Table], account_id: str, change: CustomizationChange,

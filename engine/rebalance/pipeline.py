@@ -145,7 +145,7 @@ def solve_households(tables: Mapping[str, pa.Table], targets: Targets, account_i
     """
     tables = household_transactions(tables, account_ids)
     shards = plan_shards(tables, targets, account_ids, config.run)
-    shared = {name: tables[name] for name in SHARED_TABLES}
+    shared = {name: tables[name] for name in SHARED_TABLES if name in tables}   # substitutes: optional
     return [solve_shard(shared, part, targets.of(shard.account_ids), shard, as_of, config,
                         warm=warm, keep_warm=keep_warm)
             for shard, part in zip(shards, shard_tables(tables, shards))]

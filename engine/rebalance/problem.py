@@ -6,7 +6,9 @@ units of each household's value ``V = Σ_a (cash_a + Σ_lots quantity × price)`
 (USD → fraction of V):
 
 * the universe ``n``: the securities any account of the shard holds or
-  targets, padded to :func:`engine.solver.shapes.pad_securities` (padding
+  targets, and the substitutes its accounts can use
+  (:mod:`engine.rebalance.substitutes`: target weight 0, bought only by their
+  account), padded to :func:`engine.solver.shapes.pad_securities` (padding
   securities may not be bought, have no exposure and unit specific variance);
 * the risk model restricted to it: ``X`` (n × k) from ``factor_exposures``,
   ``F`` (k × k) from ``factor_covariance``, ``d`` = ``specific_variance``;
@@ -60,7 +62,7 @@ from engine.contract.schema import Col, Rule, TaxStatus
 from engine.kernels import wash as wash_kernel
 from engine.kernels.dates import to_days
 from engine.rebalance import policy as tax_policy
-from engine.rebalance import screen_window
+from engine.rebalance import screen_window, substitutes
 from engine.rebalance.shard_arrays import (AccountTerms, Households, LotArrays, SecurityTerms, ShardLots, ShardTargets,
                                            Universe, account_terms, account_values, household_slots, lot_arrays,
                                            positions, risk_model, security_terms, shard_lots, shard_targets,
@@ -153,8 +155,9 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     security_index = {s: i for i, s in enumerate(security_ids)}
     lot_rows = shard_lots(tables["lots"], shard.account_ids, security_ids)
     account_targets = shard_targets(targets, shard.account_ids, security_index)
+    subs = substitutes.usable(tables, targets, shard.account_ids, shard.member)
     universe = shard_universe(security_ids, security_index, lot_rows.security, account_targets,
-                              pad_universe or pad_securities)
+                              pad_universe or pad_securities, subs)
     X, F, d = risk_model(tables, universe)
     security = security_terms(securities, targets, universe)
     account = account_terms(shard.accounts)
@@ -166,7 +169,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     never_buy, never_sell, exclude = _restriction_flags(tables, shard, universe)
     bounds = _screen_bounds(lots, never_buy, never_sell, exclude, shard, account)
     w_star, targeted = _household_target(account_targets, shard, universe, account_value, account.keep_cash, V)
-    _only_held_or_targeted(bounds, targeted, lots.holdings, shard)
+    _only_held_or_targeted(bounds, targeted, lots.holdings, shard, universe.local[account_targets.security], subs)
     trading = shard.in_slots(~account.suspended, False, bool)
     held_back = _wash_sale_blocks(tables, shard, universe, security, lot_rows, lots, bounds, trading, never_sell,
                                   as_of)
@@ -256,11 +259,18 @@ def _household_target(account_targets: ShardTargets, shard: Households, universe
     return w_star, targeted
 
 
-def _only_held_or_targeted(bounds: _Bounds, targeted: np.ndarray, holdings: np.ndarray, shard: Households) -> None:
-    """Only securities the household holds or targets may be bought, and none in padding slots, in place."""
+def _only_held_or_targeted(bounds: _Bounds, targeted: np.ndarray, holdings: np.ndarray, shard: Households,
+                           column: np.ndarray, subs) -> None:
+    """Only securities the household holds or targets, and an account's usable substitutes
+    (``subs``, (A, ·) sparse; ``column`` maps its columns into the universe), may be bought,
+    and none in padding slots, in place."""
     buy_upper = bounds.buy_upper
     held = holdings.sum(axis=1) > 0
-    buy_upper[np.broadcast_to(~(targeted | held)[:, None, :], buy_upper.shape)] = 0.0
+    allowed = np.broadcast_to((targeted | held)[:, None, :], buy_upper.shape).copy()
+    if subs.nnz:
+        own = subs.tocoo()
+        allowed[shard.member[own.row], shard.slot[own.row], column[own.col]] = True
+    buy_upper[~allowed] = 0.0
     present = shard.in_slots(True, False, bool)
     buy_upper[~present] = 0.0                         # padding accounts trade nothing
 

@@ -7,8 +7,8 @@ accounts of a shard (whole households) through this module:
   ``m`` slots a household (:func:`engine.solver.shapes.pad_accounts`);
 * :func:`shard_lots` and :func:`shard_targets`: the shard's rows of the ``lots`` table and of
   the targets;
-* :func:`shard_universe`: the securities any account of the shard holds or targets, then
-  padding securities up to ``n``;
+* :func:`shard_universe`: the securities any account of the shard holds or targets and the
+  substitutes it can use (:mod:`engine.rebalance.substitutes`), then padding securities up to ``n``;
 * :func:`risk_model` and :func:`security_terms`: the universe's factor model, spreads, asset
   classes, wash groups and prices;
 * :func:`account_terms` and :func:`account_values`: each account's tax rates, flags, cash and
@@ -202,10 +202,13 @@ class Universe:
 
 
 def shard_universe(security_ids: np.ndarray, security_index: dict, lot_security: np.ndarray,
-                   targets: ShardTargets, pad: Callable[[int], int]) -> Universe:
-    """The securities the shard's lots (``lot_security``, table rows) and target weights name, padded by ``pad``."""
+                   targets: ShardTargets, pad: Callable[[int], int], substitutes: sp.csr_matrix | None = None
+                   ) -> Universe:
+    """The securities the shard's lots (``lot_security``, table rows), target weights and usable
+    ``substitutes`` (columns as the target weights') name, padded by ``pad``."""
     targeted = targets.security[unique_sorted(targets.weights.indices)]
-    used = unique_sorted(np.r_[lot_security, targeted])
+    extra = targets.security[unique_sorted(substitutes.indices)] if substitutes is not None else np.zeros(0, np.int64)
+    used = unique_sorted(np.r_[lot_security, targeted, extra])
     n_real = used.size
     n = pad(n_real)
     local = -np.ones(security_ids.size, np.int64)

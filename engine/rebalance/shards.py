@@ -9,7 +9,8 @@ converges, so households of like shape go together:
   (:func:`~engine.solver.shapes.pad_accounts`);
 * ``L``: most lots any of its positions holds, padded to a power of four
   (:func:`~engine.solver.shapes.pad_position_lots`);
-* ``n``: securities it holds or targets, padded to
+* ``n``: securities it holds or targets, and the substitutes it can use
+  (:func:`engine.rebalance.substitutes.usable`), padded to
   :func:`~engine.solver.shapes.pad_securities`' ladder (64 × 1, 2, 4, 8, 12,
   16, 24, 32, ...);
 * ``P``: lots it holds, padded to
@@ -46,16 +47,17 @@ import pyarrow.compute as pc
 from engine.contract.arrow import index_in, one_chunk, unique_sorted
 from engine.contract.config import RunConfig
 from engine.contract.schema import Col
+from engine.rebalance import substitutes
 from engine.rebalance.targets import Targets
 from engine.solver.shapes import MIN_BUCKET, pad_accounts, pad_household_lots, pad_position_lots, pad_securities
 
-#: The tables every shard shares (the driver ``ray.put``s them once).
-SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models", "templates")
+#: The tables every shard shares (the driver ``ray.put``s them once; ``substitutes`` is optional).
+SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models", "templates", "substitutes")
 #: The tables cut by account.
 ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
 
-__all__ = ["Shard", "plan_shards", "merge_rare_shapes", "shape_work", "shard_sizes", "shard_tables",
-           "household_ids", "household_transactions",
+__all__ = ["Shard", "HouseholdShapes", "household_shapes", "plan_shards", "merge_rare_shapes", "shape_work",
+           "shard_sizes", "shard_tables", "household_ids", "household_transactions",
            "SHARED_TABLES", "ACCOUNT_TABLES"]
 
 
@@ -192,6 +194,75 @@ def household_transactions(tables: Mapping[str, pa.Table], account_ids) -> dict[
     return {**tables, "transactions": transactions.append_column(Col.traded_by, traded_by)}
 
 
+@dataclass(frozen=True)
+class HouseholdShapes:
+    """Each household's own shape, before rare shapes merge (:func:`household_shapes`).
+
+    Attributes
+    ----------
+    account_ids : (A,) object
+        The accounts, in the accounts table's order.
+    households : (H,) str
+        Sorted household ids.
+    member : (A,) int64
+        Each account's household (row of ``households``).
+    keys : (H, 4) int64
+        (m, L, n, P) of each household, padded by the ladders.
+    securities : (H,) int64
+        The securities each holds, targets or may buy as a substitute, unpadded.
+    """
+
+    account_ids: np.ndarray
+    households: np.ndarray
+    member: np.ndarray
+    keys: np.ndarray
+    securities: np.ndarray
+
+
+def household_shapes(tables: Mapping[str, pa.Table], targets: Targets, account_ids) -> HouseholdShapes | None:
+    """The padded shape (m, L, n, P) of each household of ``account_ids``; None for no accounts.
+
+    ``n`` counts the securities the household holds or targets and the substitutes its
+    accounts can use today (:func:`engine.rebalance.substitutes.usable`).
+    """
+    accounts = tables["accounts"]
+    wanted = set(account_ids)
+    book_ids = np.asarray(accounts.column(Col.account_id).to_pylist(), dtype=object)
+    rows = np.flatnonzero([a in wanted for a in book_ids])
+    ids = book_ids[rows]
+    if ids.size == 0:
+        return None
+    household = _household_ids(accounts.take(pa.array(rows)))
+    households, member = np.unique(household.astype(str), return_inverse=True)
+    H = households.size
+    securities = np.asarray(tables["securities"].column(Col.security_id).to_pylist(), dtype=object)
+    S = max(securities.size, 1)
+
+    lots = tables["lots"]
+    lot_account = index_in(lots.column(Col.account_id), ids)
+    keep = lot_account >= 0
+    lot_account = lot_account[keep]
+    lot_security = index_in(lots.column(Col.security_id), securities)[keep]
+    positions, lots_held = unique_sorted(lot_account * S + lot_security, return_counts=True)
+    position_account = positions // S
+    most_lots = np.zeros(H, np.int64)
+    np.maximum.at(most_lots, member[position_account], lots_held)
+    household_lots = np.bincount(member[lot_account], minlength=H)
+
+    weights = targets.weights[index_in(ids, targets.account_ids)].tocoo()
+    target_security = index_in(targets.security_ids, securities)
+    subs = substitutes.usable(tables, targets, ids, member).tocoo()
+    pairs = unique_sorted(np.concatenate([member[position_account] * S + positions % S,
+                                          member[weights.row] * S + target_security[weights.col],
+                                          member[subs.row] * S + target_security[subs.col]]))
+    universe = np.bincount(pairs // S, minlength=H)
+    members = np.bincount(member, minlength=H)
+    keys = np.stack([[pad_accounts(int(c)) for c in members], [pad_position_lots(int(c)) for c in most_lots],
+                     [pad_securities(int(c)) for c in universe], [pad_household_lots(int(c)) for c in household_lots]],
+                    axis=1).astype(np.int64)
+    return HouseholdShapes(ids, households, member, keys, universe)
+
+
 def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
                 run: RunConfig = RunConfig()) -> list[Shard]:
     """Group the households of ``account_ids`` by shape and cut them into shards.
@@ -212,42 +283,13 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
     -------
     list of Shard, in a deterministic order (shape, then household id).
     """
-    accounts = tables["accounts"]
-    wanted = set(account_ids)
-    book_ids = np.asarray(accounts.column(Col.account_id).to_pylist(), dtype=object)
-    rows = np.flatnonzero([a in wanted for a in book_ids])
-    ids = book_ids[rows]
-    if ids.size == 0:
+    shapes = household_shapes(tables, targets, account_ids)
+    if shapes is None:
         return []
-    household = _household_ids(accounts.take(pa.array(rows)))
-    households, member = np.unique(household.astype(str), return_inverse=True)
+    ids, households, member = shapes.account_ids, shapes.households, shapes.member
     H = households.size
-    securities = np.asarray(tables["securities"].column(Col.security_id).to_pylist(), dtype=object)
-    S = max(securities.size, 1)
-
-    lots = tables["lots"]
-    lot_account = index_in(lots.column(Col.account_id), ids)
-    keep = lot_account >= 0
-    lot_account = lot_account[keep]
-    lot_security = index_in(lots.column(Col.security_id), securities)[keep]
-    positions, lots_held = unique_sorted(lot_account * S + lot_security, return_counts=True)
-    position_account = positions // S
-    most_lots = np.zeros(H, np.int64)
-    np.maximum.at(most_lots, member[position_account], lots_held)
-    household_lots = np.bincount(member[lot_account], minlength=H)
-
-    weights = targets.weights[index_in(ids, targets.account_ids)].tocoo()
-    target_security = index_in(targets.security_ids, securities)
-    pairs = unique_sorted(np.concatenate([member[position_account] * S + positions % S,
-                                          member[weights.row] * S + target_security[weights.col]]))
-    universe = np.bincount(pairs // S, minlength=H)
     members = np.bincount(member, minlength=H)
-
-    m = np.asarray([pad_accounts(int(c)) for c in members])
-    L = np.asarray([pad_position_lots(int(c)) for c in most_lots])
-    n = np.asarray([pad_securities(int(c)) for c in universe])
-    P = np.asarray([pad_household_lots(int(c)) for c in household_lots])
-    m, L, n, P = merge_rare_shapes(np.stack([m, L, n, P], axis=1), run.min_shape_households).T
+    m, L, n, P = merge_rare_shapes(shapes.keys, run.min_shape_households).T
     order = np.lexsort((households, P, n, L, m))
     by_household = np.argsort(member, kind="stable")
     first = np.r_[0, np.cumsum(members)]

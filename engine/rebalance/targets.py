@@ -27,6 +27,11 @@ For account a with template t(a), asset class c and security i:
    W[a,c]`` and ``K[a,m] = 1 − L[a,m]``: one sparse product for the whole book.
    ``never_buy`` and ``never_sell`` leave the target as it is: the solver
    finds the best proxy through the risk model.
+4. Substitutes (``PolicyConfig.substitutes``): the securities each account
+   may buy besides its targets, ``Targets.substitutes``
+   (:mod:`engine.rebalance.substitutes`).  A screen that empties a product
+   whose asset class has one keeps the product's weights, as ``never_buy``
+   does, instead of rejecting the account.
 
 Units: every weight is a fraction of the account's value (dimensionless).
 
@@ -34,9 +39,10 @@ Rejections.  Custom allocations outside the template's bounds or alternatives
 are found by :func:`engine.book.validate.allocation_rejections` (run here only for
 tables that were not validated).  Found here: screens that remove every
 security of a product the account holds a positive weight of
-(:data:`REJECT_SCREEN_EMPTIES_PRODUCT`; the account is rejected rather than
-silently moving the weight to other asset classes: the advisor chooses
-another product, removes the asset class, or lifts the screen), and two
+(:data:`REJECT_SCREEN_EMPTIES_PRODUCT`, unless a substitute stands in; the
+account is rejected rather than silently moving the weight to other asset
+classes: the advisor chooses another product, removes the asset class, or
+lifts the screen), and two
 allocation rows of one asset class that disagree
 (:data:`REJECT_CONFLICTING_ALLOCATION`); on tables not validated, also a
 chosen product missing from the models table (:data:`REJECT_UNKNOWN_PRODUCT`).
@@ -47,6 +53,7 @@ Pure: Arrow tables in, NumPy/SciPy arrays out; no storage, no ray.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, NamedTuple
 
@@ -55,11 +62,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from engine.book.validate import Rejections, allocation_rejections
+from engine.book.validate import Rejections, allocation_rejections, unusable_securities
 from engine.contract import schema
 from engine.contract.arrow import index_in, strings
+from engine.contract.config import PolicyConfig
 from engine.contract.errors import BookError
 from engine.contract.schema import Col, Reject, Rule
+from engine.rebalance import substitutes
 
 # Rule names of rejections found here.  They belong in ``schema.Reject``; until
 # they are added there, they are spelled once, here.
@@ -104,6 +113,13 @@ class Targets:
     rejections : pa.Table of ``schema.REJECTIONS``
         What was found while building targets that validation did not
         already report.
+    substitutes : scipy.sparse.csr_matrix, shape (n_accounts, n_securities)
+        The securities each account may buy besides its targets, each valued
+        ``1 +`` the asset class (row of ``asset_classes``) it stands in for
+        (:mod:`engine.rebalance.substitutes`); empty with ``PolicyConfig.substitutes`` off.
+    restricted_classes : np.ndarray of bool, shape (n_accounts, n_classes)
+        The account targets a security of the class that it may not buy
+        (``never_buy``, ``exclude``): it needs a substitute there.
     """
 
     account_ids: np.ndarray
@@ -116,6 +132,15 @@ class Targets:
     security_classes: np.ndarray
     usable: np.ndarray
     rejections: pa.Table
+    substitutes: sp.csr_matrix | None = None         # None: none (filled in by __post_init__)
+    restricted_classes: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        shape = (len(self.account_ids), len(self.security_ids))
+        if self.substitutes is None:
+            object.__setattr__(self, "substitutes", sp.csr_matrix(shape))
+        if self.restricted_classes is None:
+            object.__setattr__(self, "restricted_classes", np.zeros((shape[0], len(self.asset_classes)), bool))
 
     def take(self, rows: np.ndarray) -> "Targets":
         """The targets of the accounts at ``rows`` (a shard's), securities and classes kept.
@@ -127,7 +152,8 @@ class Targets:
                        weights=self.weights[rows], asset_classes=self.asset_classes,
                        class_weights=self.class_weights[rows], bands=self.bands[rows],
                        class_models=self.class_models[rows], security_classes=self.security_classes,
-                       usable=self.usable[rows], rejections=self.rejections.slice(0, 0))
+                       usable=self.usable[rows], rejections=self.rejections.slice(0, 0),
+                       substitutes=self.substitutes[rows], restricted_classes=self.restricted_classes[rows])
 
     def of(self, account_ids) -> "Targets":
         """The targets of ``account_ids``, in that order (each must be one of :attr:`account_ids`)."""
@@ -150,8 +176,8 @@ class Targets:
 # Helpers.
 
 def _conform(tables: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
-    return {name: schema.conform(tables[name], schema.BOOK_TABLES[name], name=name)
-            for name in _TARGET_TABLES}
+    names = _TARGET_TABLES + (("substitutes",) if tables.get("substitutes") is not None else ())
+    return {name: schema.conform(tables[name], schema.BOOK_TABLES[name], name=name) for name in names}
 
 
 def _is_book(source: Any) -> bool:
@@ -207,7 +233,8 @@ def restriction_matrix(restrictions: pa.Table, securities: pa.Table, account_ids
 # --------------------------------------------------------------------------
 # The build.
 
-def build_targets(source: Any, *, rejected: Iterable[str] | None = None) -> Targets:
+def build_targets(source: Any, *, rejected: Iterable[str] | None = None,
+                  policy: PolicyConfig | None = None, as_of: dt.date | None = None) -> Targets:
     """Target weights of every account of a book.
 
     Parameters
@@ -223,6 +250,13 @@ def build_targets(source: Any, *, rejected: Iterable[str] | None = None) -> Targ
         custom allocations are then checked here
         (:func:`engine.book.validate.allocation_rejections`), what it finds being
         part of ``Targets.rejections``.
+    policy
+        ``substitutes`` and ``substitute_max_securities`` (:mod:`engine.rebalance.substitutes`);
+        the defaults where None.
+    as_of
+        The business date (a Book's own where None): a security whose price is missing or
+        stale then (:func:`engine.book.validate.unusable_securities`) is no substitute;
+        without a date, only one without a positive price is left out.
 
     Returns
     -------
@@ -231,11 +265,11 @@ def build_targets(source: Any, *, rejected: Iterable[str] | None = None) -> Targ
     """
     if _is_book(source):
         return build_from_tables(_conform(source.tables), rejected=set(source.rejected) | set(rejected or ()),
-                                 check_allocations=False)
+                                 check_allocations=False, policy=policy, as_of=as_of or source.as_of)
     tables = _conform(source)
     if rejected is None:
-        return build_from_tables(tables, rejected=set(), check_allocations=True)
-    return build_from_tables(tables, rejected=set(rejected), check_allocations=False)
+        return build_from_tables(tables, rejected=set(), check_allocations=True, policy=policy, as_of=as_of)
+    return build_from_tables(tables, rejected=set(rejected), check_allocations=False, policy=policy, as_of=as_of)
 
 
 def target_tables(source: Any) -> dict[str, pa.Table]:
@@ -266,13 +300,17 @@ def _axes(tables: Mapping[str, pa.Table]) -> _Axes:
 
 
 def build_from_tables(tables: Mapping[str, pa.Table], *, rejected: set[str], check_allocations: bool,
-                      found: Rejections | None = None) -> Targets:
+                      found: Rejections | None = None, policy: PolicyConfig | None = None,
+                      as_of: dt.date | None = None) -> Targets:
     """Targets of conformed ``tables`` (:func:`target_tables`): the formulas of the module docstring.
 
     ``rejected`` accounts get empty rows; with ``check_allocations`` the custom allocations are
     checked here (the tables were not validated).  What is found is added to ``found`` (a new
-    :class:`Rejections` where None) and returned as ``Targets.rejections``.
+    :class:`Rejections` where None) and returned as ``Targets.rejections``.  With
+    ``policy.substitutes`` each account's substitutes are found too (:mod:`engine.rebalance.substitutes`;
+    ``as_of``: :func:`build_targets`).
     """
+    policy = policy or PolicyConfig()
     models, templates = tables["models"], tables["templates"]
     accounts, allocations = tables["accounts"], tables["allocations"]
     found = found or Rejections()
@@ -290,7 +328,18 @@ def build_from_tables(tables: Mapping[str, pa.Table], *, rejected: set[str], che
     class_weights, bands, class_model = _from_templates(accounts, defaults, axes, bad, found)
     _customize(allocations, axes, class_weights, class_model, bad, found)
     class_weights, held = _rescaled(class_weights, class_model, axes, bad, found)
-    weights = _security_weights(tables, class_weights, class_model, held, model_weights, axes, bad, found)
+    blocked = subs = None
+    if policy.substitutes:
+        blocked = (restriction_matrix(tables["restrictions"], tables["securities"], axes.account_ids,
+                                      axes.security_ids, Rule.never_buy)
+                   + restriction_matrix(tables["restrictions"], tables["securities"], axes.account_ids,
+                                        axes.security_ids)).tocsr()
+        unpriced = np.isin(axes.security_ids, unusable_securities(tables["securities"], as_of, policy)
+                           if as_of is not None else [])
+        subs = substitutes.candidates(tables, index_in(accounts.column(Col.template_id), axes.template_ids),
+                                      class_model, held & ~bad[:, None], model_weights, axes, blocked,
+                                      policy.substitute_max_securities, unpriced)
+    weights = _security_weights(tables, class_weights, class_model, held, model_weights, axes, bad, found, subs)
     class_weights[bad] = 0.0
     bands[bad] = 0.0
     weights.eliminate_zeros()
@@ -302,11 +351,17 @@ def build_from_tables(tables: Mapping[str, pa.Table], *, rejected: set[str], che
     rejections = found.table()
     if earlier:
         rejections = pa.concat_tables([*earlier, rejections]).combine_chunks()
+    security_classes = index_in(tables["securities"].column(Col.asset_class), axes.asset_classes)
+    restricted = None
+    if subs is not None:   # a substitute is never a target; a rejected account has none
+        subs = (subs - subs.multiply(weights > 0)).tocsr()
+        subs.data[_entries(subs.indptr, np.flatnonzero(bad))[0]] = 0.0
+        subs.eliminate_zeros()
+        restricted = substitutes.restricted_classes(weights, blocked, security_classes, len(axes.asset_classes))
     return Targets(account_ids=axes.account_ids, security_ids=axes.security_ids, weights=weights,
                    asset_classes=axes.asset_classes, class_weights=class_weights, bands=bands,
-                   class_models=names, security_classes=index_in(tables["securities"].column(Col.asset_class),
-                                                                  axes.asset_classes),
-                   usable=~bad, rejections=rejections)
+                   class_models=names, security_classes=security_classes, usable=~bad, rejections=rejections,
+                   substitutes=subs, restricted_classes=restricted)
 
 
 def _model_matrix(models: pa.Table, axes: _Axes) -> sp.csr_matrix:
@@ -416,13 +471,16 @@ def _rescaled(class_weights: np.ndarray, class_model: np.ndarray, axes: _Axes, b
 
 def _security_weights(tables: Mapping[str, pa.Table], class_weights: np.ndarray, class_model: np.ndarray,
                       held: np.ndarray, model_weights: sp.csr_matrix, axes: _Axes, bad: np.ndarray,
-                      found: Rejections) -> sp.csr_matrix:
+                      found: Rejections, substitutes: sp.csr_matrix | None = None) -> sp.csr_matrix:
     """``w = ((A ⊘ K) M) ∘ (1 − E)``: each account's target weight (fraction) of each security.
 
     ``A[a,m] = Σ_{c: m(a,c)=m} W[a,c]``, ``K = 1 − E Mᵀ`` the share of each product the
     account's exclude screens ``E`` keep.  Accounts whose screens empty a product they hold
-    are rejected (into ``found``, marking ``bad``); the rows of ``bad`` accounts hold zeros
-    (not yet eliminated).
+    are rejected (into ``found``, marking ``bad``), unless ``substitutes`` (tagged by asset
+    class, :func:`engine.rebalance.substitutes.candidates`) gives the account one for that
+    product's class: then the product keeps its weights, as under ``never_buy``, and the
+    risk model sizes the substitutes.  The rows of ``bad`` accounts hold zeros (not yet
+    eliminated).
     """
     n_accounts, n_securities = len(axes.account_ids), len(axes.security_ids)
     slot_account, slot_class = np.nonzero(held & ~bad[:, None])
@@ -432,18 +490,23 @@ def _security_weights(tables: Mapping[str, pa.Table], class_weights: np.ndarray,
     excluded = restriction_matrix(tables["restrictions"], tables["securities"], axes.account_ids,
                                   axes.security_ids)
     kept = np.ones(products.nnz)
+    rescued = np.zeros(products.nnz, bool)
     if excluded.nnz and products.nnz:        # no products: every account rejected already
         screened = np.diff(excluded.indptr)[products.row] > 0
         lost = (excluded @ model_weights.T).tocsr()
         kept[screened] = 1.0 - np.asarray(lost[products.row[screened], products.col[screened]]).ravel()
         for slot in np.flatnonzero(kept <= EMPTY_PRODUCT_TOLERANCE):
             row, model = products.row[slot], products.col[slot]
-            _reject_empty_product(found, axes.account_ids[row], axes.model_ids[model],
-                                  axes.asset_classes[(class_model[row] == model) & held[row]],
+            classes = (class_model[row] == model) & held[row]
+            if substitutes is not None and np.isin(substitutes[row].data.astype(np.int64) - 1,
+                                                   np.flatnonzero(classes)).any():
+                rescued[slot], kept[slot] = True, 1.0
+                continue
+            _reject_empty_product(found, axes.account_ids[row], axes.model_ids[model], axes.asset_classes[classes],
                                   model_weights.indptr[model + 1] - model_weights.indptr[model])
             bad[row] = True
     scale = np.divide(products.data, kept, out=np.zeros_like(kept), where=kept > EMPTY_PRODUCT_TOLERANCE)
-    scaled = sp.csr_matrix((scale, (products.row, products.col)), shape=products.shape)
+    scaled = sp.csr_matrix((np.where(rescued, 0.0, scale), (products.row, products.col)), shape=products.shape)
     weights = (scaled @ model_weights).tocsr()
     if excluded.nnz:  # w ∘ (1 − E), on the entries of screened accounts only
         entry, entry_account = _entries(weights.indptr, np.flatnonzero(np.diff(excluded.indptr) > 0))
@@ -451,6 +514,11 @@ def _security_weights(tables: Mapping[str, pa.Table], class_weights: np.ndarray,
         screen = excluded.tocoo()
         screen_key = screen.row.astype(np.int64) * n_securities + screen.col
         weights.data[entry[np.isin(entry_key, screen_key)]] = 0.0
+    if rescued.any():  # products kept whole for their substitutes: not screened
+        kept_whole = sp.csr_matrix((products.data[rescued], (products.row[rescued], products.col[rescued])),
+                                   shape=products.shape)
+        weights = (weights + kept_whole @ model_weights).tocsr()
+        weights.sort_indices()
     weights.data[_entries(weights.indptr, np.flatnonzero(bad))[0]] = 0.0
     return weights
 

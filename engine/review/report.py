@@ -232,6 +232,7 @@ def make_report(run_uri: str, *, book: str | None = None, out: str | None = None
     """
     from engine.book.runs import locate_run, read_decisions, read_run, report_folder, write_report
     from engine.book.storage import read_book
+    from engine.contract.config import PolicyConfig
     from engine.contract.errors import RunError
     from engine.rebalance.targets import build_targets
 
@@ -244,7 +245,10 @@ def make_report(run_uri: str, *, book: str | None = None, out: str | None = None
         loaded = read_book(book_uri, storage_options=storage_options)
         if loaded.as_of != date:
             raise RunError(f"book {book_uri} is as of {loaded.as_of}, the run of {date}; pass the run's book")
-        book_tables, targets = loaded.tables, build_targets(loaded)
+        # the targets as the run built them: its policy's substitute settings (defaults where it has none)
+        ran = (manifest.get("config") or {}).get("policy") or {}
+        policy = PolicyConfig(**{k: ran[k] for k in ("substitutes", "substitute_max_securities") if k in ran})
+        book_tables, targets = loaded.tables, build_targets(loaded, policy=policy)
     history, history_runs = year_so_far(runs, date, storage_options)
     files = build_report(run, manifest, book_tables=book_tables, targets=targets,
                          decisions=decided[0] if decided else None, as_of=date, max_accounts=max_accounts,

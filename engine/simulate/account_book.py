@@ -140,5 +140,6 @@ def run_engine(tables: Mapping[str, pa.Table], as_of: dt.date, config: Config,
     rejections = validate(tables, as_of, config.policy)
     if rejections.num_rows:
         raise CanopyError(f"the simulated book was rejected: {rejections.to_pylist()[:3]}")
-    outputs = solve_households(tables, build_targets(tables, rejected=[]), list(account_ids), as_of, config)
+    targets = build_targets(tables, rejected=[], policy=config.policy, as_of=as_of)
+    outputs = solve_households(tables, targets, list(account_ids), as_of, config)
     return pa.concat_tables([o.trades for o in outputs]), pa.concat_tables([o.accounts for o in outputs])

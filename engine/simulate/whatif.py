@@ -169,7 +169,7 @@ class WhatIfSession:
         self.config = config or Config(solver=WHATIF_SOLVER)
         self.as_of = book.as_of
         self.tables = book.tables
-        self.targets = build_targets(book)
+        self.targets = build_targets(book, policy=self.config.policy)
         self.row_of = {a: i for i, a in enumerate(self.targets.account_ids)}
         rejected = set(book.rejected) | set(self.targets.rejections.column(Col.account_id).drop_null().to_pylist())
         self.rejected = rejected
@@ -231,7 +231,7 @@ class WhatIfSession:
         tables = {name: self._rows(name, self.members[household]) for name in ACCOUNT_TABLES}
         # the household's rows are all account_target reads of the account: the same result, without
         # conforming the whole book's tables on every question
-        target = account_target({**self.shared, **tables}, account_id, change)
+        target = account_target({**self.shared, **tables}, account_id, change, self.config.policy)
         if not target.usable[0]:
             return self._unusable(account_id, household, words, target.rejections.column(Col.message).to_pylist(),
                                   started)
