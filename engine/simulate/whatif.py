@@ -126,7 +126,10 @@ class WhatIf:
 
 def describe(change: CustomizationChange, withdrawal: float = 0.0) -> str:
     """A change in words."""
-    parts = [f"add {r.rule} {r.security_id or 'tag ' + str(r.tag)}" for r in change.add_restrictions]
+    parts = [f"{name} {value}" for name, value in change.account]
+    if change.replace:
+        parts.append("restrictions and allocations replaced")
+    parts += [f"add {r.rule} {r.security_id or 'tag ' + str(r.tag)}" for r in change.add_restrictions]
     parts += [f"lift {r.rule} {r.security_id or 'tag ' + str(r.tag)}" for r in change.remove_restrictions]
     for a in change.allocations:
         if a.weight is not None:
@@ -237,6 +240,7 @@ class WhatIfSession:
                                   started)
         members = [a for a in self.members[household] if a not in self.rejected]
         changed = changed_rows({**self.shared, **tables}, account_id, change)
+        tables["accounts"] = changed["accounts"]
         for name in ("restrictions", "allocations"):
             others = tables[name].filter(pc.not_equal(tables[name].column(Col.account_id), account_id))
             tables[name] = pa.concat_tables([others, changed[name].cast(others.schema)])
