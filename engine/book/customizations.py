@@ -282,11 +282,17 @@ class CustomizationStore:
     def history(self, account_id: str) -> list[dict[str, Any]]:
         """The account's saves, newest first, with ``before`` and ``after`` decoded."""
         rows = self.rows()
-        mine = rows.filter(pc.equal(rows.column(Col.account_id), account_id)).to_pylist()
-        for row in mine:
-            row[Col.before] = _decode(row[Col.before], "before")
-            row[Col.after] = _decode(row[Col.after], "after")
-        return mine[::-1]
+        return self.decode(rows.filter(pc.equal(rows.column(Col.account_id), account_id)))[::-1]
+
+    @staticmethod
+    def decode(rows: pa.Table) -> list[dict[str, Any]]:
+        """Rows of the table as dicts, ``before`` and ``after`` decoded from JSON."""
+        out = rows.to_pylist()
+        for row in out:
+            where = f"customizations row {row[Col.account_id]} version {row[Col.version]}"
+            row[Col.before] = _decode(row[Col.before], where)
+            row[Col.after] = _decode(row[Col.after], where)
+        return out
 
     def save(self, account_id: str, action: str, before: Mapping[str, Any] | None, after: Mapping[str, Any],
              saved_by: str, *, expected_version: int | None = None, note: str | None = None) -> int:

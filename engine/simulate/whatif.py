@@ -201,6 +201,16 @@ class WhatIfSession:
         self._warm: dict[str, WarmStart] = {}
         self.baseline: dict[str, WhatIf] = {}
 
+    def keep_warm(self, previous: "WhatIfSession", skip=()) -> None:
+        """Take ``previous``'s warm iterates of accounts whose household is not in ``skip`` (a
+        session of the same book after a change of those households only)."""
+        self._warm.update({a: w for a, w in previous._warm.items()
+                           if previous.household_of.get(a) not in set(skip) and a in self.household_of})
+
+    def rows(self, name: str, account_ids: list[str]) -> pa.Table:
+        """The rows of account table ``name`` of ``account_ids``."""
+        return self._rows(name, account_ids)
+
     def _rows(self, name: str, account_ids: list[str]) -> pa.Table:
         table, spans = self._sorted[name]
         parts = [table.slice(s, e - s) for s, e in (spans[a] for a in account_ids if a in spans)]
