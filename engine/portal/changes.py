@@ -112,6 +112,8 @@ def read_change(body: Any, current: Mapping[str, Any]) -> CustomizationChange:
         restrictions = current["restrictions"]
     if allocations is None:
         allocations = current["allocations"]
+    present = current.get("account") or {}
+    account = {name: value for name, value in account.items() if name not in present or present[name] != value}
     try:
         return CustomizationChange.whole(account, _restrictions(restrictions), _allocations(allocations))
     except ValueError as exc:
