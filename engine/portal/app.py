@@ -129,7 +129,7 @@ def _errors(app: FastAPI) -> None:
             if not request.url.path.startswith("/api/"):
                 from engine.portal.pages import render
                 return render(request, "error.html", status, error=exc)
-            return JSONResponse({"detail": exc.message, "field": exc.field}, status)
+            return JSONResponse({"detail": str(exc), "field": exc.field}, status)
         return respond
 
     app.add_exception_handler(NotFound, handler(404))

@@ -18,7 +18,7 @@ from engine.book.validate import validate
 from engine.contract import schema
 from engine.contract.config import PolicyConfig
 from engine.contract.errors import BookError, CanopyError
-from engine.contract.schema import Col, Rule
+from engine.contract.schema import Col, Reject, Rule
 from engine.rebalance.customization import ACCOUNT_FIELDS, CustomizationChange, account_target, changed_rows
 
 __all__ = ["Invalid", "read_change", "check_change", "CHANGE_KEYS"]
@@ -123,6 +123,8 @@ def read_change(body: Any, current: Mapping[str, Any]) -> CustomizationChange:
 def _field_of(row: Mapping[str, Any]) -> str:
     """The field a rejection row concerns: ``account.<column>`` where its message names one."""
     table = row[Col.table]
+    if row[Col.rule] == Reject.unknown_template:
+        return f"account.{Col.template_id}"
     if table == "accounts":
         named = [name for name in ACCOUNT_FIELDS if name in row[Col.message]]
         return f"account.{min(named, key=row[Col.message].index)}" if named else "account"
