@@ -444,9 +444,6 @@ def bench_solver(sizes: list[int] = typer.Option([50, 100, 200, 500, 600], "--si
                households=households, oracle_households=oracle, out=out, method=method)
 
 
-if __name__ == "__main__":  # pragma: no cover - python -m engine.cli
-    main()
-
 
 @app.command()
 @_clean_errors
@@ -482,3 +479,7 @@ def portal_user(users: str = typer.Option(..., "--users", help="Users file to cr
 
     add_user(users, name, password, role, household)
     console.print(f"{name} ({role}{', ' + ', '.join(household) if household else ''}) written to {users}")
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m engine.cli
+    main()
