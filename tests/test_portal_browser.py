@@ -89,21 +89,27 @@ def server(small_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def account(small_run):
-    """A usable taxable account alone in its household that holds tagged securities and may pick a direct index."""
+    """A usable account alone in its household that holds tagged securities and may pick a direct index it
+    does not hold yet (an asset class whose alternatives have one, on its template's default product)."""
     from engine.book.storage import read_book
     from engine.contract.schema import Col
 
     book = read_book(small_run[0])
     households = book.accounts.column(Col.household_id).to_pylist()
     tagged = {s for s, t in zip(*(book.securities.column(n).to_pylist() for n in (Col.security_id, Col.tags))) if t}
-    direct = {r[Col.template_id] for r in book.templates.to_pylist()
-              if any(m.startswith("DI-") for m in r[Col.alternatives] or [])}
+    direct = {}
+    for r in book.templates.to_pylist():
+        if any(m.startswith("DI-") for m in r[Col.alternatives] or []):
+            direct.setdefault(r[Col.template_id], set()).add(r[Col.asset_class])
+    chosen = {(a, c) for a, c, m in zip(*(book.allocations.column(n).to_pylist()
+                                          for n in (Col.account_id, Col.asset_class, Col.model_id))) if m}
     held = {}
     for a, s in zip(*(book.lots.column(n).to_pylist() for n in (Col.account_id, Col.security_id))):
         held[a] = held.get(a, 0) + (s in tagged)
     for row in sorted(book.accounts.to_pylist(), key=lambda r: -held.get(r[Col.account_id], 0)):
         a = row[Col.account_id]
-        if a not in book.rejected and households.count(row[Col.household_id]) == 1 and row[Col.template_id] in direct:
+        classes = {c for c in direct.get(row[Col.template_id], ()) if (a, c) not in chosen}
+        if a not in book.rejected and households.count(row[Col.household_id]) == 1 and classes:
             return a
     pytest.skip("the small book has no account to drive")
 
@@ -130,11 +136,9 @@ def test_the_direct_index_on_the_pull_down_changes_the_impact(server, page, acco
     page.goto(f"{server.url}/accounts/{account}")
     page.wait_for_selector("#impact #sold-fraction", timeout=120_000)
     before = _impact(page)
-    select = page.locator("select[name^='product:']").filter(has=page.locator("option[value^='DI-']")).first
-    current = select.input_value()
-    option = next(v for v in select.locator("option").evaluate_all("o => o.map(x => x.value)")
-                  if v.startswith("DI-") and v != current) if not current.startswith("DI-") else \
-        select.locator("option").first.get_attribute("value")
+    selects = page.locator("select[name^='product:']").filter(has=page.locator("option[value^='DI-']"))
+    select = next(selects.nth(i) for i in range(selects.count()) if not selects.nth(i).input_value().startswith("DI-"))
+    option = next(v for v in select.locator("option").evaluate_all("o => o.map(x => x.value)") if v.startswith("DI-"))
     _wait_for_impact(page, lambda: select.select_option(option))
     after = _impact(page)
     assert after != before

@@ -35,7 +35,7 @@ __all__ = ["add_pages", "environment", "render"]
 
 
 def _money(value: Any) -> str:
-    return "-" if value is None else f"${value:,.0f}"
+    return "-" if value is None else f"{'-' if value < -0.5 else ''}${abs(value):,.0f}"
 
 
 def _pct(value: Any, digits: int = 2) -> str:

@@ -186,8 +186,8 @@ class Portal:
 
     def preview(self, account_id: str, body: Any, *, withdrawal: float = 0.0) -> dict[str, Any]:
         """The effect of a change (JSON, :mod:`engine.portal.changes`) without saving it."""
-        change, _ = self._checked(account_id, body)
-        with self.lock:
+        with self.lock:                       # one book state for the check and the solve
+            change, _ = self._checked(account_id, body)
             if account_id not in self.baselines:
                 self.baseline(account_id)
             answer = self.session.whatif(account_id, change, withdrawal=withdrawal)
