@@ -44,13 +44,18 @@ def _list(body: Mapping[str, Any], key: str) -> list[dict] | None:
     return value
 
 
+def _only(row: dict, where: str, table: str, columns: tuple[str, ...]) -> None:
+    """:class:`Invalid` for a key of ``row`` that is not one of the ``columns`` of ``table``."""
+    extra = set(row) - set(columns)
+    if extra:
+        raise Invalid(f"{where}.{sorted(extra)[0]}", f"is not a {table} column ({', '.join(columns)})")
+
+
 def _restrictions(rows: list[dict]) -> list[tuple]:
     out = []
     for i, row in enumerate(rows):
         where = f"restrictions[{i}]"
-        extra = set(row) - {Col.rule, Col.security_id, Col.tag}
-        if extra:
-            raise Invalid(f"{where}.{sorted(extra)[0]}", "is not a restrictions column (rule, security_id, tag)")
+        _only(row, where, "restrictions", (Col.rule, Col.security_id, Col.tag))
         if row.get(Col.rule) not in Rule.all:
             raise Invalid(f"{where}.{Col.rule}", f"must be one of {', '.join(Rule.all)}, got {row.get(Col.rule)!r}")
         if (row.get(Col.security_id) is None) == (row.get(Col.tag) is None):
@@ -66,9 +71,7 @@ def _allocations(rows: list[dict]) -> list[tuple]:
     out = []
     for i, row in enumerate(rows):
         where = f"allocations[{i}]"
-        extra = set(row) - {Col.asset_class, Col.weight, Col.model_id}
-        if extra:
-            raise Invalid(f"{where}.{sorted(extra)[0]}", "is not an allocations column (asset_class, weight, model_id)")
+        _only(row, where, "allocations", (Col.asset_class, Col.weight, Col.model_id))
         if not isinstance(row.get(Col.asset_class), str):
             raise Invalid(f"{where}.{Col.asset_class}", "is required: the asset class the row reweights")
         weight, model = row.get(Col.weight), row.get(Col.model_id)

@@ -83,6 +83,19 @@ def _account_context(portal: Portal, account_id: str) -> dict[str, Any]:
                 pc.equal(portal.book.rejections.column(Col.account_id), account_id)).column(Col.message).to_pylist()}
 
 
+async def _posted(request: Request, account_id: str):
+    """A posted form about an account: its CSRF token checked, the user allowed; (user, form)."""
+    await check_csrf(request)
+    user = visible(request, account_id)
+    return user, await request.form()
+
+
+async def _account_error(request: Request, portal: Portal, account_id: str, exc: Exception) -> HTMLResponse:
+    """The account page again with what was refused: 409 for a stale version, else 422."""
+    context = await run_in_threadpool(_account_context, portal, account_id)
+    return render(request, "account.html", 409 if isinstance(exc, StaleVersion) else 422, error=str(exc), **context)
+
+
 def add_pages(app: FastAPI) -> None:
     """The HTML routes of the portal on ``app`` (whose ``state.portal`` is the service)."""
     portal: Portal = app.state.portal
@@ -124,17 +137,13 @@ def add_pages(app: FastAPI) -> None:
 
     @app.post("/accounts/{account_id}/form", response_class=HTMLResponse)
     async def form_for_template(request: Request, account_id: str):
-        await check_csrf(request)
-        visible(request, account_id)
-        form = await request.form()
+        _, form = await _posted(request, account_id)
         choices = views.form_choices(portal, account_id, form.get(Col.template_id))
         return render(request, "customize.html", account_id=account_id, form=choices)
 
     @app.post("/accounts/{account_id}/impact", response_class=HTMLResponse)
     async def impact(request: Request, account_id: str):
-        await check_csrf(request)
-        visible(request, account_id)
-        form = await request.form()
+        _, form = await _posted(request, account_id)
         try:
             change = views.change_from_form(portal, account_id, form, form.getlist("screen"))
             result = await run_in_threadpool(portal.preview, account_id, change)
@@ -145,24 +154,18 @@ def add_pages(app: FastAPI) -> None:
 
     @app.post("/accounts/{account_id}/save")
     async def save(request: Request, account_id: str):
-        await check_csrf(request)
-        user = visible(request, account_id)
-        form = await request.form()
+        user, form = await _posted(request, account_id)
         try:
             change = views.change_from_form(portal, account_id, form, form.getlist("screen"))
             change["version"] = int(form.get("version") or -1)
             version = await run_in_threadpool(portal.save, account_id, change, user.name)
         except (Invalid, StaleVersion) as exc:
-            context = await run_in_threadpool(_account_context, portal, account_id)
-            status = 409 if isinstance(exc, StaleVersion) else 422
-            return render(request, "account.html", status, error=str(exc), **context)
+            return await _account_error(request, portal, account_id, exc)
         return RedirectResponse(f"/accounts/{account_id}?saved={version}", 303)
 
     @app.post("/accounts/{account_id}/withdrawals")
     async def withdraw(request: Request, account_id: str):
-        await check_csrf(request)
-        user = visible(request, account_id)
-        form = await request.form()
+        user, form = await _posted(request, account_id)
         try:
             amount = float(str(form.get("amount") or "").replace(",", "").replace("$", ""))
         except ValueError:
@@ -170,8 +173,7 @@ def add_pages(app: FastAPI) -> None:
         try:
             await run_in_threadpool(portal.request_withdrawal, account_id, amount, user.name, form.get("note"))
         except Invalid as exc:
-            context = await run_in_threadpool(_account_context, portal, account_id)
-            return render(request, "account.html", 422, error=str(exc), **context)
+            return await _account_error(request, portal, account_id, exc)
         return RedirectResponse(f"/accounts/{account_id}#withdrawals", 303)
 
     @app.get("/accounts/{account_id}/taxes", response_class=HTMLResponse)
