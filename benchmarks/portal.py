@@ -7,8 +7,8 @@ port; its start and solver warm-up are reported), then, each bounded in requests
 (``--max-seconds`` in all):
 
 * ``one account``: previews (``POST /api/accounts/{id}/preview``) of four kinds of change on
-  ``--sample`` usable accounts alone in their household — a tag screen, a tax budget, a cash
-  minimum, the direct index (or another product) for an asset class; the first call of each kind
+  ``--sample`` usable accounts alone in their household — a tag screen, a tax budget, half the
+  cash minimum, the direct index (or another product) for an asset class; the first call of each kind
   on each account is reported apart ("first": a new solver shape may compile or load from the
   cache), the ``--repeat`` calls after it are "warm";
 * ``household of 4``: the same on accounts of four-account households;
@@ -88,7 +88,7 @@ def _changes(book, account: str) -> dict[str, dict]:
     allocations = [{k: r[k] for k in (Col.asset_class, Col.weight, Col.model_id)} for r in mine]
     out = {"screen": {"restrictions": restrictions + [{Col.rule: Rule.exclude, Col.tag: "fossil_fuel"}]},
            "tax budget": {"account": {Col.tax_budget: 2000.0}},
-           "cash minimum": {"account": {Col.min_cash: row[Col.min_cash] + 5000.0}}}
+           "cash minimum": {"account": {Col.min_cash: round(row[Col.min_cash] / 2, 2)}}}
     if product:
         out["product"] = {"allocations": [a for a in allocations if a[Col.asset_class] != product[0]]
                           + [{Col.asset_class: product[0], Col.model_id: product[1]}]}

@@ -14,8 +14,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -24,7 +26,7 @@ import pyarrow.compute as pc
 
 from engine.book.customizations import CustomizationStore, apply_saved, customization_of
 from engine.book.runs import committed_dates, read_decisions, read_run
-from engine.book.storage import book_from_tables, read_book
+from engine.book.storage import Book, book_from_tables, read_book
 from engine.contract import schema
 from engine.contract.arrow import index_in, numbers
 from engine.contract.config import Config
@@ -46,6 +48,15 @@ NEW_ACCOUNT_DEFAULTS = {Col.household_id: None, Col.st_rate: 0.0, Col.lt_rate: 0
                         Col.turnover_limit: None, Col.suspended: False}
 #: A taxable account's rates when none are given: top federal ordinary and long-term rates with the 3.8% NIIT.
 TAXABLE_RATES = {Col.st_rate: 0.408, Col.lt_rate: 0.238}
+
+
+@dataclass(frozen=True)
+class _State:
+    """What previews read, swapped whole after a save: the book with its saves, its what-if
+    session, and tonight's proposal per account asked about (the baselines)."""
+    book: Book
+    session: WhatIfSession
+    baselines: dict[str, WhatIf]
 
 
 class NotFound(Invalid):
@@ -108,9 +119,10 @@ class Portal:
         self.config = config or Config(solver=WHATIF_SOLVER)
         self.store = CustomizationStore(self.uri, storage_options)
         self.base = read_book(self.uri, self.config.policy, storage_options, saved=False)
-        self.lock = threading.RLock()
-        self.session: WhatIfSession | None = None
-        self.baselines: dict[str, WhatIf] = {}
+        self.lock = threading.RLock()         # saves, one at a time
+        # what-ifs run side by side, one per core: JAX releases the GIL while it solves
+        self._solving = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
+        self._state: _State | None = None
         self._run_cache: tuple[dt.date | None, dict | None] = (None, None)
         self._rebuild(set())
 
@@ -124,12 +136,13 @@ class Portal:
         self.versions = dict(zip(saved.column(Col.account_id).to_pylist(), saved.column(Col.version).to_pylist()))
         tables = apply_saved(self.base.tables, saved) if saved.num_rows else self.base.tables
         book = book_from_tables(self.uri, self.base.as_of, tables, self.config.policy, self.base.fingerprints)
-        previous = self.session
+        previous = self._state
         session = WhatIfSession(book, self.config)
+        baselines = {}
         if previous is not None:
-            session.keep_warm(previous, skip=touched)
-        self.baselines = {a: w for a, w in self.baselines.items() if w.household_id not in touched}
-        self.book, self.session = book, session
+            session.keep_warm(previous.session, skip=touched)
+            baselines = {a: w for a, w in previous.baselines.items() if w.household_id not in touched}
+        self._state = _State(book, session, baselines)        # one assignment: readers see old or new
         accounts = book.accounts
         lots = book.lots
         where = index_in(lots.column(Col.security_id), book.securities.column(Col.security_id))
@@ -139,6 +152,15 @@ class Portal:
                            accounts.num_rows)
         self.values = dict(zip(accounts.column(Col.account_id).to_pylist(),
                                held + numbers(accounts, Col.cash, fill=0.0)))
+
+    @property
+    def book(self) -> Book:
+        """The book with its saves, validated (the state previews and pages read now)."""
+        return self._state.book
+
+    @property
+    def session(self) -> WhatIfSession:
+        return self._state.session
 
     @property
     def as_of(self) -> dt.date:
@@ -169,36 +191,40 @@ class Portal:
             out.append({**row, "changes": _differences(row[Col.before], row[Col.after])})
         return out
 
-    def household_tables(self, household: str) -> dict[str, pa.Table]:
+    @staticmethod
+    def household_tables(session: WhatIfSession, household: str) -> dict[str, pa.Table]:
         """The shared tables and the household's rows (what a check of a change needs)."""
-        members = self.session.members[household]
-        return {**self.session.shared, **{n: self.session.rows(n, members) for n in schema.BOOK_TABLES
-                                          if n not in self.session.shared}}
+        members = session.members.get(household, [])
+        return {**session.shared, **{n: session.rows(n, members) for n in schema.BOOK_TABLES
+                                     if n not in session.shared}}
 
     # ------------------------------------------------------------------ questions
 
     def baseline(self, account_id: str) -> WhatIf:
         """Tonight's proposal for the account as it stands (warms its household's solver shape)."""
-        with self.lock:
-            if account_id not in self.baselines:
-                self.baselines[account_id] = self.session.warm_up(account_id)
-            return self.baselines[account_id]
+        state = self._state
+        found = state.baselines.get(account_id)
+        if found is None:
+            with self._solving:
+                found = state.baselines[account_id] = state.session.warm_up(account_id)
+        return found
 
     def preview(self, account_id: str, body: Any, *, withdrawal: float = 0.0) -> dict[str, Any]:
         """The effect of a change (JSON, :mod:`engine.portal.changes`) without saving it."""
-        with self.lock:                       # one book state for the check and the solve
-            change, _ = self._checked(account_id, body)
-            if account_id not in self.baselines:
-                self.baseline(account_id)
-            answer = self.session.whatif(account_id, change, withdrawal=withdrawal)
-        return impact(answer, self.book.securities)
+        state = self._state                   # one book state for the check and the solve
+        change, _ = self._checked(state, account_id, body)
+        self.baseline(account_id)             # warms the household's shape and iterate first
+        with self._solving:
+            answer = state.session.whatif(account_id, change, withdrawal=withdrawal)
+        return impact(answer, state.book.securities)
 
-    def _checked(self, account_id: str, body: Any) -> tuple[CustomizationChange, dict[str, pa.Table]]:
+    def _checked(self, state: "_State", account_id: str, body: Any) -> tuple[CustomizationChange, dict]:
         household = self.household_of(account_id)
-        change = read_change(body, customization_of(self.book.tables, account_id))
-        tables = self.household_tables(household)
-        before = self.book.rejections.filter(pc.is_in(self.book.rejections.column(Col.account_id),
-                                                      value_set=pa.array(self.session.members[household])))
+        change = read_change(body, customization_of(state.book.tables, account_id))
+        tables = self.household_tables(state.session, household)
+        rejections = state.book.rejections
+        before = rejections.filter(pc.is_in(rejections.column(Col.account_id),
+                                            value_set=pa.array(state.session.members[household])))
         return change, check_change(tables, account_id, change, self.as_of, self.config.policy, before)
 
     # ------------------------------------------------------------------ saves
@@ -215,7 +241,7 @@ class Portal:
         if not isinstance(body, dict) or type(body.get("version")) is not int:
             raise Invalid("version", "a save carries the account's version as read (an integer; 0 if never saved)")
         with self.lock:
-            _, after = self._checked(account_id, body)
+            _, after = self._checked(self._state, account_id, body)
             version = self.store.save(account_id, Action.change, customization_of(self.book.tables, account_id),
                                       customization_of(after, account_id), user, expected_version=body["version"])
             self._rebuild({self.household_of(account_id)})
@@ -266,9 +292,7 @@ class Portal:
         body = {k: v for k, v in body.items() if k in ("restrictions", "allocations")}
         with self.lock:
             household = account[Col.household_id] or account_id
-            members = self.session.members.get(household, [])
-            tables = {**self.session.shared, **{n: self.session.rows(n, members) for n in schema.BOOK_TABLES
-                                                if n not in self.session.shared}}
+            tables = self.household_tables(self.session, household)
             tables["accounts"] = pa.concat_tables([tables["accounts"], pa.Table.from_pylist([account], schema.ACCOUNTS)])
             tables["lots"] = pa.concat_tables([tables["lots"], pa.Table.from_pylist(lots, schema.LOTS)])
             change = read_change(body, {"restrictions": [], "allocations": []})
