@@ -400,3 +400,33 @@ def test_a_reader_during_saves_sees_one_save_whole(scratch):
         stop.set()
         thread.join()
     assert len(seen) > 1                  # it read while the saves went on
+
+
+def test_previews_side_by_side_answer_as_one_at_a_time(local, accounts):
+    client, csrf = local
+    work = [(a, {"account": {Col.tax_budget: budget}}) for a in accounts[6:8] for budget in (500.0, 5000.0)]
+    alone = [client.post(f"/api/accounts/{a}/preview", json=c, headers=csrf).json() for a, c in work]
+
+    def ask(item):
+        return client.post(f"/api/accounts/{item[0]}/preview", json=item[1], headers=csrf)
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(ask, work * 2))
+    assert all(answer.status_code == 200 for answer in together)
+    for answer, expected in zip(together, alone * 2):
+        assert answer.json()[Col.trade_count] == expected[Col.trade_count]
+        assert answer.json()["tax"] == pytest.approx(expected["tax"], abs=1.0)
+
+
+@pytest.mark.s3
+def test_saves_on_an_s3_book(s3_server):
+    uri = "s3://canopy-test/portal-book"
+    synth.generate(uri, 4, seed=5, bad_fraction=0.0, storage_options=s3_server)
+    account = read_book(uri, storage_options=s3_server).accounts.column(Col.account_id)[0].as_py()
+    store = CustomizationStore(uri, s3_server)
+    state = {"account": {Col.min_cash: 77.0}, "restrictions": [], "allocations": []}
+    assert store.save(account, "change", None, state, "tester", expected_version=0) == 1
+    book = read_book(uri, storage_options=s3_server)
+    assert next(r for r in book.accounts.to_pylist() if r[Col.account_id] == account)[Col.min_cash] == 77.0
+    assert store.history(account)[0][Col.saved_by] == "tester"

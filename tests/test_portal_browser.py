@@ -1,7 +1,8 @@
 """The advisor portal driven in Debian's Chromium (pytest-playwright), as an advisor uses it.
 
-The server is the real ``canopy portal`` in a subprocess on 127.0.0.1 and a free port, over a copy
-of the small run's book and runs (approved by rules.toml).  With ``PORTAL_SCREENSHOTS=FOLDER``
+The server is the portal as ``canopy portal`` builds it, served by uvicorn on 127.0.0.1 and a free
+port, over a copy of the small run's book and runs (approved by rules.toml); the last test starts
+the real command in a subprocess (slow: a process of its own compiles or loads the solver).  With ``PORTAL_SCREENSHOTS=FOLDER``
 the tests also save screenshots of the main pages there (docs/images/ holds the docs' copies).
 """
 
@@ -37,39 +38,41 @@ def _free_port() -> int:
 
 
 class Server:
-    """``canopy portal`` in a subprocess; :meth:`start` waits until it says it is ready."""
+    """The portal as ``canopy portal`` builds it (:func:`engine.portal.serve.build`: the book read, the
+    solver warmed), served by uvicorn on 127.0.0.1 in a thread of this process, so the solver programs
+    compiled by the other portal tests are reused.  :meth:`stop` and :meth:`start` restart it: a new
+    service reads the book and its saves from disk again, nothing kept in memory."""
 
-    def __init__(self, book: str, runs: str, log: Path):
-        self.book, self.runs, self.log = book, runs, log
+    def __init__(self, book: str, runs: str):
+        self.book, self.runs = book, runs
         self.port = _free_port()
-        self.process: subprocess.Popen | None = None
+        self.server = None
+        self.thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 300.0) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "portal", "--book", self.book, "--runs", self.runs,
-             "--port", str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        lines = []
+        import uvicorn
+
+        from engine.portal.serve import build
+
+        app = build(self.book, self.runs, say=lambda text: None)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line and self.process.poll() is not None:
-                break
-            lines.append(line)
-            if line.startswith("ready:"):
-                threading.Thread(target=self.process.stdout.read, daemon=True).start()   # keep the pipe drained
-                return
-        self.stop()
-        raise RuntimeError("the portal did not start:\n" + "".join(lines))
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the portal did not start")
+            time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+        if self.server is not None:
+            self.server.should_exit = True
+            self.thread.join(timeout=30)
+            self.server = None
 
 
 @pytest.fixture(scope="module")
@@ -81,22 +84,22 @@ def server(small_run, tmp_path_factory):
     shutil.copytree(small_run[0], book)
     shutil.copytree(small_run[1], runs)
     approve(str(runs), load_rules(ROOT / "rules.toml"))
-    server = Server(str(book), str(runs), root / "server.log")
+    server = Server(str(book), str(runs))
     server.start()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def account(small_run):
-    """A usable account alone in its household that holds tagged securities and may pick a direct index it
-    does not hold yet (an asset class whose alternatives have one, on its template's default product)."""
+def _pick(book_uri: str, *, direct_index: bool, tagged: bool) -> str:
+    """A usable account alone in its household that may pick a direct index it does not hold yet (an
+    asset class whose alternatives have one, on its template's default product) or that holds tagged
+    securities; one with no turnover limit or tax budget first (a screen then sells what it excludes)."""
     from engine.book.storage import read_book
     from engine.contract.schema import Col
 
-    book = read_book(small_run[0])
+    book = read_book(book_uri)
     households = book.accounts.column(Col.household_id).to_pylist()
-    tagged = {s for s, t in zip(*(book.securities.column(n).to_pylist() for n in (Col.security_id, Col.tags))) if t}
+    tags = {s for s, t in zip(*(book.securities.column(n).to_pylist() for n in (Col.security_id, Col.tags))) if t}
     direct = {}
     for r in book.templates.to_pylist():
         if any(m.startswith("DI-") for m in r[Col.alternatives] or []):
@@ -105,13 +108,25 @@ def account(small_run):
                                           for n in (Col.account_id, Col.asset_class, Col.model_id))) if m}
     held = {}
     for a, s in zip(*(book.lots.column(n).to_pylist() for n in (Col.account_id, Col.security_id))):
-        held[a] = held.get(a, 0) + (s in tagged)
-    for row in sorted(book.accounts.to_pylist(), key=lambda r: -held.get(r[Col.account_id], 0)):
+        held[a] = held.get(a, 0) + (s in tags)
+    free = lambda r: r[Col.turnover_limit] is None and r[Col.tax_budget] is None     # noqa: E731
+    for row in sorted(book.accounts.to_pylist(), key=lambda r: (not free(r), -held.get(r[Col.account_id], 0))):
         a = row[Col.account_id]
-        classes = {c for c in direct.get(row[Col.template_id], ()) if (a, c) not in chosen}
-        if a not in book.rejected and households.count(row[Col.household_id]) == 1 and classes:
+        may = {c for c in direct.get(row[Col.template_id], ()) if (a, c) not in chosen}
+        if (a not in book.rejected and households.count(row[Col.household_id]) == 1
+                and (may or not direct_index) and (held.get(a) or not tagged)):
             return a
     pytest.skip("the small book has no account to drive")
+
+
+@pytest.fixture(scope="module")
+def account(small_run):
+    return _pick(small_run[0], direct_index=True, tagged=False)
+
+
+@pytest.fixture(scope="module")
+def screened(small_run):
+    return _pick(small_run[0], direct_index=False, tagged=True)
 
 
 def _shot(page, name: str) -> None:
@@ -146,20 +161,21 @@ def test_the_direct_index_on_the_pull_down_changes_the_impact(server, page, acco
     _shot(page, "portal-account")
 
 
-def test_a_screen_shows_the_sold_share_and_the_tax(server, page, account):
-    page.goto(f"{server.url}/accounts/{account}")
+def test_a_screen_shows_the_sold_share_and_the_tax(server, page, screened):
+    page.goto(f"{server.url}/accounts/{screened}")
     page.wait_for_selector("#impact #sold-fraction", timeout=120_000)
     before = float(page.locator("#impact #sold-fraction").inner_text().rstrip("%"))
-    boxes = page.locator("input[name='screen']:not(:checked)")
+    tags = page.locator("input[name='screen']:not(:checked)").evaluate_all("boxes => boxes.map(b => b.value)")
     best = 0.0
-    for i in range(boxes.count()):
-        _wait_for_impact(page, boxes.nth(i).check)
+    for tag in tags:
+        box = page.locator(f"input[name='screen'][value='{tag}']")
+        _wait_for_impact(page, box.check)
         sold = float(page.locator("#impact #sold-fraction").inner_text().rstrip("%"))
         best = max(best, sold)
         if sold > before:
             assert page.locator("#impact #tax").inner_text().startswith(("$", "-$"))
             break
-        _wait_for_impact(page, boxes.nth(i).uncheck)
+        _wait_for_impact(page, box.uncheck)
     assert best > before
 
 
@@ -252,3 +268,31 @@ def test_an_advisor_is_denied_another_advisors_account(small_run, page, tmp_path
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.mark.slow
+def test_canopy_portal_warms_then_serves(small_run):
+    """The command itself: it reads the book, warms the solver, says it is ready, and serves."""
+    import httpx
+
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "engine.cli", "portal", "--book", small_run[0], "--port",
+                                str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("ready:"):
+                break
+        assert any("warmed the solver" in line for line in lines), lines
+        assert httpx.get(f"http://127.0.0.1:{port}/api/session").json()["role"] == "rebalancing"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_canopy_portal_refuses_another_host_without_users(small_run):
+    answer = subprocess.run([sys.executable, "-m", "engine.cli", "portal", "--book", small_run[0], "--host",
+                             "0.0.0.0"], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert answer.returncode == 2 and "only this machine" in answer.stderr

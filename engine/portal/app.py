@@ -185,7 +185,8 @@ def _api(app: FastAPI) -> None:
     async def preview(request: Request, account_id: str):
         await check_csrf(request)
         visible(request, account_id)
-        return await run_in_threadpool(portal.preview, account_id, await _json(request))
+        fresh = "no-cache" in request.headers.get("cache-control", "")
+        return await run_in_threadpool(lambda body: portal.preview(account_id, body, fresh=fresh), await _json(request))
 
     @app.put("/api/accounts/{account_id}")
     async def save(request: Request, account_id: str):

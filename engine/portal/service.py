@@ -14,10 +14,12 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -46,6 +48,8 @@ NEW_ACCOUNT_DEFAULTS = {Col.household_id: None, Col.st_rate: 0.0, Col.lt_rate: 0
                         Col.min_trade: 50.0, Col.tax_budget: None, Col.realized_st_ytd: 0.0,
                         Col.realized_lt_ytd: 0.0, Col.harvest: True, Col.tax_sensitivity: 1.0,
                         Col.turnover_limit: None, Col.suspended: False}
+#: How many previews a book state keeps to answer again.
+ANSWERS = 512
 #: A taxable account's rates when none are given: top federal ordinary and long-term rates with the 3.8% NIIT.
 TAXABLE_RATES = {Col.st_rate: 0.408, Col.lt_rate: 0.238}
 
@@ -53,10 +57,12 @@ TAXABLE_RATES = {Col.st_rate: 0.408, Col.lt_rate: 0.238}
 @dataclass(frozen=True)
 class _State:
     """What previews read, swapped whole after a save: the book with its saves, its what-if
-    session, and tonight's proposal per account asked about (the baselines)."""
+    session, tonight's proposal per account asked about (the baselines), and the latest previews
+    (:data:`ANSWERS` of them: an advisor toggling a field back, or a second client, asks again)."""
     book: Book
     session: WhatIfSession
     baselines: dict[str, WhatIf]
+    answers: "OrderedDict[tuple, dict]" = field(default_factory=OrderedDict)
 
 
 class NotFound(Invalid):
@@ -122,6 +128,7 @@ class Portal:
         self.lock = threading.RLock()         # saves, one at a time
         # what-ifs run side by side, one per core: JAX releases the GIL while it solves
         self._solving = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
+        self._answers = threading.Lock()     # the states' answers
         self._state: _State | None = None
         self._run_cache: tuple[dt.date | None, dict | None] = (None, None)
         self._rebuild(set())
@@ -209,14 +216,29 @@ class Portal:
                 found = state.baselines[account_id] = state.session.warm_up(account_id)
         return found
 
-    def preview(self, account_id: str, body: Any, *, withdrawal: float = 0.0) -> dict[str, Any]:
-        """The effect of a change (JSON, :mod:`engine.portal.changes`) without saving it."""
+    def preview(self, account_id: str, body: Any, *, withdrawal: float = 0.0, fresh: bool = False
+                ) -> dict[str, Any]:
+        """The effect of a change (JSON, :mod:`engine.portal.changes`) without saving it.
+
+        The same question on the same book state is answered from the state's latest answers
+        unless ``fresh`` (HTTP ``Cache-Control: no-cache``).
+        """
         state = self._state                   # one book state for the check and the solve
+        key = (account_id, json.dumps(body, sort_keys=True, default=str), float(withdrawal))
+        with self._answers:
+            if not fresh and key in state.answers:
+                state.answers.move_to_end(key)
+                return state.answers[key]
         change, _ = self._checked(state, account_id, body)
         self.baseline(account_id)             # warms the household's shape and iterate first
         with self._solving:
             answer = state.session.whatif(account_id, change, withdrawal=withdrawal)
-        return impact(answer, state.book.securities)
+        result = impact(answer, state.book.securities)
+        with self._answers:
+            state.answers[key] = result
+            while len(state.answers) > ANSWERS:
+                state.answers.popitem(last=False)
+        return result
 
     def _checked(self, state: "_State", account_id: str, body: Any) -> tuple[CustomizationChange, dict]:
         household = self.household_of(account_id)
