@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import math
 import secrets
@@ -30,79 +29,17 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from engine.book.customizations import StaleVersion
-from engine.contract.errors import CanopyError
 from engine.contract.schema import Col
+from engine.portal.pages import add_pages, render
+from engine.portal.security import (CSRF_HEADER, Unauthenticated, check_csrf, csrf_token, current_user, rebalancing,
+                                    sign_in, visible)
 from engine.portal.service import Forbidden, Invalid, NotFound, Portal
-from engine.portal.users import LOCAL_USER, Role, User, verify_password
+from engine.portal.users import LOCAL_USER, User
 
-__all__ = ["create_app", "LOOPBACK_HOSTS", "CSRF_HEADER", "current_user", "check_csrf", "visible"]
+__all__ = ["create_app", "LOOPBACK_HOSTS", "CSRF_HEADER", "plain_json"]
 
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
-CSRF_HEADER = "X-CSRF-Token"
-CSRF_FIELD = "csrf_token"
 STATIC = Path(__file__).with_name("static")
-
-
-class Unauthenticated(CanopyError):
-    """No signed-in user (401; the pages send the browser to /login)."""
-
-
-def csrf_token(request: Request) -> str:
-    """The session's CSRF token, made on first use."""
-    token = request.session.get(CSRF_FIELD)
-    if not token:
-        token = request.session[CSRF_FIELD] = secrets.token_urlsafe(32)
-    return token
-
-
-async def check_csrf(request: Request) -> None:
-    """Raise :class:`Forbidden` unless the request carries the session's CSRF token."""
-    expected = request.session.get(CSRF_FIELD)
-    given = request.headers.get(CSRF_HEADER)
-    if given is None and request.headers.get("content-type", "").startswith(
-            ("application/x-www-form-urlencoded", "multipart/form-data")):
-        given = (await request.form()).get(CSRF_FIELD)
-    if not expected or not isinstance(given, str) or not hmac.compare_digest(given, expected):
-        raise Forbidden("csrf_token", "the form's security token is missing or out of date; reload the page")
-
-
-def current_user(request: Request) -> User:
-    """The signed-in user (the local user without a users file); :class:`Unauthenticated` if none."""
-    users = request.app.state.users
-    if users is None:
-        return LOCAL_USER
-    name = request.session.get("user")
-    if name not in users:
-        raise Unauthenticated("sign in first")
-    return users[name][0]
-
-
-def visible(request: Request, account_id: str) -> User:
-    """The user, if they may see ``account_id``; :class:`Forbidden` or :class:`NotFound` otherwise."""
-    user = current_user(request)
-    household = request.app.state.portal.household_of(account_id)
-    if not user.may_see(household):
-        raise Forbidden("account", f"account {account_id} is not in a household assigned to {user.name}")
-    return user
-
-
-def rebalancing(request: Request) -> User:
-    user = current_user(request)
-    if user.role != Role.rebalancing:
-        raise Forbidden("role", "only the rebalancing group may do this")
-    return user
-
-
-def sign_in(request: Request, name: Any, password: Any) -> User:
-    """Check ``name`` and ``password`` against the users file and start the session."""
-    users = request.app.state.users or {}
-    entry = users.get(name) if isinstance(name, str) else None
-    if entry is None or not isinstance(password, str) or not verify_password(password, entry[1]):
-        raise Unauthenticated("unknown user or wrong password")
-    request.session.clear()
-    request.session["user"] = name
-    csrf_token(request)
-    return entry[0]
 
 
 class LoopbackOnly:
@@ -119,7 +56,7 @@ class LoopbackOnly:
             except ValueError:
                 loopback = False
             if not loopback:
-                response = JSONResponse({"detail": "this portal serves only this machine (no users file)"}, 403)
+                response = JSONResponse({Col.detail: "this portal serves only this machine (no users file)"}, 403)
                 return await response(scope, receive, send)
         await self.app(scope, receive, send)
 
@@ -128,9 +65,8 @@ def _errors(app: FastAPI) -> None:
     def handler(status: int):
         async def respond(request: Request, exc: Invalid):
             if not request.url.path.startswith("/api/"):
-                from engine.portal.pages import render
                 return render(request, "error.html", status, error=exc)
-            return JSONResponse({"detail": str(exc), "field": exc.field}, status)
+            return JSONResponse({Col.detail: str(exc), "field": exc.field}, status)
         return respond
 
     app.add_exception_handler(NotFound, handler(404))
@@ -139,12 +75,12 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(StaleVersion)
     async def stale(request: Request, exc: StaleVersion) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "version": exc.current}, 409)
+        return JSONResponse({Col.detail: str(exc), Col.version: exc.current}, 409)
 
     @app.exception_handler(Unauthenticated)
     async def unauthenticated(request: Request, exc: Unauthenticated) -> JSONResponse:
         if request.url.path.startswith("/api/") or request.method != "GET":
-            return JSONResponse({"detail": str(exc)}, 401)
+            return JSONResponse({Col.detail: str(exc)}, 401)
         return RedirectResponse("/login", 303)
 
 
@@ -215,7 +151,7 @@ def _api(app: FastAPI) -> None:
         await check_csrf(request)
         user = visible(request, account_id)
         version = await run_in_threadpool(portal.save, account_id, await _json(request), user.name)
-        return {**portal.customization(account_id), "version": version}
+        return {**portal.customization(account_id), Col.version: version}
 
     @app.get("/api/accounts/{account_id}/history")
     async def history(request: Request, account_id: str):
@@ -245,8 +181,8 @@ def _api(app: FastAPI) -> None:
         if not isinstance(body, dict):
             raise Invalid("body", "must be an object with amount (USD) and an optional note")
         version = await run_in_threadpool(portal.request_withdrawal, account_id, body.get("amount"), user.name,
-                                          body.get("note"))
-        return {"account_id": account_id, "version": version}
+                                          body.get(Col.note))
+        return {Col.account_id: account_id, Col.version: version}
 
     @app.get("/api/rebalancing")
     async def group(request: Request):
@@ -263,7 +199,6 @@ def create_app(portal: Portal, users: dict[str, tuple[User, str]] | None = None,
     app.state.portal, app.state.users = portal, users
     _errors(app)
     _api(app)
-    from engine.portal.pages import add_pages
     add_pages(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(SessionMiddleware, secret_key=secret or secrets.token_urlsafe(32),

@@ -97,7 +97,7 @@ def read_change(body: Any, current: Mapping[str, Any]) -> CustomizationChange:
     """
     if not isinstance(body, dict):
         raise Invalid("change", "must be a JSON object with account, restrictions, allocations")
-    extra = set(body) - set(CHANGE_KEYS) - {"version"}
+    extra = set(body) - set(CHANGE_KEYS) - {Col.version}
     if extra:
         raise Invalid(sorted(extra)[0], f"is not part of a change; expected {', '.join(CHANGE_KEYS)}")
     account = body.get("account") or {}

@@ -24,8 +24,8 @@ from engine.book.customizations import StaleVersion
 from engine.contract.errors import CanopyError
 from engine.contract.schema import Col
 from engine.portal import views
-from engine.portal.app import (CSRF_FIELD, Unauthenticated, check_csrf, csrf_token, current_user, rebalancing, sign_in,
-                               visible)
+from engine.portal.security import (CSRF_FIELD, Unauthenticated, check_csrf, csrf_token, current_user, rebalancing,
+                                    sign_in, visible)
 from engine.portal.service import Forbidden, Invalid, Portal
 from engine.portal.service import impact as impact_of
 from engine.portal.service import lots_from_csv
@@ -67,15 +67,15 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
 def _chart(plan: dict[str, list], budget: float | None, title: str) -> str:
     """The transition chart (engine.review.charts) as a PNG data URI."""
     buffer = io.BytesIO()
-    transition_chart(np.asarray(plan["year"]), np.asarray(plan["tracking_error_after"]), np.asarray(plan["tax"]),
-                     budget, buffer, title, start=plan["tracking_error_before"][0] if plan["year"] else None)
+    transition_chart(np.asarray(plan["year"]), np.asarray(plan[Col.tracking_error_after]), np.asarray(plan["tax"]),
+                     budget, buffer, title, start=plan[Col.tracking_error_before][0] if plan["year"] else None)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def _account_context(portal: Portal, account_id: str) -> dict[str, Any]:
     run_rows = {r[Col.account_id]: r for r in views.decision_rows(portal)}
-    return {"account_id": account_id, "household_id": portal.household_of(account_id),
-            "value": portal.values.get(account_id), "classes": views.class_weights(portal, account_id),
+    return {Col.account_id: account_id, Col.household_id: portal.household_of(account_id),
+            Col.value: portal.values.get(account_id), "classes": views.class_weights(portal, account_id),
             "form": views.form_choices(portal, account_id), "history": portal.history(account_id),
             "run": run_rows.get(account_id), "pending": [w for w in portal.pending_withdrawals()
                                                          if w[Col.account_id] == account_id],
@@ -157,7 +157,7 @@ def add_pages(app: FastAPI) -> None:
         user, form = await _posted(request, account_id)
         try:
             change = views.change_from_form(portal, account_id, form, form.getlist("screen"))
-            change["version"] = int(form.get("version") or -1)
+            change[Col.version] = int(form.get(Col.version) or -1)
             version = await run_in_threadpool(portal.save, account_id, change, user.name)
         except (Invalid, StaleVersion) as exc:
             return await _account_error(request, portal, account_id, exc)
@@ -171,7 +171,7 @@ def add_pages(app: FastAPI) -> None:
         except ValueError:
             amount = form.get("amount")
         try:
-            await run_in_threadpool(portal.request_withdrawal, account_id, amount, user.name, form.get("note"))
+            await run_in_threadpool(portal.request_withdrawal, account_id, amount, user.name, form.get(Col.note))
         except Invalid as exc:
             return await _account_error(request, portal, account_id, exc)
         return RedirectResponse(f"/accounts/{account_id}#withdrawals", 303)
@@ -205,7 +205,7 @@ def add_pages(app: FastAPI) -> None:
                           templates=views.form_choices(portal, None, "")["templates"],
                           households=sorted(user.households))
         budget = result["yearly_tax_budget"]
-        chart = _chart(result["plan"], budget, f"transition of {result['account_id']}, prices held")
+        chart = _chart(result["plan"], budget, f"transition of {result[Col.account_id]}, prices held")
         return render(request, "created.html", result=result, chart=chart)
 
     @app.get("/rebalancing", response_class=HTMLResponse)

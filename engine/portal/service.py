@@ -185,10 +185,10 @@ class Portal:
         return int(self.versions.get(account_id, 0))
 
     def customization(self, account_id: str) -> dict[str, Any]:
-        """``{"account", "restrictions", "allocations", "version"}`` of the account as the next run sees it."""
+        """``{"account", "restrictions", "allocations", Col.version}`` of the account as the next run sees it."""
         self.household_of(account_id)
         out = customization_of(self.book.tables, account_id)
-        return {**out, "version": self.version(account_id)}
+        return {**out, Col.version: self.version(account_id)}
 
     def history(self, account_id: str) -> list[dict[str, Any]]:
         """The account's saves (the audit log), newest first, each with the fields that changed."""
@@ -260,12 +260,12 @@ class Portal:
             The change breaks a rule (422); :class:`engine.book.customizations.StaleVersion`: it was
             made against an older version (409).  Nothing is saved in either case.
         """
-        if not isinstance(body, dict) or type(body.get("version")) is not int:
-            raise Invalid("version", "a save carries the account's version as read (an integer; 0 if never saved)")
+        if not isinstance(body, dict) or type(body.get(Col.version)) is not int:
+            raise Invalid(Col.version, "a save carries the account's version as read (an integer; 0 if never saved)")
         with self.lock:
             _, after = self._checked(self._state, account_id, body)
             version = self.store.save(account_id, Action.change, customization_of(self.book.tables, account_id),
-                                      customization_of(after, account_id), user, expected_version=body["version"])
+                                      customization_of(after, account_id), user, expected_version=body[Col.version])
             self._rebuild({self.household_of(account_id)})
         return version
 
@@ -282,7 +282,7 @@ class Portal:
 
     def settle_withdrawal(self, account_id: str, version: int, user: str) -> int:
         """Close withdrawal request ``version`` of the account (the rebalancing group, once paid out)."""
-        if version not in {w["version"] for w in self.pending_withdrawals() if w[Col.account_id] == account_id}:
+        if version not in {w[Col.version] for w in self.pending_withdrawals() if w[Col.account_id] == account_id}:
             raise Invalid(Col.version, f"account {account_id} has no pending withdrawal request {version}")
         with self.lock:
             saved = self.store.save(account_id, Action.settle, None, {Col.version: int(version)}, user)
@@ -326,7 +326,7 @@ class Portal:
             first = impact(self.baseline(account_id), self.book.securities)
             started = time.perf_counter()
             plan = plan_transition(self.session.tables, self.as_of, account_id, int(years), self.config)
-        return {"account_id": account_id, "version": version, "first_trades": first, "plan": plan_table(plan),
+        return {Col.account_id: account_id, Col.version: version, "first_trades": first, "plan": plan_table(plan),
                 "plan_seconds": time.perf_counter() - started,
                 "yearly_tax_budget": account[Col.tax_budget]}
 
@@ -342,7 +342,7 @@ class Portal:
         if self._run_cache[0] != dates[-1]:
             tables, manifest = read_run(self.runs, dates[-1], self.storage_options)
             decided = read_decisions(self.runs, dates[-1], self.storage_options)
-            self._run_cache = (dates[-1], {"as_of": dates[-1], "tables": tables, "manifest": manifest,
+            self._run_cache = (dates[-1], {Col.as_of: dates[-1], "tables": tables, "manifest": manifest,
                                            "decisions": decided[0] if decided else None})
         return self._run_cache[1]
 
@@ -355,7 +355,7 @@ class Portal:
             mine = {n: t.filter(pc.equal(t.column(Col.account_id), account_id))
                     for n, t in run["tables"].items() if n in ("accounts", "trades")}
             if mine["accounts"].num_rows:
-                source = (mine, f"the run of {run['as_of']}")
+                source = (mine, f"the run of {run[Col.as_of]}")
         if source is None:
             answer = self.baseline(account_id)
             if answer.household is None:
@@ -438,7 +438,7 @@ def impact(answer: WhatIf, securities: pa.Table) -> dict[str, Any]:
                                                     Col.quantity, Col.price, Col.value, Col.realized_gain,
                                                     Col.term, Col.est_tax, Col.reason)}
                       | {Col.symbol: symbols.get(row[Col.security_id]), "words": explain(row)})
-    return {"account_id": answer.account_id, "household_id": answer.household_id, "change": answer.change,
+    return {Col.account_id: answer.account_id, Col.household_id: answer.household_id, "change": answer.change,
             Col.status: answer.status, Col.detail: answer.detail, "rejections": list(answer.rejections),
             Col.value: n.get(Col.value), Col.sold: n.get(Col.sold), Col.bought: n.get(Col.bought),
             "sold_fraction": n.get("sold_fraction"),

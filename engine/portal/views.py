@@ -68,7 +68,7 @@ def account_rows(portal: Portal, user: User, query: str = "", limit: int = 500) 
                     Col.status: run.get(Col.status), Col.trade_count: run.get(Col.trade_count),
                     Col.decision: decisions.get(a), Col.tracking_error_after: run.get(Col.tracking_error_after),
                     "why": why.get(a, []),
-                    "version": portal.version(a)})
+                    Col.version: portal.version(a)})
         if len(out) >= limit:
             break
     return out
@@ -144,7 +144,7 @@ def form_choices(portal: Portal, account_id: str | None, template_id: str | None
     return {"templates": sorted(set(book.templates.column(Col.template_id).to_pylist())), "template_id": template_id,
             "classes": classes, "tags": tags, "account": current["account"],
             "screens": {r[Col.tag] for r in current["restrictions"] if r[Col.rule] == Rule.exclude and r[Col.tag]},
-            "symbols": {rule: ", ".join(v) for rule, v in by_rule.items()}, "version": current.get("version", 0),
+            "symbols": {rule: ", ".join(v) for rule, v in by_rule.items()}, Col.version: current.get(Col.version, 0),
             "inputs": PREFERENCE_INPUTS}
 
 
