@@ -11,6 +11,7 @@ The subpackages read as the pipeline, bottom to top; each imports only those bel
 * :mod:`engine.review`: approval rules, reports and charts, the run check, explanations.
 * :mod:`engine.simulate`: what-ifs, transitions, the tax-alpha backtest.
 * :mod:`engine.actors`: the Ray actors and the nightly driver.
+* :mod:`engine.portal`: the advisor portal (web pages and a JSON API over what-ifs, saves, new accounts).
 * :mod:`engine.testing`: random solver instances and the cvxpy oracle (tests and benchmarks only).
 * :mod:`engine.cli`: the ``canopy`` command.
 """

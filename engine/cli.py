@@ -444,5 +444,42 @@ def bench_solver(sizes: list[int] = typer.Option([50, 100, 200, 500, 600], "--si
                households=households, oracle_households=oracle, out=out, method=method)
 
 
+
+@app.command()
+@_clean_errors
+def portal(book: str = typer.Option(..., "--book", help="Folder or s3:// URI of the book (saves go inside it)."),
+           runs: str = typer.Option(None, "--runs", help="The runs folder (canopy run --out), for status."),
+           host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on (loopback without --users)."),
+           port: int = typer.Option(8000, "--port", min=1, max=65535),
+           users: str = typer.Option(None, "--users", help="Users file (JSON; canopy portal-user writes it)."),
+           storage_options: str = typer.Option(None, "--storage-options", help="fsspec options as JSON.")):
+    """The advisor portal: customization with its tax and risk impact, new accounts, withdrawal requests."""
+    import os
+
+    from engine.book.storage import storage_options_from
+    from engine.contract.config import default_compilation_cache
+
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", default_compilation_cache())
+    from engine.portal.serve import serve
+
+    serve(book, runs, host, port, users, storage_options_from(storage_options),
+          say=lambda text: console.print(text, highlight=False))
+
+
+@app.command("portal-user")
+@_clean_errors
+def portal_user(users: str = typer.Option(..., "--users", help="Users file to create or update."),
+                name: str = typer.Option(..., "--name", help="The user's sign-in name."),
+                role: str = typer.Option("advisor", "--role", help="advisor or rebalancing."),
+                household: list[str] = typer.Option([], "--household", help="A household an advisor sees (repeat)."),
+                password: str = typer.Option(..., "--password", prompt=True, hide_input=True,
+                                             confirmation_prompt=True, help="Asked for when not given.")):
+    """Add or replace a portal user; the password is kept as a salted scrypt hash."""
+    from engine.portal.users import add_user
+
+    add_user(users, name, password, role, household)
+    console.print(f"{name} ({role}{', ' + ', '.join(household) if household else ''}) written to {users}")
+
+
 if __name__ == "__main__":  # pragma: no cover - python -m engine.cli
     main()

@@ -23,11 +23,12 @@ FLOORS = {
     "review": {"contract", "kernels", "book", "rebalance"},
     "simulate": {"contract", "kernels", "solver", "book", "rebalance", "review"},
     "actors": {"contract", "kernels", "solver", "book", "rebalance"},
-    "cli": {"contract", "kernels", "solver", "book", "rebalance", "review", "simulate", "actors", "testing"},
+    "portal": {"contract", "kernels", "solver", "book", "rebalance", "review", "simulate"},
+    "cli": {"contract", "kernels", "solver", "book", "rebalance", "review", "simulate", "actors", "testing", "portal"},
 }
 #: Pure numerics: neither ray nor storage, directly or through any module of ours they import.
 PURE = ("contract", "kernels", "solver", "rebalance", "testing")
-STORAGE = {"fsspec", "s3fs"}
+STORAGE = {"fsspec", "s3fs", "deltalake"}
 
 
 def _modules(paths):

@@ -2,7 +2,9 @@
 
 A book is a folder on any fsspec URI (a plain path, ``file://``,
 ``memory://``, ``s3://``) holding ``book.json`` and one Parquet dataset per
-table.  :func:`read_book` reads every table with :mod:`pyarrow.dataset`,
+table, and optionally ``customizations/``, the advisor portal's saved changes
+(a Delta Lake table, :mod:`engine.book.customizations`), which :func:`read_book`
+lays over the tables it reads.  :func:`read_book` reads every table with :mod:`pyarrow.dataset`,
 casts it safely to the contract's schema and validates it
 (:mod:`engine.book.validate`): whole-book problems raise :class:`BookError`,
 account-level problems become rows of the ``rejections`` table.
@@ -24,8 +26,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from fsspec.core import url_to_fs
 
+from engine.book.customizations import apply_saved, read_saved
+from engine.book.files import filesystem
 from engine.contract import schema
 from engine.contract.config import PolicyConfig
 from engine.contract.errors import BookError, ConfigError
@@ -68,14 +71,6 @@ class Book:
     @property
     def tables(self) -> dict[str, pa.Table]:
         return {name: self.table(name) for name in schema.BOOK_TABLES}
-
-
-def filesystem(uri: str, storage_options: Mapping[str, Any] | None = None):
-    """The fsspec filesystem and the path inside it for ``uri``."""
-    try:
-        return url_to_fs(str(uri), **(storage_options or {}))
-    except (ValueError, ImportError) as exc:
-        raise BookError(f"cannot open {uri!r}: {exc}") from None
 
 
 #: The business dates a book may have (``as_of``): date arithmetic of the engine (price staleness,
@@ -184,16 +179,17 @@ def _files_in_words(files: list[str], show: int = 3) -> str:
 
 
 def read_book(uri: str, policy: PolicyConfig | None = None,
-              storage_options: Mapping[str, Any] | None = None) -> Book:
+              storage_options: Mapping[str, Any] | None = None, *, saved: bool = True) -> Book:
     """Read and validate the book at ``uri``.
+
+    With ``saved`` (the default) the book's saved customizations (``customizations/``) are laid
+    over its tables first; the advisor portal reads without them to lay them itself.
 
     Raises
     ------
     BookError
         For a problem with the whole book; nothing is usable then.
     """
-    from engine.book.validate import validate  # validate imports Book's tables only
-
     policy = policy or PolicyConfig()
     fs, root = filesystem(uri, storage_options)
     meta = _read_meta(fs, root, uri)
@@ -202,12 +198,41 @@ def read_book(uri: str, policy: PolicyConfig | None = None,
         tables[name], fingerprints[name] = (
             _read_optional(fs, root, name, uri, meta["schema_version"]) if name in schema.TABLE_SINCE
             else _read_table(fs, root, name, uri))
-    rejections = validate(tables, meta[Col.as_of], policy)
+    if saved:
+        tables = _with_saved(tables, fingerprints, uri, storage_options)
+    return book_from_tables(uri, meta[Col.as_of], tables, policy, fingerprints,
+                            base_currency=meta.get("base_currency", "USD"))
+
+
+def book_from_tables(uri: str, as_of: dt.date, tables: Mapping[str, pa.Table], policy: PolicyConfig,
+                     fingerprints: Mapping[str, str] | None = None, *, base_currency: str = "USD") -> Book:
+    """A :class:`Book` of conformed ``tables``, validated: its rejections and rejected accounts.
+
+    Raises
+    ------
+    BookError
+        For a whole-book problem.
+    """
+    from engine.book.validate import validate  # validate imports Book's tables only
+
+    rejections = validate(tables, as_of, policy)
     # the book's own accounts: a lot or a recent trade of an account not in the book names no account to reject
     in_book = set(tables["accounts"].column(Col.account_id).to_pylist())
     rejected = frozenset(a for a in rejections.column(Col.account_id).to_pylist() if a in in_book)
-    return Book(uri=str(uri), as_of=meta[Col.as_of], base_currency=meta.get("base_currency", "USD"),
-                rejections=rejections, rejected=rejected, fingerprints=fingerprints, **tables)
+    return Book(uri=str(uri), as_of=as_of, base_currency=base_currency, rejections=rejections, rejected=rejected,
+                fingerprints=dict(fingerprints or {}), **tables)
+
+
+def _with_saved(tables: dict[str, pa.Table], fingerprints: dict[str, str], uri: str,
+                storage_options: Mapping[str, Any] | None) -> dict[str, pa.Table]:
+    """The tables with the book's saved customizations (the optional ``customizations/`` Delta
+    table, :mod:`engine.book.customizations`) laid over them; its version joins the fingerprints."""
+    found = read_saved(uri, storage_options)
+    if found is None:
+        return tables
+    saved, version = found
+    fingerprints["customizations"] = f"delta-v{version}"
+    return apply_saved(tables, saved)
 
 
 class BookWriter:
@@ -286,4 +311,4 @@ def storage_options_from(text: str | None) -> dict[str, Any] | None:
     return options
 
 
-__all__ = ["Book", "BookWriter", "read_book", "write_book", "filesystem", "storage_options_from", "fsspec"]
+__all__ = ["Book", "BookWriter", "read_book", "book_from_tables", "write_book", "filesystem", "storage_options_from", "fsspec"]

@@ -139,6 +139,14 @@ class Col:
     ytd_realized_st_after = "ytd_realized_st_after"
     ytd_realized_lt_after = "ytd_realized_lt_after"
     ytd_tax_after = "ytd_tax_after"
+    # customizations (engine.book.customizations): the advisor portal's saved changes, its audit log
+    version = "version"
+    action = "action"
+    saved_by = "saved_by"
+    saved_at = "saved_at"
+    note = "note"
+    before = "before"
+    after = "after"
 
 
 # --------------------------------------------------------------------------
@@ -488,6 +496,37 @@ TAX_REPORT = _schema("tax_report", [
     field(C.ytd_realized_st_after, _f64, unit="USD"),
     field(C.ytd_realized_lt_after, _f64, unit="USD"),
     field(C.ytd_tax_after, _f64, unit="USD"),
+])
+
+# Optional book table (contract version 2): the advisor portal's saved changes --------------------------
+# Kept as a Delta Lake table in the book's ``customizations/`` folder (engine.book.customizations);
+# read_book applies each account's newest row over the tables above.
+
+class Action:
+    """What a ``customizations`` row records."""
+    change = "change"            # the account's customization (fields, restrictions, allocations) replaced
+    withdrawal = "withdrawal"    # a withdrawal request: ``withdrawal`` raised by the amount
+    create = "create"            # a new account, with its lots
+    settle = "settle"            # the rebalancing group closes a withdrawal request
+    all = (change, withdrawal, create, settle)
+
+
+#: The ``accounts`` fields a saved customization may set: the account's customization and tax
+#: preferences.  Not its identity and household, nor the custodian's figures (``cash``, the
+#: year's realized gains), which the book's own table keeps current; a withdrawal is a request.
+ACCOUNT_PREFERENCES = tuple(name for name in ACCOUNTS.names
+                            if name not in (C.account_id, C.household_id, C.cash, C.withdrawal,
+                                            C.realized_st_ytd, C.realized_lt_ytd))
+
+CUSTOMIZATIONS = _schema("customizations", [
+    field(C.account_id, _str),
+    field(C.version, pa.int64(), doc="the account's save number, 1, 2, ...; the newest applies"),
+    field(C.action, _str, doc="change, withdrawal, create, settle"),
+    field(C.saved_by, _str, doc="who saved it (the portal's user)"),
+    field(C.saved_at, pa.timestamp("us", tz="UTC"), unit="UTC", doc="when"),
+    field(C.note, _str, True, doc="the user's words (a withdrawal's reason)"),
+    field(C.before, _str, True, doc="JSON {account, restrictions, allocations} before; null for a new account"),
+    field(C.after, _str, doc="JSON {account, restrictions, allocations[, lots]} after"),
 ])
 
 # Keys that must be unique within a table of the book.

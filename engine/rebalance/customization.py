@@ -1,8 +1,10 @@
 """What-ifs: one account's target after a proposed change of its customization.
 
-A :class:`CustomizationChange` adds or lifts restrictions (screens, never-buy, never-sell)
-and sets custom asset-class weights or products; :func:`changed_rows` gives the account's
-``restrictions`` and ``allocations`` rows after it, and :func:`account_target` its target,
+A :class:`CustomizationChange` adds or lifts restrictions (screens, never-buy, never-sell),
+sets custom asset-class weights or products, and sets fields of the account's ``accounts`` row
+(cash minimum, tax budget, template, ...); with ``replace`` its restrictions and allocations are
+the account's whole lists (the advisor portal's saves).  :func:`changed_rows` gives the account's
+``accounts``, ``restrictions`` and ``allocations`` rows after it, and :func:`account_target` its target,
 built by :func:`engine.rebalance.targets.build_targets`' own code on a one-account slice of
 the book, so a what-if and the nightly build cannot disagree.
 
@@ -23,7 +25,10 @@ from engine.contract.config import PolicyConfig
 from engine.contract.schema import Col, Reject, Rule
 from engine.rebalance.targets import Targets, build_from_tables, target_tables
 
-__all__ = ["Restriction", "Allocation", "CustomizationChange", "account_target", "changed_rows"]
+__all__ = ["Restriction", "Allocation", "CustomizationChange", "account_target", "changed_rows", "ACCOUNT_FIELDS"]
+
+#: The ``accounts`` fields a change may set: the account's customization and tax preferences.
+ACCOUNT_FIELDS = schema.ACCOUNT_PREFERENCES
 
 
 class Restriction(NamedTuple):
@@ -54,11 +59,34 @@ class CustomizationChange:
         Per asset class, a new custom weight (fraction; 0 removes the class)
         and/or a new product (model_id).  A set field replaces that field of
         the account's rows for the class; a class without rows gets one.
+    account
+        ``(column, value)`` pairs setting fields of the account's ``accounts`` row
+        (names of :data:`ACCOUNT_FIELDS`, values in the contract's units).
+    replace
+        When True, ``add_restrictions`` and ``allocations`` are the account's whole lists:
+        its present rows are dropped first (``remove_restrictions`` is then moot).
     """
 
     add_restrictions: tuple[Restriction, ...] = ()
     remove_restrictions: tuple[Restriction, ...] = ()
     allocations: tuple[Allocation, ...] = ()
+    account: tuple[tuple[str, Any], ...] = ()
+    replace: bool = False
+
+    def __post_init__(self):
+        unknown = [name for name, _ in self.account if name not in ACCOUNT_FIELDS]
+        if unknown:
+            raise ValueError(f"a change may set only these accounts fields: {', '.join(ACCOUNT_FIELDS)}; "
+                             f"got {', '.join(map(repr, unknown))}")
+
+    @classmethod
+    def whole(cls, account: Mapping[str, Any] | None = None, restrictions=(), allocations=()
+              ) -> "CustomizationChange":
+        """The account's customization as a whole: these account fields, and exactly these
+        restrictions and allocations (the lists replace the account's)."""
+        return cls(add_restrictions=tuple(Restriction(*r) for r in restrictions),
+                   allocations=tuple(Allocation(*a) for a in allocations),
+                   account=tuple((account or {}).items()), replace=True)
 
     @classmethod
     def screen(cls, *, security_id: str | None = None, tag: str | None = None) -> "CustomizationChange":
@@ -110,17 +138,47 @@ def account_target(source: Any, account_id: str,
     if mine.num_rows == 0:
         raise ValueError(f"account {account_id!r} is not in the accounts table")
     found = Rejections()
-    sliced = {**tables, "accounts": mine, **changed_rows(tables, account_id, change, found)}
+    sliced = {**tables, **changed_rows(tables, account_id, change, found)}
+    sliced["accounts"] = sliced["accounts"].filter(pc.equal(sliced["accounts"].column(Col.account_id), account_id))
     rejected = set() if found.table().num_rows == 0 else {account_id}
     return build_from_tables(sliced, rejected=rejected, check_allocations=True, found=found, policy=policy)
 
 
 def changed_rows(tables: Mapping[str, pa.Table], account_id: str, change: CustomizationChange,
                  found: Rejections | None = None) -> dict[str, pa.Table]:
-    """The ``restrictions`` and ``allocations`` rows of one account after ``change`` (what a
-    what-if solves with); problems with the change are added to ``found``."""
-    return {"restrictions": _changed_restrictions(tables, account_id, change, found or Rejections()),
-            "allocations": _changed_allocations(tables["allocations"], account_id, change.allocations)}
+    """The ``accounts`` table with the account's row changed, and the account's ``restrictions``
+    and ``allocations`` rows after ``change`` (what a what-if solves with); problems with the
+    change are added to ``found``."""
+    allocations = tables["allocations"]
+    if change.replace:
+        allocations = allocations.filter(pc.not_equal(allocations.column(Col.account_id), account_id))
+    return {"accounts": changed_account(tables["accounts"], account_id, change.account),
+            "restrictions": _changed_restrictions(tables, account_id, change, found or Rejections()),
+            "allocations": _changed_allocations(allocations, account_id, change.allocations)}
+
+
+def changed_account(accounts: pa.Table, account_id: str, fields: tuple[tuple[str, Any], ...]) -> pa.Table:
+    """``accounts`` with the account's row's ``fields`` set (in place: the table's order is kept).
+
+    Raises
+    ------
+    ValueError
+        A value that cannot be the column's type (the message names the column).
+    """
+    if not fields:
+        return accounts
+    mine = pc.equal(accounts.column(Col.account_id), account_id)
+    for name, value in fields:
+        index = accounts.schema.get_field_index(name)
+        field = accounts.schema.field(index)
+        try:
+            scalar = pa.scalar(value, field.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            raise ValueError(f"{name} must be {field.type}, got {value!r}") from None
+        if not scalar.is_valid and not field.nullable:
+            raise ValueError(f"{name} may not be empty")
+        accounts = accounts.set_column(index, field, pc.if_else(mine, scalar, accounts.column(index)))
+    return accounts
 
 
 def _changed_restrictions(tables: Mapping[str, pa.Table], account_id: str, change: CustomizationChange,
@@ -132,6 +190,7 @@ def _changed_restrictions(tables: Mapping[str, pa.Table], account_id: str, chang
     mine = restrictions.filter(pc.equal(restrictions.column(Col.account_id), account_id))
     rows = [Restriction(r, s, t) for r, s, t in zip(*(mine.column(n).to_pylist()
                                                       for n in (Col.rule, Col.security_id, Col.tag)))]
+    rows = [] if change.replace else rows
     lifted = set(change.remove_restrictions)
     rows = [row for row in rows if row not in lifted]
     known = set(tables["securities"].column(Col.security_id).to_pylist())

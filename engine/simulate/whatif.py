@@ -126,7 +126,10 @@ class WhatIf:
 
 def describe(change: CustomizationChange, withdrawal: float = 0.0) -> str:
     """A change in words."""
-    parts = [f"add {r.rule} {r.security_id or 'tag ' + str(r.tag)}" for r in change.add_restrictions]
+    parts = [f"{name} {value}" for name, value in change.account]
+    if change.replace:
+        parts.append("restrictions and allocations replaced")
+    parts += [f"add {r.rule} {r.security_id or 'tag ' + str(r.tag)}" for r in change.add_restrictions]
     parts += [f"lift {r.rule} {r.security_id or 'tag ' + str(r.tag)}" for r in change.remove_restrictions]
     for a in change.allocations:
         if a.weight is not None:
@@ -198,6 +201,16 @@ class WhatIfSession:
         self._warm: dict[str, WarmStart] = {}
         self.baseline: dict[str, WhatIf] = {}
 
+    def keep_warm(self, previous: "WhatIfSession", skip=()) -> None:
+        """Take ``previous``'s warm iterates of accounts whose household is not in ``skip`` (a
+        session of the same book after a change of those households only)."""
+        self._warm.update({a: w for a, w in previous._warm.items()
+                           if previous.household_of.get(a) not in set(skip) and a in self.household_of})
+
+    def rows(self, name: str, account_ids: list[str]) -> pa.Table:
+        """The rows of account table ``name`` of ``account_ids``."""
+        return self._rows(name, account_ids)
+
     def _rows(self, name: str, account_ids: list[str]) -> pa.Table:
         table, spans = self._sorted[name]
         parts = [table.slice(s, e - s) for s, e in (spans[a] for a in account_ids if a in spans)]
@@ -237,6 +250,7 @@ class WhatIfSession:
                                   started)
         members = [a for a in self.members[household] if a not in self.rejected]
         changed = changed_rows({**self.shared, **tables}, account_id, change)
+        tables["accounts"] = changed["accounts"]
         for name in ("restrictions", "allocations"):
             others = tables[name].filter(pc.not_equal(tables[name].column(Col.account_id), account_id))
             tables[name] = pa.concat_tables([others, changed[name].cast(others.schema)])
