@@ -20,7 +20,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=64, help="households Canopy solves")
     parser.add_argument("--peer-households", type=int, default=8,
                         help="households each peer solves (bounds the run)")
-    parser.add_argument("--calibration", type=int, default=4, help="households OSQP's eps is calibrated on")
+    parser.add_argument("--calibration", type=int, default=16, help="households OSQP's eps is calibrated on")
     parser.add_argument("--workers", type=int, default=None, help="processes, one per core (0: this one)")
     parser.add_argument("--iterations", type=int, default=4000)
     parser.add_argument("--tolerance", type=float, default=1e-5)

@@ -114,20 +114,24 @@ def run(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of th
         storage_options: str = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
         actors: int = typer.Option(None, "--actors", min=1, help="Solver actors (default: one per CPU or GPU)."),
         progress: bool = typer.Option(None, "--progress/--no-progress",
-                                      help="Progress bar (default: when stderr is a terminal).")):
+                                      help="Progress bar (default: when stderr is a terminal)."),
+        executor: str = typer.Option("auto", "--executor",
+                                     help="ray (solver actors), local (this process, no Ray: a GPU node), "
+                                          "or auto (Ray where it is installed).")):
     """Run the nightly job: propose trades for every account of the book and commit the run."""
     import logging
 
-    from engine.actors.nightly import print_summary, ray_connection, run_nightly
+    from engine.actors.nightly import choose_executor, executor_connection, print_summary, run_nightly
     from engine.book.storage import storage_options_from
     from engine.contract.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = load_config(config)
     options = storage_options_from(storage_options)
-    with ray_connection(address):
+    executor = choose_executor(executor)
+    with executor_connection(executor, address):
         manifest = run_nightly(book, out, settings, replace=replace, storage_options=options,
-                               progress=progress, actors=actors)
+                               progress=progress, actors=actors, executor=executor)
     print_summary(manifest)
 
 
@@ -426,7 +430,7 @@ def bench_solver(sizes: list[int] = typer.Option([50, 200, 500], "--size",
                                                      help="Households each peer solves (bounds the run; 0: "
                                                           "Canopy alone, where cvxpy and OSQP are not "
                                                           "installed, as on a GPU node)."),
-                 calibration: int = typer.Option(4, "--calibration", min=1,
+                 calibration: int = typer.Option(16, "--calibration", min=1,
                                                  help="Households of other instances OSQP's eps is tuned on."),
                  workers: int = typer.Option(None, "--workers", min=0,
                                              help="Processes, one per core (default: every core; 0: this one)."),

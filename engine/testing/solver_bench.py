@@ -385,7 +385,7 @@ def _print_case(case: dict) -> None:
 
 def main(sizes: Sequence[int] = (50, 200, 500), batch: int = 64, iterations: int = 4000,
          tolerance: float = 1e-5, dtype: str = "float64", device: str = "cpu",
-         households: Sequence[int] = (1,), peer_households: int = 8, calibration: int = 4,
+         households: Sequence[int] = (1,), peer_households: int = 8, calibration: int = 16,
          workers: int | None = None, worker_env: Mapping[str, str] | None = None,
          out: str | Path | None = DEFAULT_OUT, seed: int = 0, method: str = "ipm") -> list[dict]:
     """Run the benchmark, print a table and write JSON; the last line is the headline case's (:data:`HEADLINE`,
