@@ -135,6 +135,28 @@ def run(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of th
     print_summary(manifest)
 
 
+@app.command()
+@_clean_errors
+def warmup(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of the book (its shapes)."),
+           config: str = typer.Option(None, "--config", help="The night's canopy.toml."),
+           night: bool = typer.Option(True, "--night/--no-night", help="Compile the night's programs."),
+           whatif: bool = typer.Option(True, "--whatif/--no-whatif", help="Compile the what-if's programs."),
+           storage_options: str = typer.Option(None, "--storage-options", help="fsspec options as JSON.")):
+    """Compile the solver's programs for the book's shapes into the persistent cache, ahead of the first
+    night and the first what-if."""
+    from engine.warmup import warm_up
+
+    start = time.perf_counter()
+    done = warm_up(book, config, whatif=whatif, night=night, storage_options=storage_options)
+    if night:
+        console.print(f"night: {len(done['night']['shapes'])} shapes compiled in {done['night']['seconds']:.1f} s: "
+                      f"{', '.join(done['night']['shapes'])}")
+    if whatif:
+        console.print(f"what-if: {len(done['whatif'])} accounts, one per shape, in "
+                      f"{sum(done['whatif'].values()):.1f} s")
+    console.print(f"cache {done['cache']} warm in {time.perf_counter() - start:.1f} s")
+
+
 @app.command("config")
 def show_config():
     """Print every setting at its default, documented, as a canopy.toml to start from."""

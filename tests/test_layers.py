@@ -23,7 +23,9 @@ FLOORS = {
     "review": {"contract", "kernels", "book", "rebalance"},
     "simulate": {"contract", "kernels", "solver", "book", "rebalance", "review"},
     "actors": {"contract", "kernels", "solver", "book", "rebalance"},
-    "cli": {"contract", "kernels", "solver", "book", "rebalance", "review", "simulate", "actors", "testing"},
+    "warmup": {"contract", "kernels", "solver", "book", "rebalance", "simulate", "actors"},
+    "cli": {"contract", "kernels", "solver", "book", "rebalance", "review", "simulate", "actors", "testing",
+            "warmup"},
 }
 #: Pure numerics: neither ray nor storage, directly or through any module of ours they import.
 PURE = ("contract", "kernels", "solver", "rebalance", "testing")

@@ -415,6 +415,38 @@ def ray_connection(address: str | None):
         ray.shutdown()
 
 
+def compile_shapes(book: str, config: Config = Config(), *,
+                   storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Solve one shard of each shape the night of ``book`` plans, in this process, as an actor would.
+
+    The local executor (:class:`engine.actors.local.LocalExecutor`) takes the actors' settings and
+    keeps what it compiles in the persistent compilation cache, so that a solver actor (or a
+    local run) of a later process loads each shape's programs instead of compiling them.
+    Nothing is written but the cache.  Returns the shapes (``m=.. L=.. n=.. P=..``), their
+    first accounts (one per shape) and the seconds it took.
+    """
+    from engine.actors.local import LocalExecutor
+
+    started = time.perf_counter()
+    loaded = read_book(book, config.policy, storage_options)
+    targets = build_targets(loaded)
+    usable = targets.account_ids[targets.usable]
+    tables = household_transactions(loaded.tables, usable)
+    first = {}
+    for shard in dispatch_order(plan_shards(tables, targets, usable, config.run)):
+        first.setdefault(shard.key, shard)
+    chosen = list(first.values())
+    row_of = {a: i for i, a in enumerate(targets.account_ids)}
+    work = ((shard, part, targets.take([row_of[a] for a in shard.account_ids]))
+            for shard, part in zip(chosen, shard_tables(tables, chosen)))
+    executor = LocalExecutor({name: loaded.tables[name] for name in SHARED_TABLES}, loaded.as_of, config)
+    failures = executor.run(work, lambda output: None)
+    return {"shapes": [f"m={m} L={L} n={n} P={P}" for (m, L, n, P) in first],
+            "accounts": [str(s.account_ids[0]) for s in chosen],
+            "failed": int(sum(f.account_ids.size for f in failures)),
+            "seconds": time.perf_counter() - started}
+
+
 def executor_connection(executor: str, address: str | None):
     """What ``executor`` (:func:`choose_executor`'s answer) needs around a run: :func:`ray_connection`
     for ``ray``, nothing for ``local``."""
