@@ -149,7 +149,8 @@ def warmup(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of
     start = time.perf_counter()
     done = warm_up(book, config, whatif=whatif, night=night, storage_options=storage_options)
     if night:
-        console.print(f"night: {len(done['night']['shapes'])} shapes compiled in {done['night']['seconds']:.1f} s: "
+        console.print(f"night: {len(done['night']['shapes'])} shapes, {done['night']['shards']} shards (one per "
+                      f"shape and batch size) solved in {done['night']['seconds']:.1f} s: "
                       f"{', '.join(done['night']['shapes'])}")
     if whatif:
         console.print(f"what-if: {len(done['whatif'])} accounts, one per shape, in "

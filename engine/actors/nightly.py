@@ -417,15 +417,18 @@ def ray_connection(address: str | None):
 
 def compile_shapes(book: str, config: Config = Config(), *,
                    storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Solve one shard of each shape the night of ``book`` plans, in this process, as an actor would.
+    """Solve one shard of each shape and batch size the night of ``book`` plans, in this process.
 
     The local executor (:class:`engine.actors.local.LocalExecutor`) takes the actors' settings and
     keeps what it compiles in the persistent compilation cache, so that a solver actor (or a
-    local run) of a later process loads each shape's programs instead of compiling them.
-    Nothing is written but the cache.  Returns the shapes (``m=.. L=.. n=.. P=..``), their
-    first accounts (one per shape) and the seconds it took.
+    local run) of a later process loads those programs instead of compiling them.  A shard runs
+    at the batch :func:`~engine.solver.shapes.pad_batch` gives its households (at least
+    :data:`~engine.solver.shapes.MIN_BUCKET`, as an actor runs it), so each (shape, batch) is
+    solved once.  Nothing is written but the cache.  Returns the shapes (``m=.. L=.. n=.. P=..``),
+    the first account of each shape, how many shards were solved, failed accounts and seconds.
     """
     from engine.actors.local import LocalExecutor
+    from engine.solver.shapes import MIN_BUCKET, pad_batch
 
     started = time.perf_counter()
     loaded = read_book(book, config.policy, storage_options)
@@ -434,16 +437,18 @@ def compile_shapes(book: str, config: Config = Config(), *,
     tables = household_transactions(loaded.tables, usable)
     first = {}
     for shard in dispatch_order(plan_shards(tables, targets, usable, config.run)):
-        first.setdefault(shard.key, shard)
+        first.setdefault((shard.key, pad_batch(max(shard.households, MIN_BUCKET))), shard)
     chosen = list(first.values())
     row_of = {a: i for i, a in enumerate(targets.account_ids)}
     work = ((shard, part, targets.take([row_of[a] for a in shard.account_ids]))
             for shard, part in zip(chosen, shard_tables(tables, chosen)))
     executor = LocalExecutor({name: loaded.tables[name] for name in SHARED_TABLES}, loaded.as_of, config)
     failures = executor.run(work, lambda output: None)
-    return {"shapes": [f"m={m} L={L} n={n} P={P}" for (m, L, n, P) in first],
-            "accounts": [str(s.account_ids[0]) for s in chosen],
-            "failed": int(sum(f.account_ids.size for f in failures)),
+    shapes = {}
+    for shard in chosen:
+        shapes.setdefault(shard.key, str(shard.account_ids[0]))
+    return {"shapes": [f"m={m} L={L} n={n} P={P}" for (m, L, n, P) in shapes], "accounts": list(shapes.values()),
+            "shards": len(chosen), "failed": int(sum(f.account_ids.size for f in failures)),
             "seconds": time.perf_counter() - started}
 
 
