@@ -10,7 +10,8 @@ The subpackages read as the pipeline, bottom to top; each imports only those bel
 * :mod:`engine.rebalance`: targets, problem assembly, proposals: one shard from Arrow tables to trades.
 * :mod:`engine.review`: approval rules, reports and charts, the run check, explanations.
 * :mod:`engine.simulate`: what-ifs, transitions, the tax-alpha backtest.
-* :mod:`engine.actors`: the Ray actors and the nightly driver.
+* :mod:`engine.actors`: the Ray actors, the in-process executor and the nightly driver.
+* :mod:`engine.warmup`: ``canopy warmup``, the solver's programs compiled ahead into the cache.
 * :mod:`engine.portal`: the advisor portal (web pages and a JSON API over what-ifs, saves, new accounts).
 * :mod:`engine.testing`: random solver instances and the cvxpy oracle (tests and benchmarks only).
 * :mod:`engine.cli`: the ``canopy`` command.

@@ -114,21 +114,48 @@ def run(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of th
         storage_options: str = typer.Option(None, "--storage-options", help="fsspec options as JSON."),
         actors: int = typer.Option(None, "--actors", min=1, help="Solver actors (default: one per CPU or GPU)."),
         progress: bool = typer.Option(None, "--progress/--no-progress",
-                                      help="Progress bar (default: when stderr is a terminal).")):
+                                      help="Progress bar (default: when stderr is a terminal)."),
+        executor: str = typer.Option("auto", "--executor",
+                                     help="ray (solver actors), local (this process, no Ray: a GPU node), "
+                                          "or auto (Ray where it is installed).")):
     """Run the nightly job: propose trades for every account of the book and commit the run."""
     import logging
 
-    from engine.actors.nightly import print_summary, ray_connection, run_nightly
+    from engine.actors.nightly import choose_executor, executor_connection, print_summary, run_nightly
     from engine.book.storage import storage_options_from
     from engine.contract.config import load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = load_config(config)
     options = storage_options_from(storage_options)
-    with ray_connection(address):
+    executor = choose_executor(executor)
+    with executor_connection(executor, address):
         manifest = run_nightly(book, out, settings, replace=replace, storage_options=options,
-                               progress=progress, actors=actors)
+                               progress=progress, actors=actors, executor=executor)
     print_summary(manifest)
+
+
+@app.command()
+@_clean_errors
+def warmup(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of the book (its shapes)."),
+           config: str = typer.Option(None, "--config", help="The night's canopy.toml."),
+           night: bool = typer.Option(True, "--night/--no-night", help="Compile the night's programs."),
+           whatif: bool = typer.Option(True, "--whatif/--no-whatif", help="Compile the what-if's programs."),
+           storage_options: str = typer.Option(None, "--storage-options", help="fsspec options as JSON.")):
+    """Compile the solver's programs for the book's shapes into the persistent cache, ahead of the first
+    night and the first what-if."""
+    from engine.warmup import warm_up
+
+    start = time.perf_counter()
+    done = warm_up(book, config, whatif=whatif, night=night, storage_options=storage_options)
+    if night:
+        console.print(f"night: {len(done['night']['shapes'])} shapes, {done['night']['shards']} shards (one per "
+                      f"shape and batch size) solved in {done['night']['seconds']:.1f} s: "
+                      f"{', '.join(done['night']['shapes'])}")
+    if whatif:
+        console.print(f"what-if: {len(done['whatif'])} accounts, one per shape, in "
+                      f"{sum(done['whatif'].values()):.1f} s")
+    console.print(f"cache {done['cache']} warm in {time.perf_counter() - start:.1f} s")
 
 
 @app.command("config")
@@ -417,11 +444,19 @@ def transition(book: str = typer.Option(..., "--book", help="Folder or fsspec UR
 
 
 @bench.command("solver")
-def bench_solver(sizes: list[int] = typer.Option([50, 100, 200, 500, 600], "--size",
+def bench_solver(sizes: list[int] = typer.Option([50, 200, 500], "--size",
                                                 help="Securities per instance; repeat for several."),
-                 households: list[int] = typer.Option([1, 2, 4], "--accounts",
+                 households: list[int] = typer.Option([1], "--accounts",
                                                       help="Accounts per household (1-4); repeat for several."),
-                 batch: int = typer.Option(64, "--batch", min=1, help="Households solved at once."),
+                 batch: int = typer.Option(64, "--batch", min=1, help="Households Canopy solves."),
+                 peer_households: int = typer.Option(8, "--peer-households", "--oracle-households", min=0,
+                                                     help="Households each peer solves (bounds the run; 0: "
+                                                          "Canopy alone, where cvxpy and OSQP are not "
+                                                          "installed, as on a GPU node)."),
+                 calibration: int = typer.Option(16, "--calibration", min=1,
+                                                 help="Households of other instances OSQP's eps is tuned on."),
+                 workers: int = typer.Option(None, "--workers", min=0,
+                                             help="Processes, one per core (default: every core; 0: this one)."),
                  iterations: int = typer.Option(4000, "--iterations", min=1, help="SolverConfig.max_iterations."),
                  tolerance: float = typer.Option(1e-5, "--tolerance", min=0.0,
                                                  help="eps_abs = eps_rel (1e-5: within 1e-4 of Clarabel "
@@ -429,19 +464,19 @@ def bench_solver(sizes: list[int] = typer.Option([50, 100, 200, 500, 600], "--si
                  method: str = typer.Option("ipm", "--method", help="ipm (interior point) or admm."),
                  dtype: str = typer.Option("float64", "--dtype", help="float64 or float32."),
                  device: str = typer.Option("cpu", "--device", help="JAX platform: cpu or gpu."),
-                 oracle: int = typer.Option(4, "--oracle-households", min=0,
-                                            help="Households cvxpy+Clarabel solves one at a time per case "
-                                                 "(0: none, where cvxpy is not installed, as on a GPU node)."),
                  out: str = typer.Option("benchmarks/results/solver.json", "--out", help="JSON written here.")):
-    """Canopy's batched solver against cvxpy+Clarabel on the same instances: throughput and accuracy."""
+    """Canopy against OSQP and cvxpy+Clarabel (parametrized and rebuilt) on the same instances, every
+    system on every core: accounts/s, iterations, worst objective gap, ratio vs the best peer."""
     if dtype not in ("float64", "float32"):
         raise typer.BadParameter(f"--dtype must be float64 or float32, got {dtype!r}")
     if method not in ("ipm", "admm"):
         raise typer.BadParameter(f"--method must be ipm or admm, got {method!r}")
+    from engine.actors.solver import ACTOR_ENV
     from engine.testing.solver_bench import main as bench_main
 
     bench_main(sizes=sizes, batch=batch, iterations=iterations, tolerance=tolerance, dtype=dtype, device=device,
-               households=households, oracle_households=oracle, out=out, method=method)
+               households=households, peer_households=peer_households, calibration=calibration,
+               workers=workers, worker_env=ACTOR_ENV, out=out, method=method)
 
 
 

@@ -7,7 +7,9 @@ Run it on a cluster with::
 
 or locally with ``python -m jobs.nightly ...`` / ``canopy run ...`` (a local
 Ray instance is started when no address is given and none is set in
-``RAY_ADDRESS``).
+``RAY_ADDRESS``).  ``--executor local`` runs the night in this one process,
+without Ray (a GPU node, where Ray is not installed); ``auto``, the default,
+does so where ``import ray`` fails.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import argparse
 import logging
 import sys
 
-from engine.actors.nightly import print_summary, ray_connection, run_nightly
+from engine.actors.nightly import EXECUTORS, choose_executor, executor_connection, print_summary, run_nightly
 from engine.book.storage import storage_options_from
 from engine.contract.config import load_config
 from engine.contract.errors import CanopyError
@@ -34,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--storage-options", default=None,
                         help='fsspec options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://..."}}\'')
     parser.add_argument("--actors", type=int, default=None, help="solver actors (default: one per CPU or GPU)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="auto",
+                        help="ray (solver actors), local (this process, no Ray), auto (Ray where installed)")
     return parser.parse_args(argv)
 
 
@@ -42,9 +46,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         options = storage_options_from(args.storage_options)
-        with ray_connection(args.address):
+        executor = choose_executor(args.executor)
+        with executor_connection(executor, args.address):
             manifest = run_nightly(args.book, args.out, config, replace=args.replace,
-                                   storage_options=options, actors=args.actors)
+                                   storage_options=options, actors=args.actors, executor=executor)
     except CanopyError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

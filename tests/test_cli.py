@@ -51,24 +51,28 @@ def test_validate_missing_book(tmp_path):
 def test_bench_solver_smallest_case(tmp_path):
     out = tmp_path / "solver.json"
     result = runner.invoke(app, ["bench", "solver", "--size", "30", "--accounts", "1", "--batch", "2",
-                                 "--oracle-households", "1", "--iterations", "500", "--out", str(out)])
+                                 "--oracle-households", "1", "--calibration", "1", "--workers", "0",
+                                 "--iterations", "500", "--out", str(out)])
     assert result.exit_code == 0, result.output
     cases = json.loads(out.read_text())["cases"]
     assert [(c["securities"], c["accounts_per_household"]) for c in cases] == [(30, 1)]
-    assert cases[0]["worst_objective_gap"] < 1e-4
+    assert cases[0]["systems"][0]["worst_objective_gap"] < 1e-4
+    assert result.output.strip().splitlines()[-1].startswith("(30, 1): ")
 
 
 def test_bench_solver_runs_without_the_oracle(tmp_path, monkeypatch):
-    """A GPU node has no cvxpy: ``--oracle-households 0`` must not import it."""
-    for module in ("cvxpy", "engine.testing.oracle"):
+    """A GPU node has no cvxpy nor OSQP: ``--oracle-households 0`` must not import them."""
+    for module in ("cvxpy", "osqp", "engine.testing.oracle", "engine.testing.peers"):
         monkeypatch.setitem(sys.modules, module, None)           # importing it now raises
     out = tmp_path / "solver.json"
     result = runner.invoke(app, ["bench", "solver", "--size", "30", "--accounts", "1", "--batch", "2",
-                                 "--oracle-households", "0", "--iterations", "500", "--out", str(out)])
+                                 "--oracle-households", "0", "--workers", "0", "--iterations", "500",
+                                 "--out", str(out)])
     assert result.exit_code == 0, result.output
     [case] = json.loads(out.read_text())["cases"]
-    assert case["canopy_accounts_per_s"] > 0
-    assert case["clarabel_ms_per_account"] is None and case["worst_objective_gap"] is None
+    [canopy] = case["systems"]
+    assert canopy["system"] == "canopy" and canopy["accounts_per_s"] > 0
+    assert canopy["worst_objective_gap"] is None and case["ratio"] is None
 
 
 def test_bench_solver_rejects_unknown_dtype():

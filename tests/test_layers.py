@@ -24,7 +24,9 @@ FLOORS = {
     "simulate": {"contract", "kernels", "solver", "book", "rebalance", "review"},
     "actors": {"contract", "kernels", "solver", "book", "rebalance"},
     "portal": {"contract", "kernels", "solver", "book", "rebalance", "review", "simulate"},
-    "cli": {"contract", "kernels", "solver", "book", "rebalance", "review", "simulate", "actors", "testing", "portal"},
+    "warmup": {"contract", "kernels", "solver", "book", "rebalance", "simulate", "actors"},
+    "cli": {"contract", "kernels", "solver", "book", "rebalance", "review", "simulate", "actors", "testing",
+            "warmup", "portal"},
 }
 #: Pure numerics: neither ray nor storage, directly or through any module of ours they import.
 PURE = ("contract", "kernels", "solver", "rebalance", "testing")

@@ -24,75 +24,25 @@ is left alive and none could start within ``RunConfig.actor_start_timeout``.
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Mapping
 
-import numpy as np
 import pyarrow as pa
 import ray
 
 from engine.actors.solver import ShardSolver, actor_env
+from engine.actors.work import Failure, Flight, Retries, Work, error_text, split_households
 from engine.contract.config import Config, default_compilation_cache
 from engine.contract.errors import RunError
 from engine.rebalance.pipeline import ShardOutput
-from engine.rebalance.shards import Shard, shard_tables
+from engine.rebalance.shards import Shard
 from engine.rebalance.targets import Targets
 
-__all__ = ["Dispatcher", "Failure", "actor_slots", "pick"]
+__all__ = ["Dispatcher", "Failure", "actor_slots", "pick", "split_households"]
 
 #: Shards drawn ahead of need, per actor and shard in flight: enough to find one of the actor's shapes.
 LOOKAHEAD = 4
-
-
-@dataclass
-class _Work:
-    shard: Shard
-    tables: dict[str, pa.Table]
-    targets: Targets
-    tries: int = 0
-    errors: list[str] = field(default_factory=list)
-    ref: ray.ObjectRef | None = None          # the tables in the object store, put once
-
-
-@dataclass
-class _Flight:
-    """The bookkeeping of one :meth:`Dispatcher.run`: shards drawn, sent, and failed."""
-
-    source: Iterator[tuple[Shard, dict[str, pa.Table], Targets]]
-    ahead: int                                 # shards drawn ahead of need, at most
-    queue: collections.deque[_Work] = field(default_factory=collections.deque)    # retries at the front
-    exhausted: bool = False                    # ``source`` has no more shards
-    pending: dict[ray.ObjectRef, tuple[_Work, object, int]] = field(default_factory=dict)  # item, actor, number
-    in_flight: dict[object, int] = field(default_factory=lambda: collections.defaultdict(int))
-    shapes: dict[object, set] = field(default_factory=lambda: collections.defaultdict(set))  # actor → its shapes
-    failures: list[Failure] = field(default_factory=list)
-    failed_accounts: int = 0
-    lonely_since: float | None = None          # since when no actor has been alive
-
-    def draw(self) -> None:
-        """Queue shards from ``source`` until ``ahead`` are queued or it runs out."""
-        while len(self.queue) < self.ahead and not self.exhausted:
-            try:
-                shard, tables, targets = next(self.source)
-                self.queue.append(_Work(shard, tables, targets))
-            except StopIteration:
-                self.exhausted = True
-
-    @property
-    def finished(self) -> bool:
-        """Every shard drawn, sent and answered."""
-        return not self.pending and not self.queue and self.exhausted
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Accounts that could not be solved, and why."""
-
-    account_ids: np.ndarray
-    detail: str
 
 
 def actor_slots() -> tuple[int, float]:
@@ -104,14 +54,7 @@ def actor_slots() -> tuple[int, float]:
     return max(1, int(resources.get("CPU", 1))), 0.0
 
 
-def _error_text(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    kind = type(exc).__name__
-    last = next((line for line in reversed(text) if line.strip()), "")
-    return f"{kind}: {last}"[:500]
-
-
-class Dispatcher:
+class Dispatcher(Retries):
     """Run shards on a pool of :class:`ShardSolver` actors.
 
     Parameters
@@ -171,7 +114,7 @@ class Dispatcher:
         RunError
             More failed accounts than ``max_failed_accounts``, or no actor left.
         """
-        flight = _Flight(iter(work), LOOKAHEAD * self.size * self.run_config.max_in_flight)
+        flight = Flight(iter(work), LOOKAHEAD * self.size * self.run_config.max_in_flight)
         while True:
             self._submit(flight)
             if flight.finished:
@@ -186,7 +129,7 @@ class Dispatcher:
                     self._collect(flight, ref, on_result)
         return flight.failures
 
-    def _submit(self, flight: _Flight) -> None:
+    def _submit(self, flight: Flight) -> None:
         """Keep every live actor busy (``max_in_flight`` shards each), drawing shards a few ahead of need."""
         limit = self.run_config.max_in_flight
         for actor in list(self.live):
@@ -196,7 +139,7 @@ class Dispatcher:
                     break
                 self._send(flight, actor)
 
-    def _send(self, flight: _Flight, actor) -> None:
+    def _send(self, flight: Flight, actor) -> None:
         """Give ``actor`` the queued shard :func:`pick` chooses for it."""
         others = set().union(*(flight.shapes[a] for a in self.live if a is not actor))
         chosen = pick([w.shard.key for w in flight.queue], flight.shapes[actor], others)
@@ -210,7 +153,7 @@ class Dispatcher:
         self.submitted += 1
         flight.in_flight[actor] += 1
 
-    def _keep_an_actor(self, flight: _Flight) -> None:
+    def _keep_an_actor(self, flight: Flight) -> None:
         """Start an actor when none is alive or starting; stop the run when none has started in time.
 
         Raises
@@ -246,9 +189,9 @@ class Dispatcher:
             self.start_failures += 1
             if self.start_failures > 2 * self.size + 1:
                 raise RunError(f"solver actors fail to start ({self.start_failures} tries); "
-                               f"last error: {_error_text(exc)}") from exc
+                               f"last error: {error_text(exc)}") from exc
 
-    def _collect(self, flight: _Flight, ref: ray.ObjectRef, on_result: Callable[[ShardOutput], None]) -> None:
+    def _collect(self, flight: Flight, ref: ray.ObjectRef, on_result: Callable[[ShardOutput], None]) -> None:
         """A shard answered: pass its output to ``on_result``, or charge the failure to the shard that ran."""
         item, actor, number = flight.pending.pop(ref)
         flight.in_flight[actor] -= 1
@@ -270,7 +213,7 @@ class Dispatcher:
                 self._start_actor()
 
     @staticmethod
-    def _requeue_behind(flight: _Flight, ref: ray.ObjectRef, item: _Work, actor, number: int) -> _Work:
+    def _requeue_behind(flight: Flight, ref: ray.ObjectRef, item: Work, actor, number: int) -> Work:
         """The shards of dead ``actor`` go back to the queue, uncharged, but the one it was running.
 
         The actor ran its shards one at a time, in order: the oldest was
@@ -290,37 +233,6 @@ class Dispatcher:
             flight.in_flight[actor] -= 1
         return item
 
-    def _charge(self, flight: _Flight, item: _Work, exc: BaseException) -> None:
-        """``item`` failed a try: queue what comes next, and fail its household when it has no try left.
-
-        Raises
-        ------
-        RunError
-            More failed accounts than ``max_failed_accounts``.
-        """
-        item.tries += 1
-        item.errors.append(_error_text(exc))
-        for retry in self._after_failure(item):
-            flight.queue.appendleft(retry)
-        if item.tries >= self.run_config.max_task_retries and item.shard.households == 1:
-            flight.failures.append(Failure(item.shard.account_ids,
-                                           f"the worker failed {item.tries} times on this household; "
-                                           f"last error: {item.errors[-1]}"))
-            flight.failed_accounts += item.shard.accounts
-            if flight.failed_accounts > self.run_config.max_failed_accounts:
-                raise RunError(
-                    f"{flight.failed_accounts} accounts failed, more than max_failed_accounts = "
-                    f"{self.run_config.max_failed_accounts}; the run stops uncommitted. "
-                    f"Last error: {item.errors[-1]}")
-
-    def _after_failure(self, item: _Work) -> list[_Work]:
-        """What to try next after ``item`` failed: itself again, its households alone, or nothing."""
-        if item.tries < self.run_config.max_task_retries:
-            return [item]
-        if item.shard.households == 1:
-            return []
-        return split_households(item)
-
     def shutdown(self) -> None:
         for actor in self.live + list(self.starting.values()):
             ray.kill(actor, no_restart=True)
@@ -338,18 +250,3 @@ def pick(keys: list, mine: set, others: set) -> int:
             if wanted(key):
                 return i
     return 0
-
-
-def split_households(item: _Work) -> list[_Work]:
-    """One work item per household of ``item``'s shard, each to be tried alone."""
-    from engine.rebalance.shards import household_ids
-
-    shard = item.shard
-    households = household_ids(item.tables["accounts"], shard.account_ids)
-    singles = []
-    for number, household in enumerate(dict.fromkeys(households)):
-        ids = shard.account_ids[households == household]
-        singles.append(Shard(shard.shard_id, ids, 1, shard.shape, shard.lots))
-    rows = {a: i for i, a in enumerate(item.targets.account_ids)}
-    return [_Work(single, tables, item.targets.take([rows[a] for a in single.account_ids]))
-            for single, tables in zip(singles, shard_tables(item.tables, singles))]

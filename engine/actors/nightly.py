@@ -2,8 +2,11 @@
 write the proposal run atomically.
 
 :func:`run_nightly` runs it on the Ray instance this process has joined
-(:func:`ray_connection` joins ``RAY_ADDRESS`` or starts a local one); ``canopy run``
-and the Ray job entry point ``python -m jobs.nightly`` call it.
+(:func:`ray_connection` joins ``RAY_ADDRESS`` or starts a local one), or with
+``executor="local"`` in this process alone, without Ray
+(:class:`engine.actors.local.LocalExecutor`: a node where Ray is not installed, a GPU
+node); ``canopy run`` and the Ray job entry point ``python -m jobs.nightly`` call it
+(:func:`executor_connection`).  Ray is imported only by the Ray executor.
 
 Stages, each timed in the manifest:
 
@@ -13,7 +16,8 @@ Stages, each timed in the manifest:
 2. ``targets``: :func:`engine.rebalance.targets.build_targets` for the whole book;
 3. ``plan``: :func:`engine.rebalance.shards.plan_shards` groups households by shape;
 4. ``solve``: :class:`engine.actors.dispatch.Dispatcher` ships each shard's
-   tables to the actors (a bounded number in flight) and gathers the run rows;
+   tables to the actors (a bounded number in flight) and gathers the run rows
+   (the local executor solves them here, one after another);
 5. ``write``: the rows, sorted (same book and config, same files), go to
    staging; ``manifest.json``; then ``_SUCCESS`` (:class:`engine.book.runs.RunWriter`).
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -32,14 +37,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 
 from engine.actors.memory import keep_freed_memory
 from engine.book.runs import RunWriter
 from engine.book.storage import read_book
 from engine.contract import arrow, schema
 from engine.contract.config import Config
-from engine.contract.errors import RunError
+from engine.contract.errors import ConfigError, RunError
 from engine.contract.schema import Col, Side, Status
 from engine.rebalance.pipeline import ShardOutput
 from engine.rebalance.proposals import status_rows
@@ -50,6 +54,27 @@ log = logging.getLogger("canopy.nightly")
 
 #: Rows per part file of the run's tables.
 PART_ROWS = 1_000_000
+#: The executors of :func:`run_nightly`; ``auto`` is Ray where it is installed, else local.
+EXECUTORS = ("auto", "ray", "local")
+
+
+def choose_executor(executor: str) -> str:
+    """``ray`` or ``local``: ``executor`` itself, or for ``auto``, Ray where it can be imported.
+
+    Raises
+    ------
+    ConfigError
+        An executor that is not one of :data:`EXECUTORS`.
+    """
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor is {executor!r}: use one of {', '.join(EXECUTORS)}")
+    if executor != "auto":
+        return executor
+    try:
+        importlib.import_module("ray")
+    except ImportError:              # not installed, or installed but broken: run without it
+        return "local"
+    return "ray"
 
 
 def engine_version() -> str:
@@ -170,9 +195,10 @@ def summarize(accounts: pa.Table, trades: pa.Table) -> dict[str, Any]:
 
 def run_nightly(book: str, out: str, config: Config = Config(), *, replace: bool = False,
                 storage_options: Mapping[str, Any] | None = None, progress: bool | None = None,
-                actors: int | None = None, on_result: Callable[[ShardOutput], None] | None = None
-                ) -> dict[str, Any]:
-    """Run the nightly job on the Ray instance already initialized; return the committed manifest.
+                actors: int | None = None, on_result: Callable[[ShardOutput], None] | None = None,
+                executor: str = "ray") -> dict[str, Any]:
+    """Run the nightly job on the Ray instance already initialized, or in this process; return the
+    committed manifest.
 
     This process, and each solver actor, keeps the memory it frees for its own next use
     (:func:`engine.actors.memory.keep_freed_memory`; ``CANOPY_KEEP_FREED_MEMORY=0`` to not).
@@ -193,6 +219,10 @@ def run_nightly(book: str, out: str, config: Config = Config(), *, replace: bool
         Number of solver actors (default: one per CPU or GPU of the cluster).
     on_result
         Called with each shard's output as it arrives (monitoring, tests).
+    executor
+        ``ray`` (the solver actors of the Ray instance this process joined), ``local``
+        (this process, :class:`~engine.actors.local.LocalExecutor`; Ray is not imported), or
+        ``auto`` (:func:`choose_executor`).
 
     Raises
     ------
@@ -202,8 +232,13 @@ def run_nightly(book: str, out: str, config: Config = Config(), *, replace: bool
         The date is committed already (without ``replace``), or too many
         accounts failed; nothing is committed.
     """
-    if not ray.is_initialized():
-        raise RunError("Ray is not initialized: call ray.init() first, or use ray_connection() / canopy run")
+    executor = choose_executor(executor)
+    if executor == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            raise RunError("Ray is not initialized: call ray.init() first, use ray_connection() / canopy run, "
+                           "or run with executor='local'")
     keep_freed_memory()
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -214,7 +249,7 @@ def run_nightly(book: str, out: str, config: Config = Config(), *, replace: bool
     log.info("read %s: %d accounts, %d lots (%.1f s)", book, loaded.accounts.num_rows,
              loaded.lots.num_rows, timings["read"])
     try:
-        manifest = _run(loaded, writer, config, timings, progress, actors, on_result)
+        manifest = _run(loaded, writer, config, timings, progress, actors, on_result, executor)
     except BaseException:
         writer.abort()
         raise
@@ -223,10 +258,13 @@ def run_nightly(book: str, out: str, config: Config = Config(), *, replace: bool
 
 
 def _run(loaded, writer: RunWriter, config: Config, timings: dict[str, float], progress, actors,
-         on_result) -> dict[str, Any]:
-    from engine.actors.dispatch import Dispatcher
+         on_result, executor: str = "ray") -> dict[str, Any]:
+    if executor == "local":
+        from engine.actors.local import LocalExecutor as Dispatcher
+    else:
+        from engine.actors.dispatch import Dispatcher
 
-    # the actors start (import, warm up) while this process builds the targets and plans
+    # Ray's actors start (import, warm up) while this process builds the targets and plans
     dispatcher = Dispatcher({name: loaded.tables[name] for name in SHARED_TABLES}, loaded.as_of, config, actors)
     try:
         return _solve_and_write(loaded, writer, config, timings, progress, on_result, dispatcher)
@@ -361,6 +399,8 @@ def ray_connection(address: str | None):
 
     A Ray instance already initialized in this process is used as it is, and left running.
     """
+    import ray
+
     if ray.is_initialized():
         yield
         return
@@ -373,6 +413,49 @@ def ray_connection(address: str | None):
         yield
     finally:
         ray.shutdown()
+
+
+def compile_shapes(book: str, config: Config = Config(), *,
+                   storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Solve one shard of each shape and batch size the night of ``book`` plans, in this process.
+
+    The local executor (:class:`engine.actors.local.LocalExecutor`) takes the actors' settings and
+    keeps what it compiles in the persistent compilation cache, so that a solver actor (or a
+    local run) of a later process loads those programs instead of compiling them.  A shard runs
+    at the batch :func:`~engine.solver.shapes.pad_batch` gives its households (at least
+    :data:`~engine.solver.shapes.MIN_BUCKET`, as an actor runs it), so each (shape, batch) is
+    solved once.  Nothing is written but the cache.  Returns the shapes (``m=.. L=.. n=.. P=..``),
+    the first account of each shape, how many shards were solved, failed accounts and seconds.
+    """
+    from engine.actors.local import LocalExecutor
+    from engine.solver.shapes import MIN_BUCKET, pad_batch
+
+    started = time.perf_counter()
+    loaded = read_book(book, config.policy, storage_options)
+    targets = build_targets(loaded)
+    usable = targets.account_ids[targets.usable]
+    tables = household_transactions(loaded.tables, usable)
+    first = {}
+    for shard in dispatch_order(plan_shards(tables, targets, usable, config.run)):
+        first.setdefault((shard.key, pad_batch(max(shard.households, MIN_BUCKET))), shard)
+    chosen = list(first.values())
+    row_of = {a: i for i, a in enumerate(targets.account_ids)}
+    work = ((shard, part, targets.take([row_of[a] for a in shard.account_ids]))
+            for shard, part in zip(chosen, shard_tables(tables, chosen)))
+    executor = LocalExecutor({name: loaded.tables[name] for name in SHARED_TABLES}, loaded.as_of, config)
+    failures = executor.run(work, lambda output: None)
+    shapes = {}
+    for shard in chosen:
+        shapes.setdefault(shard.key, str(shard.account_ids[0]))
+    return {"shapes": [f"m={m} L={L} n={n} P={P}" for (m, L, n, P) in shapes], "accounts": list(shapes.values()),
+            "shards": len(chosen), "failed": int(sum(f.account_ids.size for f in failures)),
+            "seconds": time.perf_counter() - started}
+
+
+def executor_connection(executor: str, address: str | None):
+    """What ``executor`` (:func:`choose_executor`'s answer) needs around a run: :func:`ray_connection`
+    for ``ray``, nothing for ``local``."""
+    return ray_connection(address) if executor == "ray" else contextlib.nullcontext()
 
 
 def print_summary(manifest: Mapping[str, Any], file=None) -> None:

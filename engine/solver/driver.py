@@ -37,7 +37,7 @@ import numpy as np
 from engine.contract.config import SolverConfig
 from engine.solver import admm, evaluate, ipm
 from engine.solver.layout import LotLayout, compact_problem, compact_state, expand_state, lot_layout
-from engine.solver.programs import persistent
+from engine.solver.programs import persistent, use_cache
 from engine.solver.repair import objective_tolerance, repair, without_dust
 from engine.solver.shapes import pad_batch, pad_running_batch
 from engine.solver.types import (BATCH_AXES, INFEASIBLE, NON_FINITE, SOLVED, ProblemBatch, SolverResult, SolverState,
@@ -47,9 +47,7 @@ _log = logging.getLogger(__name__)
 
 jax.config.update("jax_enable_x64", True)
 if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-    # every program: a small one (a gather, a scatter) still takes 0.2–0.6 s to compile, per shape
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    use_cache(os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 #: JAX's events of making a program: tracing, lowering to MLIR, compiling (or fetching from
 #: the persistent cache).

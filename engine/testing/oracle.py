@@ -14,8 +14,12 @@ from engine.solver import evaluate
 from engine.solver.types import PENALTY_BAND, PENALTY_CASH_CAP, PENALTY_TAX, PENALTY_TURNOVER, ProblemBatch
 
 
-def solve_household(problem: ProblemBatch, h: int, solver: str = "CLARABEL"):
+def solve_household(problem: ProblemBatch, h: int, solver: str = "CLARABEL", stats: dict | None = None,
+                    **options):
     """Solve household ``h`` of a prepared batch (see :func:`evaluate.prepare`).
+
+    ``options`` go to the solver (Clarabel's tolerances); ``stats``, when given,
+    gets the solver's ``iteration_count``.
 
     Returns
     -------
@@ -97,7 +101,9 @@ def solve_household(problem: ProblemBatch, h: int, solver: str = "CLARABEL"):
     if finite_b.any():
         constraints.append(b[np.flatnonzero(finite_b)] <= buy_upper.reshape(-1)[free_b][finite_b])
     prob = cp.Problem(cp.Minimize(objective), constraints)
-    prob.solve(solver=solver)
+    prob.solve(solver=solver, **options)
+    if stats is not None:
+        stats["iteration_count"] = int(prob.solver_stats.num_iters or 0)
     buy = np.zeros(m * n)
     sell = fixed_z.copy()
     if b.value is not None:
