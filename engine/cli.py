@@ -217,7 +217,17 @@ def backtest(history: list[str] = typer.Option(["sp500", "synthetic"], "--histor
              contribution: float = typer.Option(0.0, "--contribution", help="USD added each rebalance day."),
              tax_budget: float = typer.Option(None, "--tax-budget", help="Canopy's yearly tax budget, USD."),
              config: str = typer.Option(None, "--config", help="canopy.toml for Canopy's [policy] and [solver]."),
-             out: str = typer.Option("benchmarks/results/backtest", "--out", help="Folder for the JSON and PNG.")):
+             out: str = typer.Option(None, "--out", help="Folder for the JSON and PNG (default: "
+                                     "benchmarks/results/backtest; with --frontier, docs/results)."),
+             frontier: bool = typer.Option(False, "--frontier",
+                                           help="Sweep every strategy's settings: tax alpha against tracking error."),
+             seeds: int = typer.Option(10, "--seeds", min=1, help="With --frontier: simulated universes (seeds)."),
+             daily_seeds: int = typer.Option(1, "--daily-seeds", min=0,
+                                             help="With --frontier: seeds that also run Canopy daily."),
+             workers: int = typer.Option(2, "--workers", min=1, help="With --frontier: processes."),
+             from_parts: bool = typer.Option(False, "--from-parts",
+                                             help="With --frontier: report the histories already finished "
+                                                  "in OUT/frontier_parts, running nothing.")):
     """Tax-alpha backtest: buy-and-hold, a monthly harvester and Canopy on real and simulated prices."""
     import logging
     from pathlib import Path
@@ -232,10 +242,19 @@ def backtest(history: list[str] = typer.Option(["sp500", "synthetic"], "--histor
     if frequency not in STEPS_PER_YEAR:
         raise typer.BadParameter(f"--frequency must be one of {', '.join(STEPS_PER_YEAR)}, got {frequency!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if frontier:
+        from engine.simulate.frontier_study import FrontierStudy, print_frontier, run_frontier_study
+
+        study = FrontierStudy(seeds=seeds, stocks=stocks, years=years, daily_seeds=daily_seeds,
+                              real="sp500" in history, window_years=window_years, workers=workers)
+        print_frontier(run_frontier_study(study, Path(out or "docs/results"),
+                                          backtest=BacktestSettings(contribution=contribution),
+                                          config=load_config(config), run=not from_parts))
+        return
     run_study(history, stocks=stocks, years=years, seed=seed, start=_date_option(start, "--start"),
               end=_date_option(end, "--end"), window_years=window_years,
               settings=BacktestSettings(frequency=frequency, contribution=contribution),
-              config=load_config(config), out=Path(out), tax_budget=tax_budget)
+              config=load_config(config), out=Path(out or "benchmarks/results/backtest"), tax_budget=tax_budget)
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """The tax-alpha backtest as a job: buy-and-hold, a monthly harvester and Canopy, side by side.
 
     python -m jobs.backtest --history sp500 --history synthetic --out benchmarks/results/backtest
+    python -m jobs.backtest --frontier --out docs/results       # the tax-risk frontier
 
 The same as ``canopy backtest``; the work is :func:`engine.simulate.study.run_study`.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from engine.contract.config import load_config
 from engine.simulate.backtest import BacktestSettings
+from engine.simulate.frontier_study import FrontierStudy, print_frontier, run_frontier_study
 from engine.simulate.study import STEPS_PER_YEAR, run_study
 
 
@@ -33,13 +35,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contribution", type=float, default=0.0, help="USD added each rebalance day.")
     parser.add_argument("--tax-budget", type=float, help="Canopy's yearly tax budget, USD.")
     parser.add_argument("--config", help="canopy.toml for Canopy's [policy] and [solver].")
-    parser.add_argument("--out", default="benchmarks/results/backtest", help="Folder for the JSON and PNG.")
+    parser.add_argument("--out", help="Folder for the JSON and PNG (default: benchmarks/results/backtest; "
+                                      "with --frontier, docs/results).")
+    parser.add_argument("--frontier", action="store_true",
+                        help="Sweep every strategy's settings: tax alpha against tracking error.")
+    parser.add_argument("--seeds", type=int, default=10, help="With --frontier: simulated universes (seeds).")
+    parser.add_argument("--daily-seeds", type=int, default=1, help="With --frontier: seeds that run Canopy daily.")
+    parser.add_argument("--workers", type=int, default=2, help="With --frontier: processes.")
+    parser.add_argument("--from-parts", action="store_true",
+                        help="With --frontier: report the histories already finished in OUT/frontier_parts.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.frontier:
+        study = FrontierStudy(seeds=args.seeds, stocks=args.stocks, years=args.years, daily_seeds=args.daily_seeds,
+                              real="sp500" in (args.history or ["sp500"]), window_years=args.window_years,
+                              workers=args.workers)
+        print_frontier(run_frontier_study(study, Path(args.out or "docs/results"),
+                                          backtest=BacktestSettings(contribution=args.contribution),
+                                          config=load_config(args.config), run=not args.from_parts))
+        return 0
     run_study(args.history, stocks=args.stocks, years=args.years, seed=args.seed, start=args.start,
               end=args.end, window_years=args.window_years,
               settings=BacktestSettings(frequency=args.frequency, contribution=args.contribution),
-              config=load_config(args.config), out=Path(args.out), tax_budget=args.tax_budget)
+              config=load_config(args.config), out=Path(args.out or "benchmarks/results/backtest"),
+              tax_budget=args.tax_budget)
     return 0
 
 

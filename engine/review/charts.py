@@ -4,8 +4,8 @@ A run's charts return PNG bytes and draw on their own Agg canvas (no pyplot
 state, so several threads may draw at once): :func:`status_chart`,
 :func:`histogram_chart`, :func:`tracking_error_chart`, :func:`taxes_chart`; and one
 account's holdings against its target by asset class, :func:`asset_class_chart`.
-The simulations' charts write a PNG file: :func:`backtest_chart` and
-:func:`transition_chart`.
+The simulations' charts write a PNG file: :func:`backtest_chart`,
+:func:`frontier_chart` and :func:`transition_chart`.
 
 Pure: figures from NumPy arrays; no storage layer, no ray.
 """
@@ -22,7 +22,7 @@ from engine.contract.schema import Decision, Status
 from engine.review.pages import money
 
 __all__ = ["status_chart", "histogram_chart", "tracking_error_chart", "taxes_chart", "asset_class_chart",
-           "backtest_chart", "transition_chart"]
+           "backtest_chart", "transition_chart", "frontier_chart"]
 
 _COLORS = {"buy_and_hold": "#7f7f7f", "monthly_harvester": "#d62728", "canopy": "#2ca02c"}
 
@@ -228,6 +228,47 @@ def transition_chart(years: np.ndarray, tracking_error: np.ndarray, tax: np.ndar
     more = other.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower left", fontsize=8, framealpha=0.9)
     ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+_CURVE_STYLE = {"canopy": ("#2ca02c", "o"), "harvester": ("#d62728", "s"), "buy_and_hold": ("#7f7f7f", "x")}
+
+
+def frontier_chart(groups: Mapping[str, Mapping[str, list]], path: str | Path) -> None:
+    """One panel per history group: tax alpha against tracking error, one line per curve.
+
+    ``groups[name][curve]`` is a list of settings, each with ``tracking_error``,
+    ``tax_alpha`` (means over the group's seeds) and their ``*_std``; the
+    bars are ± one standard deviation over the seeds.  Daily curves are
+    dashed, curves without substitutes dotted.
+    """
+    plt = _pyplot()
+    cols = min(2, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 5 * rows), squeeze=False)
+    for ax, (name, curves) in zip(axes.flat, groups.items()):
+        for curve, settings in curves.items():
+            strategy = curve.split("/")[0]
+            color, marker = _CURVE_STYLE.get(strategy, ("#1f77b4", "o"))
+            line = "--" if "/daily" in curve else "-"
+            line = ":" if "no_substitutes" in curve else line
+            te = 100 * np.asarray([p["tracking_error"] for p in settings])
+            alpha = 100 * np.asarray([p["tax_alpha"] for p in settings])
+            order = np.argsort(te)
+            ax.errorbar(te[order], alpha[order],
+                        xerr=100 * np.asarray([p["tracking_error_std"] for p in settings])[order],
+                        yerr=100 * np.asarray([p["tax_alpha_std"] for p in settings])[order],
+                        color=color, marker=marker, linestyle=line, capsize=2, label=curve,
+                        alpha=0.6 if line != "-" else 1.0)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("tracking error, %/yr (monthly returns)")
+        ax.set_ylabel("tax alpha, %/yr")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -30,7 +30,8 @@ Pure: no storage, no ray.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +46,7 @@ from engine.kernels.wash import BUY, SELL, WINDOW_DAYS
 from engine.rebalance.pipeline import solve_households
 from engine.rebalance.targets import build_targets
 
-__all__ = ["book_tables", "run_engine", "ACCOUNT_ID", "MODEL_ID", "TEMPLATE_ID"]
+__all__ = ["Holder", "shared_book", "run_engine", "ACCOUNT_ID", "MODEL_ID", "TEMPLATE_ID"]
 
 ACCOUNT_ID = "SIM-1"
 MODEL_ID = "DI-SIM"
@@ -69,19 +70,63 @@ def _risk_tables(step) -> tuple[pa.Table, pa.Table]:
     return exposures, covariance
 
 
-def book_tables(step, *, tax_budget: float | None = None) -> tuple[dict[str, pa.Table], dict[str, int]]:
-    """The book of ``step`` (a :class:`engine.simulate.strategies.Step`) and each lot id's ledger lot code."""
+@dataclass(frozen=True)
+class Holder:
+    """One simulated account of a shared book: its id, its day (cash, ledger, year-to-date gains) and settings.
+
+    Attributes
+    ----------
+    account_id
+        The account's id in the book (each is its own household).
+    step
+        The account's :class:`engine.simulate.strategies.Step`; every holder of one
+        book shares the day, prices, index weights and risk model.
+    tax_sensitivity
+        ``θ``, the multiplier of the tax in the objective (0: tax-blind).
+    tax_budget
+        Most tax per calendar year, USD (``None``: no cap).
+    """
+
+    account_id: str
+    step: object
+    tax_sensitivity: float = 1.0
+    tax_budget: float | None = None
+
+
+def _diagonal_risk(step) -> tuple[np.ndarray, pa.Table, pa.Table]:
+    """A risk model without correlations: each stock's total variance as its specific variance.
+
+    The engine then sees no stock that stands in for another (no substitute
+    for a wash-blocked name); one factor with no exposure keeps the tables
+    well formed (every stock has exposure 0 to it).
+    """
+    risk = step.risk
+    total = np.einsum("ij,jk,ik->i", risk.exposures, risk.factor_covariance, risk.exposures) \
+        + risk.specific_variance
+    ids = np.asarray(step.security_ids, dtype=object)
+    exposures = pa.table({Col.security_id: pa.array(ids, pa.string()), Col.factor: ["none"] * ids.size,
+                          Col.exposure: np.zeros(ids.size)})
+    covariance = pa.table({Col.factor_1: ["none"], Col.factor_2: ["none"], Col.covariance: [0.0]})
+    return total, exposures, covariance
+
+
+def _shared_tables(step, substitutes: bool) -> dict[str, pa.Table]:
+    """The securities, risk model, model and template of the day, the same for every account of the book."""
     ids = np.asarray(step.security_ids, dtype=object)
     N = ids.size
     date = step.date
+    if substitutes:
+        specific = step.risk.specific_variance
+        exposures, covariance = _risk_tables(step)
+    else:
+        specific, exposures, covariance = _diagonal_risk(step)
     securities = pa.table({
         Col.security_id: pa.array(ids, pa.string()), Col.symbol: pa.array(ids, pa.string()),
         Col.kind: [Kind.equity] * N, Col.asset_class: [step.asset_class] * N,
         Col.sector: pa.nulls(N, pa.string()), Col.price: step.prices.astype(float),
         Col.price_date: pa.array([date] * N, pa.date32()), Col.fractional: np.ones(N, bool),
         Col.wash_group: pa.nulls(N, pa.string()), Col.tags: pa.nulls(N, pa.list_(pa.string())),
-        Col.specific_variance: step.risk.specific_variance, Col.spread_bps: step.spread * 1e4})
-    exposures, covariance = _risk_tables(step)
+        Col.specific_variance: specific, Col.spread_bps: step.spread * 1e4})
     weights = np.maximum(step.weights, 0.0)
     weights = weights / weights.sum()
     held = weights > 0
@@ -91,16 +136,24 @@ def book_tables(step, *, tax_budget: float | None = None) -> tuple[dict[str, pa.
                           Col.weight: [1.0], Col.model_id: [MODEL_ID],
                           Col.alternatives: pa.nulls(1, pa.list_(pa.string())),
                           Col.min_weight: [1.0], Col.max_weight: [1.0], Col.band: [1.0]})
+    return {"securities": securities, "factor_exposures": exposures, "factor_covariance": covariance,
+            "models": models, "templates": templates}
+
+
+def _account_tables(holder: Holder) -> tuple[dict[str, pa.Table], dict[str, int]]:
+    """One holder's ``accounts`` row, open ``lots`` and last 31 days of ``transactions``; lot id → lot code."""
+    step, account = holder.step, holder.account_id
+    ids = np.asarray(step.security_ids, dtype=object)
     value = step.value
     accounts = pa.table({
-        Col.account_id: [ACCOUNT_ID], Col.household_id: pa.nulls(1, pa.string()),
+        Col.account_id: [account], Col.household_id: pa.nulls(1, pa.string()),
         Col.template_id: [TEMPLATE_ID], Col.tax_status: [TaxStatus.taxable],
         Col.st_rate: [step.st_rate], Col.lt_rate: [step.lt_rate], Col.cash: [step.cash],
         Col.min_cash: [0.0], Col.max_cash: [MAX_CASH_FRACTION * max(value, 0.0)],
         Col.reserve_cash: [0.0], Col.withdrawal: [0.0], Col.min_trade: [1.0],
-        Col.tax_budget: pa.array([tax_budget], pa.float64()),
+        Col.tax_budget: pa.array([holder.tax_budget], pa.float64()),
         Col.realized_st_ytd: [step.ytd_short], Col.realized_lt_ytd: [step.ytd_long],
-        Col.harvest: [True], Col.tax_sensitivity: [1.0],
+        Col.harvest: [True], Col.tax_sensitivity: [float(holder.tax_sensitivity)],
         Col.turnover_limit: pa.nulls(1, pa.float64()), Col.suspended: [False]})
     code, security, quantity, basis, acquired = step.ledger.open_lots()
     lot_ids, seen = [], {}
@@ -108,26 +161,43 @@ def book_tables(step, *, tax_budget: float | None = None) -> tuple[dict[str, pa.
         piece = seen.get(int(c), 0)
         seen[int(c)] = piece + 1
         lot_ids.append(f"L{int(c)}" if piece == 0 else f"L{int(c)}.{piece}")
-    lots = pa.table({Col.account_id: [ACCOUNT_ID] * code.size, Col.lot_id: pa.array(lot_ids, pa.string()),
+    lots = pa.table({Col.account_id: [account] * code.size, Col.lot_id: pa.array(lot_ids, pa.string()),
                      Col.security_id: pa.array(ids[security], pa.string()), Col.quantity: quantity,
                      Col.cost_basis: basis,
                      Col.acquired: pa.array([to_date(int(a)) for a in acquired], pa.date32())})
     recent = step.ledger.recent(step.day - WINDOW_DAYS - 1)
     transactions = pa.table({
-        Col.account_id: [ACCOUNT_ID] * len(recent),
+        Col.account_id: [account] * len(recent),
         Col.security_id: pa.array([ids[r.security] for r in recent], pa.string()),
         Col.trade_date: pa.array([to_date(r.day) for r in recent], pa.date32()),
         Col.side: [Side.buy if r.side == BUY else Side.sell for r in recent],
         Col.quantity: pa.array([r.quantity for r in recent], pa.float64()),
         Col.price: pa.array([r.price for r in recent], pa.float64()),
         Col.realized_gain: pa.array([r.gain if r.side == SELL else None for r in recent], pa.float64())})
-    empty = {name: schema.empty(schema.BOOK_TABLES[name]) for name in ("restrictions", "allocations")}
-    raw = {"securities": securities, "factor_exposures": exposures, "factor_covariance": covariance,
-           "models": models, "templates": templates, "accounts": accounts, "lots": lots,
-           "transactions": transactions}
+    raw = {"accounts": accounts, "lots": lots, "transactions": transactions}
+    return ({name: schema.conform(t, schema.BOOK_TABLES[name]) for name, t in raw.items()},
+            {lot_id: int(c) for lot_id, c in zip(lot_ids, code)})
+
+
+def shared_book(holders: Sequence[Holder], *, substitutes: bool = True
+                ) -> tuple[dict[str, pa.Table], dict[str, dict[str, int]]]:
+    """One book of several simulated accounts on the same day; per account id, each lot id's ledger lot code.
+
+    ``substitutes=False`` writes a risk model without correlations
+    (:func:`_diagonal_risk`): the engine cannot buy one stock to stand in for another.
+    """
+    if not holders:
+        raise ValueError("shared_book needs at least one account")
+    raw = _shared_tables(holders[0].step, substitutes)
     tables = {name: schema.conform(t, schema.BOOK_TABLES[name]) for name, t in raw.items()}
-    tables.update(empty)
-    return tables, {lot_id: int(c) for lot_id, c in zip(lot_ids, code)}
+    parts, lot_codes = [], {}
+    for holder in holders:
+        part, lot_codes[holder.account_id] = _account_tables(holder)
+        parts.append(part)
+    for name in ("accounts", "lots", "transactions"):
+        tables[name] = pa.concat_tables([p[name] for p in parts])
+    tables.update({name: schema.empty(schema.BOOK_TABLES[name]) for name in ("restrictions", "allocations")})
+    return tables, lot_codes
 
 
 def run_engine(tables: Mapping[str, pa.Table], as_of: dt.date, config: Config,

@@ -37,6 +37,11 @@ Measured per strategy and calendar year, and over the whole run
 * ``harvested_losses`` (USD of losses realized), ``disallowed_losses`` (USD of
   them the wash-sale rule disallowed), ``taxes`` (USD, of the year's gains).
 
+:func:`simulate_many` walks several accounts through one history together,
+day by day, each with its own strategy and rebalance days; on a day several
+Canopy accounts rebalance, they are solved in one engine call (the
+frontier's batching, :mod:`engine.simulate.frontier`).
+
 Pure: NumPy and the engine, no storage, no ray (:mod:`jobs.backtest` runs it).
 """
 
@@ -54,7 +59,9 @@ from engine.simulate.histories import History
 from engine.simulate.ledger import Ledger
 from engine.simulate.strategies import Order, Step
 
-__all__ = ["BacktestSettings", "StrategyRun", "simulate", "rebalance_days", "summarize"]
+__all__ = ["BacktestSettings", "StrategyRun", "simulate", "simulate_many", "rebalance_days", "summarize"]
+
+EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -117,32 +124,23 @@ def rebalance_days(days: np.ndarray, first: int, frequency: str) -> np.ndarray:
 
 
 def _year_gains(ledger: Ledger, year: int) -> tuple[float, float]:
-    short = long_ = 0.0
-    for r in ledger.trades:
-        if r.side == SELL and _year(r.day) == year:
-            short += r.short_term
-            long_ += r.long_term
-    return short, long_
-
-
-def _year(day: int) -> int:
-    return (np.datetime64(int(day), "D").astype("datetime64[Y]").astype(int) + 1970).item()
+    """Recognized short- and long-term gains of the sales of calendar ``year``, USD."""
+    start = (dt.date(year, 1, 1) - EPOCH).days
+    return ledger.year_gains(start, (dt.date(year + 1, 1, 1) - EPOCH).days)
 
 
 def _execute(ledger: Ledger, orders: list[Order], day: int, prices: np.ndarray, spread: np.ndarray,
              cash: float) -> tuple[float, float, float, float, dict[int, list[int]]]:
     """Sells, then buys; returns cash, bought, sold, cost (USD) and the lot codes bought per security."""
     code, _, quantity, _, _ = ledger.open_lots()
-    open_shares: dict[int, float] = {}
-    for c, q in zip(code, quantity):
-        open_shares[int(c)] = open_shares.get(int(c), 0.0) + float(q)
+    open_shares = np.bincount(code, weights=quantity) if code.size else np.zeros(0)
     bought = sold = cost = 0.0
     sells: dict[int, float] = {}
     for o in orders:
         if o.side == SELL and o.quantity > 0:
             sells[o.lot_code] = sells.get(o.lot_code, 0.0) + o.quantity
     for c, q in sells.items():
-        q = min(q, open_shares.get(c, 0.0))
+        q = min(q, float(open_shares[c]) if c < open_shares.size else 0.0)
         if q <= 0:
             continue
         i = ledger.lot_security[c]
@@ -159,75 +157,154 @@ def _execute(ledger: Ledger, orders: list[Order], day: int, prices: np.ndarray, 
     return cash + sold - bought - cost, bought, sold, cost, new
 
 
-def simulate(history: History, strategy, settings: BacktestSettings = BacktestSettings(),
-             progress=None) -> StrategyRun:
-    """Run ``strategy`` through ``history``; see the module docstring."""
-    clock = time.perf_counter()
-    steps = rebalance_days(history.days, history.first, settings.frequency)
-    N = history.security_ids.size
-    ledger = Ledger(np.arange(N))
-    run = StrategyRun(strategy.name, ledger=ledger)
-    spread = history.spread_bps * 1e-4
-    first_prices = history.prices[steps[0]]
-    index_shares = history.start_weights / first_prices          # the index: buy and hold its weights
-    cash = settings.initial_value
-    settled: set[int] = set()
-    previous_index = None
-    for n, t in enumerate(steps):
+class _Account:
+    """One strategy's account walking a history: its ledger, cash, settled years and the run it records."""
+
+    def __init__(self, history: History, strategy, settings: BacktestSettings):
+        self.history, self.strategy, self.settings = history, strategy, settings
+        self.steps = rebalance_days(history.days, history.first, settings.frequency)
+        self.N = history.security_ids.size
+        self.ledger = Ledger(np.arange(self.N))
+        self.run = StrategyRun(strategy.name, ledger=self.ledger)
+        self.spread = history.spread_bps * 1e-4
+        self.index_shares = history.start_weights / history.prices[self.steps[0]]  # the index: buy and hold
+        self.cash = settings.initial_value
+        self.settled: set[int] = set()
+        self.previous_index: float | None = None
+        self.start_year = history.days[self.steps[0]].astype(dt.date).year
+        self.n = 0
+
+    def begin(self, t: int) -> tuple["Step | None", list[Order]]:
+        """Taxes and cash flows of day ``t``; the :class:`Step` to ask the strategy about (None on day one)."""
+        history, settings, ledger = self.history, self.settings, self.ledger
         date = history.days[t].astype(dt.date)
-        day = int(to_days(np.asarray([history.days[t]]))[0])
+        self.day = int(to_days(np.asarray([history.days[t]]))[0])
         prices = history.prices[t]
-        index_value = float(index_shares @ prices)
-        weights = index_shares * prices / index_value
-        value_before = cash + float(ledger.shares(N) @ prices)
+        self.index_value = float(self.index_shares @ prices)
+        self.value_before = self.cash + float(ledger.shares(self.N) @ prices)
         flows = 0.0
         for year in range(date.year - 2, date.year):
-            if year not in settled and (year < date.year - 1 or (date.month, date.day) >= (4, 15)) \
-                    and year >= history.days[steps[0]].astype(dt.date).year:
+            if year not in self.settled and (year < date.year - 1 or (date.month, date.day) >= (4, 15)) \
+                    and year >= self.start_year:
                 short, long_ = _year_gains(ledger, year)
                 tax = settings.st_rate * short + settings.lt_rate * long_
-                run.taxes[year] = tax
-                settled.add(year)
+                self.run.taxes[year] = tax
+                self.settled.add(year)
                 flows -= tax
-        contribution = settings.contribution if n > 0 else 0.0
-        flows += contribution
-        cash += flows
-        if n == 0:
-            orders = [Order(BUY, i, settings.initial_value * history.start_weights[i] / (prices[i] * (1 + spread[i])))
-                      for i in range(N)]
-        else:
-            short, long_ = _year_gains(ledger, date.year)
-            step = Step(date, day, prices, weights, history.risk(int(t)), cash, ledger, spread,
-                        settings.st_rate, settings.lt_rate, history.security_ids, history.asset_class,
-                        short, long_)
-            orders = strategy.orders(step)
-        cash, bought, sold, cost, new = _execute(ledger, orders, day, prices, spread, cash)
-        if hasattr(strategy, "filled"):
-            strategy.filled(new)
+        self.contribution = settings.contribution if self.n > 0 else 0.0
+        self.flows = flows + self.contribution
+        self.cash += self.flows
+        if self.n == 0:
+            value = settings.initial_value * history.start_weights
+            return None, [Order(BUY, i, value[i] / (prices[i] * (1 + self.spread[i]))) for i in range(self.N)]
+        short, long_ = _year_gains(ledger, date.year)
+        weights = self.index_shares * prices / self.index_value
+        return Step(date, self.day, prices, weights, history.risk(int(t)), self.cash, ledger, self.spread,
+                    settings.st_rate, settings.lt_rate, history.security_ids, history.asset_class,
+                    short, long_), []
+
+    def finish(self, t: int, orders: list[Order]) -> None:
+        """Execute the day's orders and record the day."""
+        history, settings, run = self.history, self.settings, self.run
+        date = history.days[t].astype(dt.date)
+        prices = history.prices[t]
+        self.cash, bought, sold, cost, new = _execute(self.ledger, orders, self.day, prices, self.spread, self.cash)
+        if hasattr(self.strategy, "filled"):
+            self.strategy.filled(new)
         accrued = 0.0
         for year in range(date.year - 1, date.year + 1):
-            if year not in settled:
-                short, long_ = _year_gains(ledger, year)
+            if year not in self.settled:
+                short, long_ = _year_gains(self.ledger, year)
                 accrued += settings.st_rate * short + settings.lt_rate * long_
         run.dates.append(date)
-        run.value.append(cash + float(ledger.shares(N) @ prices))
-        run.value_before.append(value_before)
-        run.flows.append(flows)
-        run.contributions.append(contribution)
+        run.value.append(self.cash + float(self.ledger.shares(self.N) @ prices))
+        run.value_before.append(self.value_before)
+        run.flows.append(self.flows)
+        run.contributions.append(self.contribution)
         run.accrued_tax.append(accrued)
         run.bought.append(bought)
         run.sold.append(sold)
         run.costs.append(cost)
-        run.index_return.append(0.0 if previous_index is None else index_value / previous_index - 1)
-        previous_index = index_value
+        run.index_return.append(0.0 if self.previous_index is None else self.index_value / self.previous_index - 1)
+        self.previous_index = self.index_value
+        self.n += 1
+
+    def close(self) -> StrategyRun:
+        """The tax of selling every open lot on the last day; the finished run."""
+        code, security, quantity, basis, acquired = self.ledger.open_lots()
+        long_ = first_long_day(acquired) <= self.day
+        last = self.history.prices[self.steps[-1]]
+        self.run.liquidation_tax = float(np.sum((quantity * last[security] - basis)
+                                                * np.where(long_, self.settings.lt_rate, self.settings.st_rate)))
+        return self.run
+
+
+def _ask(pending: list[tuple[_Account, Step]]) -> dict[int, list[Order]]:
+    """Each pending account's orders, by ``id``: strategies with a ``batch_key`` are asked together.
+
+    Accounts whose strategies share a ``batch_key`` (Canopy accounts of one
+    engine configuration) go to their class's ``orders_many`` in one call:
+    one book, one batched solve of every such account of the day.
+    """
+    out: dict[int, list[Order]] = {}
+    batches: dict = {}
+    for account, step in pending:
+        key = getattr(account.strategy, "batch_key", None)
+        if key is None:
+            clock = time.perf_counter()
+            out[id(account)] = account.strategy.orders(step)
+            account.run.seconds += time.perf_counter() - clock
+        else:
+            batches.setdefault(key(), []).append((account, step))
+    for group in batches.values():
+        clock = time.perf_counter()
+        orders = type(group[0][0].strategy).orders_many([(a.strategy, s) for a, s in group])
+        share = (time.perf_counter() - clock) / len(group)
+        for (account, _), o in zip(group, orders):
+            out[id(account)] = o
+            account.run.seconds += share
+    return out
+
+
+def simulate_many(history: History, strategies: list[tuple[object, BacktestSettings]],
+                  progress=None) -> list[StrategyRun]:
+    """Run several strategies through ``history`` in lockstep, each in its own account; see the module docstring.
+
+    Every account has its own rebalance days (its settings' frequency); on a
+    day several accounts rebalance, the strategies that can be batched
+    (Canopy's) are asked together (:func:`_ask`).  Each account's run is what
+    :func:`simulate` would give it alone.
+    """
+    clock = time.perf_counter()
+    accounts = [_Account(history, strategy, settings) for strategy, settings in strategies]
+    days = np.unique(np.concatenate([a.steps for a in accounts]))
+    due = [set(a.steps.tolist()) for a in accounts]
+    for count, t in enumerate(days):
+        pending, orders = [], {}
+        for account, days_of in zip(accounts, due):
+            if t in days_of:
+                step, first = account.begin(int(t))
+                if step is None:
+                    orders[id(account)] = first
+                else:
+                    pending.append((account, step))
+        orders.update(_ask(pending))
+        for account, days_of in zip(accounts, due):
+            if t in days_of:
+                account.finish(int(t), orders[id(account)])
         if progress is not None:
-            progress(strategy.name, n + 1, steps.size)
-    code, security, quantity, basis, acquired = ledger.open_lots()
-    long_ = first_long_day(acquired) <= day
-    run.liquidation_tax = float(np.sum((quantity * history.prices[steps[-1]][security] - basis)
-                                       * np.where(long_, settings.lt_rate, settings.st_rate)))
-    run.seconds = time.perf_counter() - clock
-    return run
+            progress(history.name, count + 1, days.size)
+    runs = [a.close() for a in accounts]
+    if len(runs) == 1:
+        runs[0].seconds = time.perf_counter() - clock
+    return runs
+
+
+def simulate(history: History, strategy, settings: BacktestSettings = BacktestSettings(),
+             progress=None) -> StrategyRun:
+    """Run ``strategy`` through ``history``; see the module docstring."""
+    report = None if progress is None else (lambda _, done, total: progress(strategy.name, done, total))
+    return simulate_many(history, [(strategy, settings)], report)[0]
 
 
 def _step_returns(run: StrategyRun) -> tuple[np.ndarray, np.ndarray]:

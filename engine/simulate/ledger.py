@@ -26,6 +26,7 @@ its whole history.  Dates are int64 days since 1970-01-01 (:mod:`engine.kernels.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,6 +80,8 @@ class Ledger:
         self._groups: dict[int, _Group] = {}
         self._next_code = 0
         self._dirty: set[int] = set()
+        self._open: tuple | None = None                # open_lots, until the next replay
+        self._security_of_code = np.zeros(0, np.int64)
 
     # -- recording ---------------------------------------------------------
     def buy(self, day: int, security: int, quantity: float, price: float) -> int:
@@ -111,6 +114,7 @@ class Ledger:
         self._dirty = set()
 
     def _replay(self, group: int) -> None:
+        self._open = None
         g = self._groups[group]
         records = [self.trades[i] for i in g.trades]
         n = len(records)
@@ -144,14 +148,37 @@ class Ledger:
 
         Call :meth:`settle` first.  Ordered by group, then as the kernel keeps them.
         """
+        if self._open is None:
+            self._open = self._gather_open_lots()
+        return tuple(a.copy() for a in self._open)
+
+    def _gather_open_lots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         parts = [g.lots for _, g in sorted(self._groups.items()) if g.lots and len(g.lots[0])]
         if not parts:
             empty = np.zeros(0, np.int64)
             return empty, empty, np.zeros(0), np.zeros(0), empty
         code = np.concatenate([p[0] for p in parts])
-        security = np.asarray([self.lot_security[int(c)] for c in code], np.int64)
+        security = self._group_security_of(code)
         return (code, security, np.concatenate([p[1] for p in parts]),
                 np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]))
+
+    def _group_security_of(self, code: np.ndarray) -> np.ndarray:
+        """The security of each lot code (codes are issued 0, 1, 2, ... by :meth:`buy`)."""
+        if self._security_of_code.size < self._next_code:
+            self._security_of_code = np.asarray([self.lot_security[c] for c in range(self._next_code)], np.int64)
+        return self._security_of_code[code]
+
+    def year_gains(self, year_start: int, year_end: int) -> tuple[float, float]:
+        """Recognized short- and long-term gains of the sales on days ``[year_start, year_end)``, USD."""
+        first = bisect.bisect_left(self.trades, year_start, key=lambda r: r.day)
+        short = long_ = 0.0
+        for r in self.trades[first:]:
+            if r.day >= year_end:
+                break
+            if r.side == SELL:
+                short += r.short_term
+                long_ += r.long_term
+        return short, long_
 
     def shares(self, n_securities: int) -> np.ndarray:
         """Shares held of each security."""

@@ -32,7 +32,7 @@ import pyarrow as pa
 from engine.contract.config import Config
 from engine.contract.schema import Col, Side
 from engine.kernels.wash import BUY, SELL, WINDOW_DAYS
-from engine.simulate.account_book import book_tables, run_engine
+from engine.simulate.account_book import Holder, run_engine, shared_book
 from engine.simulate.histories import RiskModel
 from engine.simulate.ledger import Ledger
 
@@ -122,10 +122,10 @@ def raise_cash(step: Step, amount: float) -> list[Order]:
 
 def _by_code(codes: np.ndarray, quantity: np.ndarray):
     """``(code, shares)`` per lot code, pieces summed, in first-seen order."""
-    seen: dict[int, float] = {}
-    for c, q in zip(codes, quantity):
-        seen[int(c)] = seen.get(int(c), 0.0) + float(q)
-    return seen.items()
+    unique, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    total = np.bincount(inverse.ravel(), weights=quantity, minlength=unique.size)
+    order = np.argsort(first, kind="stable")
+    return list(zip(unique[order].tolist(), total[order].tolist()))
 
 
 class BuyAndHold:
@@ -150,11 +150,12 @@ class _Wait:
     substitute: int
     sale_day: int
     codes: list[int]
+    reserved: float = 0.0        # USD held in cash for the original (no substitute)
 
 
 @dataclass
 class MonthlyHarvester:
-    """Once a month: sell every loss lot, buy the closest substitute, swap back after ``wait_days``.
+    """Once a month (or every day): sell every loss lot, buy the closest substitute, swap back after ``wait_days``.
 
     Attributes
     ----------
@@ -163,17 +164,31 @@ class MonthlyHarvester:
         just outside the wash-sale window).
     min_loss
         A lot is a loser when its loss is at least this fraction of its basis (0: every loss).
+    scan
+        ``"monthly"``: harvest on the first rebalance day of each month;
+        ``"daily"``: on every rebalance day (run it with daily steps).
+    substitutes
+        False: a loser's proceeds wait in cash until the original is bought
+        back ``wait_days`` later, instead of buying the most correlated stock.
     """
 
     wait_days: int = 31
     min_loss: float = 0.0
     name: str = "monthly_harvester"
+    scan: str = "monthly"
+    substitutes: bool = True
     waits: list[_Wait] = field(default_factory=list)
-    _month: tuple[int, int] | None = None
+    _month: tuple[int, int] | int | None = None
     cash_tolerance: float = 1e-3
+    _risk: RiskModel | None = field(default=None, repr=False)
+    _corr: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.scan not in ("monthly", "daily"):
+            raise ValueError(f"scan must be monthly or daily, got {self.scan!r}")
 
     def orders(self, step: Step) -> list[Order]:
-        month = (step.date.year, step.date.month)
+        month = (step.date.year, step.date.month) if self.scan == "monthly" else step.day
         orders: list[Order] = []
         cash = step.cash
         if month != self._month:
@@ -182,6 +197,7 @@ class MonthlyHarvester:
             orders += swap
             harvest, cash = self._harvest(step, cash, orders)
             orders += harvest
+        cash -= sum(w.reserved for w in self.waits)
         if cash < -self.cash_tolerance * step.value:
             orders += raise_cash(step, -cash)
         elif cash > self.cash_tolerance * step.value:
@@ -207,12 +223,13 @@ class MonthlyHarvester:
             if step.day - w.sale_day < self.wait_days:
                 keep.append(w)
                 continue
-            proceeds = 0.0
+            proceeds = w.reserved
             for c in w.codes:
                 if held.get(c, 0.0) > 0:
                     orders.append(Order(SELL, w.substitute, held[c], c))
                     proceeds += held[c] * step.prices[w.substitute] * (1 - step.spread[w.substitute])
             price = step.prices[w.original] * (1 + step.spread[w.original])
+            cash -= w.reserved
             if proceeds > 0:
                 orders.append(Order(BUY, w.original, proceeds / price))
         self.waits = keep
@@ -231,9 +248,7 @@ class MonthlyHarvester:
         loser &= ~skip[security]
         if not loser.any():
             return [], cash
-        correlation = step.risk.covariance()
-        vol = np.sqrt(np.diag(correlation))
-        correlation = correlation / np.outer(vol, vol)
+        correlation = self._correlation(step.risk)
         harvested = np.unique(security[loser])
         unavailable = loss_sold_recently(step) | skip
         for i in harvested:
@@ -245,6 +260,10 @@ class MonthlyHarvester:
             for c, q in _by_code(code[rows], quantity[rows]):
                 orders.append(Order(SELL, int(i), q, c))
                 proceeds += q * step.prices[i] * (1 - step.spread[i])
+            if not self.substitutes:              # wait in cash for the original
+                self.waits.append(_Wait(int(i), -1, step.day, [], proceeds))
+                cash += proceeds
+                continue
             choice = np.where(unavailable, -np.inf, correlation[i])
             j = int(np.argmax(choice))
             if not np.isfinite(choice[j]):
@@ -255,6 +274,14 @@ class MonthlyHarvester:
             self.waits.append(_Wait(int(i), j, step.day, []))
             unavailable[step.ledger.group_of == step.ledger.group_of[j]] = True
         return orders, cash
+
+    def _correlation(self, risk: RiskModel) -> np.ndarray:
+        """The risk model's correlation matrix, kept while the model is the same object."""
+        if self._risk is not risk:
+            covariance = risk.covariance()
+            vol = np.sqrt(np.diag(covariance))
+            self._risk, self._corr = risk, covariance / np.outer(vol, vol)
+        return self._corr
 
     def filled(self, buys: dict[int, list[int]]) -> None:
         """The lot codes today's buys created, per security: a substitute's are remembered."""
@@ -288,23 +315,56 @@ class CanopyStrategy:
         The engine's settings (``[policy]``, ``[solver]``).
     tax_budget
         Most tax per calendar year, USD (``None``: no cap).
+    tax_sensitivity
+        The account's ``θ``: how much the tax weighs against tracking error
+        in the objective (0: tax-blind, 1: the tax at face value).
+    substitutes
+        False: the engine sees a risk model without correlations
+        (:func:`engine.simulate.account_book.shared_book`), so it cannot hold
+        a correlated stock in place of a wash-blocked one; a harvested
+        name's weight is spread across the index instead.
     """
 
     config: Config = field(default_factory=Config)
     tax_budget: float | None = None
     name: str = "canopy"
+    tax_sensitivity: float = 1.0
+    substitutes: bool = True
     last_status: str = ""
     solve_seconds: float = 0.0
 
+    def batch_key(self) -> tuple:
+        """Accounts with equal keys are solved together (one book, one engine call)."""
+        return ("canopy", id(self.config), self.substitutes)
+
     def orders(self, step: Step) -> list[Order]:
+        return self.orders_many([(self, step)])[0]
+
+    @staticmethod
+    def orders_many(pairs: list[tuple["CanopyStrategy", Step]]) -> list[list[Order]]:
+        """The orders of several accounts on one day, from one book and one batched engine call.
+
+        Every pair's strategy must share ``config`` and ``substitutes`` (its ``batch_key``).
+        """
         import time
 
         clock = time.perf_counter()
-        tables, lot_ids = book_tables(step, tax_budget=self.tax_budget)
-        trades, accounts = run_engine(tables, step.date, self.config)
-        self.solve_seconds += time.perf_counter() - clock
-        self.last_status = accounts.column(Col.status)[0].as_py()
-        return proposal_orders(trades, lot_ids, step.security_ids)
+        first = pairs[0][0]
+        holders = [Holder(f"SIM-{n + 1}", step, strategy.tax_sensitivity, strategy.tax_budget)
+                   for n, (strategy, step) in enumerate(pairs)]
+        tables, lot_codes = shared_book(holders, substitutes=first.substitutes)
+        ids = [h.account_id for h in holders]
+        trades, accounts = run_engine(tables, pairs[0][1].date, first.config, ids)
+        status = dict(zip(accounts.column(Col.account_id).to_pylist(), accounts.column(Col.status).to_pylist()))
+        owner = np.asarray(trades.column(Col.account_id).to_pylist(), dtype=object)
+        out = []
+        seconds = (time.perf_counter() - clock) / len(pairs)
+        for holder, (strategy, step) in zip(holders, pairs):
+            strategy.last_status = status[holder.account_id]
+            strategy.solve_seconds += seconds
+            mine = trades.filter(pa.array(owner == holder.account_id)) if len(owner) else trades
+            out.append(proposal_orders(mine, lot_codes[holder.account_id], step.security_ids))
+        return out
 
 
 STRATEGIES = {"buy_and_hold": BuyAndHold, "monthly_harvester": MonthlyHarvester, "canopy": CanopyStrategy}
