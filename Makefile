@@ -35,7 +35,7 @@ demo: $(STAMP)
 chromium:
 	@[ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
-	  echo "chromium is not installed: the report's rendering test will be skipped"
+	  echo "chromium is not installed: the browser tests of the report and the portal will be skipped"
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q

@@ -85,7 +85,7 @@ def _one_history(job: tuple) -> tuple[str, dict]:
             log.info("%s: day %d of %d", name, done, total)
     runs = run_frontier(history, settings, config, backtest, progress)
     first = next(iter(runs.values()))
-    return name, {"kind": kind, "first_day": str(first.dates[0]), "last_day": str(first.dates[-1]),
+    return name, {"source": kind, "first_day": str(first.dates[0]), "last_day": str(first.dates[-1]),
                   "stocks": int(history.security_ids.size), "seconds": time.perf_counter() - clock,
                   "points": history_points(runs, backtest)}
 
@@ -126,8 +126,8 @@ def mean_summary(rows: list[dict], history: str) -> list[dict]:
 
 def _summaries(histories: dict[str, dict], seeds: int, stocks: int) -> tuple[dict, list[dict]]:
     """The curves per history group (the seeds' spread, each real window) and the summary rows."""
-    simulated = {n: h for n, h in histories.items() if h["kind"] == "synthetic"}
-    real = {n: h for n, h in histories.items() if h["kind"] != "synthetic"}
+    simulated = {n: h for n, h in histories.items() if h["source"] == "synthetic"}
+    real = {n: h for n, h in histories.items() if h["source"] != "synthetic"}
     curves, summary = {}, []
     group = f"synthetic_{stocks} mean of {len(simulated)} seeds"
     if simulated:
@@ -152,7 +152,7 @@ def _targets(histories: dict[str, dict], summary: list[dict]) -> dict:
             out[f"{row['history']} / {row['harvester']}"] = {
                 "ratio": row["ratio"], "target": TARGETS["simulated_mean_ratio"],
                 "met": bool(row["ratio"] >= TARGETS["simulated_mean_ratio"])}
-        elif histories[row["history"]]["kind"] != "synthetic":
+        elif histories[row["history"]]["source"] != "synthetic":
             out[f"{row['history']} / {row['harvester']}"] = {
                 "ratio": row["ratio"], "target": TARGETS["real_ratio"],
                 "met": bool(row["ratio"] >= TARGETS["real_ratio"])}
