@@ -93,21 +93,28 @@ class Holder:
     tax_budget: float | None = None
 
 
-def _diagonal_risk(step) -> tuple[np.ndarray, pa.Table, pa.Table]:
-    """A risk model without correlations: each stock's total variance as its specific variance.
+def _market_risk(step) -> tuple[np.ndarray, pa.Table, pa.Table]:
+    """A single-index risk model: the index as the one factor, the rest of each stock's variance its own.
 
-    The engine then sees no stock that stands in for another (no substitute
-    for a wash-blocked name); one factor with no exposure keeps the tables
-    well formed (every stock has exposure 0 to it).
+    Each stock keeps its total variance and its covariance with the index (its beta),
+    so the engine still sees what a hole in the portfolio costs and fills it with the
+    market; but it sees no stock that stands in for another beyond that (no substitute
+    for a wash-blocked name: neither its industry nor its style).
     """
     risk = step.risk
-    total = np.einsum("ij,jk,ik->i", risk.exposures, risk.factor_covariance, risk.exposures) \
-        + risk.specific_variance
+    weights = np.maximum(step.weights, 0.0)
+    weights = weights / weights.sum()
+    X, F, d = risk.exposures, risk.factor_covariance, risk.specific_variance
+    total = np.einsum("ij,jk,ik->i", X, F, X) + d
+    with_index = X @ (F @ (X.T @ weights)) + d * weights            # Σ w: each stock's covariance with the index
+    index_variance = float(weights @ with_index)
+    beta = with_index / index_variance
+    specific = np.maximum(total - beta ** 2 * index_variance, 1e-3 * total)
     ids = np.asarray(step.security_ids, dtype=object)
-    exposures = pa.table({Col.security_id: pa.array(ids, pa.string()), Col.factor: ["none"] * ids.size,
-                          Col.exposure: np.zeros(ids.size)})
-    covariance = pa.table({Col.factor_1: ["none"], Col.factor_2: ["none"], Col.covariance: [0.0]})
-    return total, exposures, covariance
+    exposures = pa.table({Col.security_id: pa.array(ids, pa.string()), Col.factor: ["market"] * ids.size,
+                          Col.exposure: beta})
+    covariance = pa.table({Col.factor_1: ["market"], Col.factor_2: ["market"], Col.covariance: [index_variance]})
+    return specific, exposures, covariance
 
 
 def _shared_tables(step, substitutes: bool) -> dict[str, pa.Table]:
@@ -119,7 +126,7 @@ def _shared_tables(step, substitutes: bool) -> dict[str, pa.Table]:
         specific = step.risk.specific_variance
         exposures, covariance = _risk_tables(step)
     else:
-        specific, exposures, covariance = _diagonal_risk(step)
+        specific, exposures, covariance = _market_risk(step)
     securities = pa.table({
         Col.security_id: pa.array(ids, pa.string()), Col.symbol: pa.array(ids, pa.string()),
         Col.kind: [Kind.equity] * N, Col.asset_class: [step.asset_class] * N,
@@ -183,8 +190,9 @@ def shared_book(holders: Sequence[Holder], *, substitutes: bool = True
                 ) -> tuple[dict[str, pa.Table], dict[str, dict[str, int]]]:
     """One book of several simulated accounts on the same day; per account id, each lot id's ledger lot code.
 
-    ``substitutes=False`` writes a risk model without correlations
-    (:func:`_diagonal_risk`): the engine cannot buy one stock to stand in for another.
+    ``substitutes=False`` writes a single-index risk model (:func:`_market_risk`): the engine
+    fills a hole with the market, never with a stock chosen because it resembles the one it
+    cannot buy.
     """
     if not holders:
         raise ValueError("shared_book needs at least one account")

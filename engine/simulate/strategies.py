@@ -319,10 +319,10 @@ class CanopyStrategy:
         The account's ``θ``: how much the tax weighs against tracking error
         in the objective (0: tax-blind, 1: the tax at face value).
     substitutes
-        False: the engine sees a risk model without correlations
-        (:func:`engine.simulate.account_book.shared_book`), so it cannot hold
-        a correlated stock in place of a wash-blocked one; a harvested
-        name's weight is spread across the index instead.
+        False: the engine sees a single-index risk model (the index as its
+        one factor: :func:`engine.simulate.account_book.shared_book`), so it
+        cannot hold a correlated stock in place of a wash-blocked one; a
+        harvested name's weight is spread across the index instead.
     """
 
     config: Config = field(default_factory=Config)
