@@ -56,6 +56,10 @@ def _damaged_row(tables, rule) -> tuple[int, set[str]]:
     if rule.table in ("lots", "transactions"):
         table = tables[rule.table]
         return 2, {table.column(Col.account_id)[2].as_py()}
+    if rule.table == "substitutes" and tables[rule.table].num_rows < 2:     # the generated book names none
+        first, second, third = tables["securities"].column(Col.security_id).to_pylist()[:3]
+        tables[rule.table] = pa.table({Col.security_id: [first, second], Col.substitute_id: [second, third]},
+                                      schema=BOOK_TABLES[rule.table])
     return 1, set()
 
 
