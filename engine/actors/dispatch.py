@@ -71,7 +71,6 @@ class Dispatcher(Retries):
                  actors: int | None = None):
         self.config = config
         self.run_config = config.run
-        self.shared = shared
         self.shared_ref = ray.put(dict(shared))
         slots, gpus = actor_slots()
         self.size = actors or slots

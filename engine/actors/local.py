@@ -88,7 +88,6 @@ class LocalExecutor(Retries):
         gpus = prepare_process()
         self.config = config
         self.run_config = config.run
-        self.shared = shared
         self.size = 1
         self.started = 1
         # pinned as an actor is: XLA sizes its thread pool by the cores it may use, and the

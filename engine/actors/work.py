@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -86,7 +86,6 @@ class Retries:
     """What follows a failed try of a shard (``run_config``: the run's :class:`RunConfig`)."""
 
     run_config: RunConfig
-    shared: Mapping[str, pa.Table]               # the shared tables (a split shard's universe)
 
     def _charge(self, flight: Flight, item: Work, exc: BaseException) -> None:
         """``item`` failed a try: queue what comes next, and fail its household when it has no try left.
@@ -117,26 +116,19 @@ class Retries:
             return [item]
         if item.shard.households == 1:
             return []
-        return split_households(item, self.shared)
+        return split_households(item)
 
 
-def split_households(item: Work, shared: Mapping[str, pa.Table]) -> list[Work]:
-    """One work item per household of ``item``'s shard, each to be tried alone.
-
-    Each keeps the shard's shape and universe of securities (``shared``: the shared tables,
-    to find it), so that it solves the problem it had in the shard: the same trades, to the
-    last bit, as an undisturbed run.
-    """
-    from engine.rebalance.problem import universe_ids
+def split_households(item: Work) -> list[Work]:
+    """One work item per household of ``item``'s shard, each to be tried alone."""
     from engine.rebalance.shards import household_ids
 
     shard = item.shard
-    universe = universe_ids({**shared, **item.tables}, item.targets, shard.account_ids)
     households = household_ids(item.tables["accounts"], shard.account_ids)
     singles = []
     for number, household in enumerate(dict.fromkeys(households)):
         ids = shard.account_ids[households == household]
-        singles.append(Shard(shard.shard_id, ids, 1, shard.shape, shard.lots, universe))
+        singles.append(Shard(shard.shard_id, ids, 1, shard.shape, shard.lots))
     rows = {a: i for i, a in enumerate(item.targets.account_ids)}
     return [Work(single, tables, item.targets.take([rows[a] for a in single.account_ids]))
             for single, tables in zip(singles, shard_tables(item.tables, singles))]

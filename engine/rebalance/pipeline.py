@@ -100,8 +100,7 @@ def solve_shard(shared: Mapping[str, pa.Table], tables: Mapping[str, pa.Table], 
     m, L, n = shard.shape
     problem, index = build_problem_batch(book, targets, shard.account_ids, as_of, config.policy,
                                          accounts_per_household=m, lots_per_position=L,
-                                         pad_universe=lambda count: max(n, pad_securities(count)),
-                                         universe=shard.universe)
+                                         pad_universe=lambda count: max(n, pad_securities(count)))
     timings["assemble"] = time.perf_counter() - clock
     clock = time.perf_counter()
     fits = (warm is not None and np.array_equal(warm.security_ids, index.security_ids)

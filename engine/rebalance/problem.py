@@ -122,8 +122,7 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
                         as_of: dt.date, policy: PolicyConfig = PolicyConfig(), *,
                         accounts_per_household: int | None = None,
                         lots_per_position: int | None = None,
-                        pad_universe: Callable[[int], int] | None = None,
-                        universe: Sequence[str] | None = None) -> tuple[ProblemBatch, BatchIndex]:
+                        pad_universe: Callable[[int], int] | None = None) -> tuple[ProblemBatch, BatchIndex]:
     """Assemble the problem of the households of ``account_ids``.
 
     Parameters
@@ -145,11 +144,6 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
         The padded universe size for a count of securities (default
         :func:`engine.solver.shapes.pad_securities`); the nightly job passes at
         least its shard's planned ``n``, so that the shards of a shape share it.
-    universe
-        Securities the universe holds besides the households' own (a household split
-        from its shard keeps the shard's: :attr:`engine.rebalance.shards.Shard.universe`).
-        They change no bound of these households: a security they neither hold, target
-        nor may substitute stays unbought.
 
     Returns
     -------
@@ -162,9 +156,8 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     lot_rows = shard_lots(tables["lots"], shard.account_ids, security_ids)
     account_targets = shard_targets(targets, shard.account_ids, security_index)
     subs = substitutes.usable(tables, targets, shard.account_ids, shard.member)
-    also = index_in(np.asarray(universe if universe is not None else [], dtype=object), security_ids)
-    universe = shard_universe(security_ids, security_index, np.r_[lot_rows.security, also[also >= 0]],
-                              account_targets, pad_universe or pad_securities, subs)
+    universe = shard_universe(security_ids, security_index, lot_rows.security, account_targets,
+                              pad_universe or pad_securities, subs)
     X, F, d = risk_model(tables, universe)
     security = security_terms(securities, targets, universe)
     account = account_terms(shard.accounts)
@@ -264,21 +257,6 @@ def _household_target(account_targets: ShardTargets, shard: Households, universe
     w_star /= V[:, None]
     targeted[member[tw.row[ok]], cols[ok]] = True
     return w_star, targeted
-
-
-def universe_ids(tables: Mapping[str, pa.Table], targets: Targets, account_ids: Sequence[str]) -> np.ndarray:
-    """The securities of the universe :func:`build_problem_batch` gives ``account_ids``, unpadded.
-
-    What they hold, target, or may buy as substitutes today, sorted (ids, object).
-    """
-    shard = household_slots(tables["accounts"], account_ids, None)
-    security_ids = strings(tables["securities"], Col.security_id)
-    security_index = {s: i for i, s in enumerate(security_ids)}
-    lot_rows = shard_lots(tables["lots"], shard.account_ids, security_ids)
-    subs = substitutes.usable(tables, targets, shard.account_ids, shard.member)
-    universe = shard_universe(security_ids, security_index, lot_rows.security,
-                              shard_targets(targets, shard.account_ids, security_index), lambda count: count, subs)
-    return np.asarray(universe.ids, dtype=object)
 
 
 def _only_held_or_targeted(bounds: _Bounds, targeted: np.ndarray, holdings: np.ndarray, shard: Households,

@@ -77,10 +77,6 @@ class Shard:
     lots : int
         Lots per household of the solver's compact layout, P, padded (0: the
         batch's own most).
-    universe : (s,) object or None
-        Securities its problem's universe holds besides its own accounts' (None: only
-        theirs).  A household split from its shard keeps the shard's universe, so that
-        it solves the very problem it had there (:func:`engine.actors.work.split_households`).
     """
 
     shard_id: int
@@ -88,7 +84,6 @@ class Shard:
     households: int
     shape: tuple[int, int, int]
     lots: int = 0
-    universe: np.ndarray | None = None
 
     @property
     def accounts(self) -> int:
