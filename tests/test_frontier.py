@@ -48,17 +48,28 @@ def test_summary_gives_canopy_at_each_harvesters_tracking_error_and_the_ratio():
     assert row["ratio"] == pytest.approx(2.0)
 
 
+TINY_GRID = FrontierGrid(tax_sensitivities=(0.0, 1.0), thresholds=(0.0, 0.10), daily_tax_sensitivities=(1.0,),
+                         no_substitutes_tax_sensitivities=(1.0,), no_substitutes_thresholds=(0.0,))
+TINY_CONFIG = Config(solver=SolverConfig(eps_abs=1e-5, eps_rel=1e-5))
+
+
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory):
+    """Two tiny universes, Canopy monthly only (daily, a solve a day, is the slow test's)."""
     out = tmp_path_factory.mktemp("frontier")
-    study = FrontierStudy(seeds=2, stocks=12, years=1, daily_seeds=1, real=False, workers=1,
-                          grid=FrontierGrid(tax_sensitivities=(0.0, 1.0), thresholds=(0.0, 0.10),
-                                            daily_tax_sensitivities=(1.0,),
-                                            no_substitutes_tax_sensitivities=(1.0,),
-                                            no_substitutes_thresholds=(0.0,)))
-    config = Config(solver=SolverConfig(eps_abs=1e-5, eps_rel=1e-5))
-    report = run_frontier_study(study, out, config=config)
-    return out, report, study, config
+    study = FrontierStudy(seeds=2, stocks=12, years=1, daily_seeds=0, real=False, workers=1, grid=TINY_GRID)
+    report = run_frontier_study(study, out, config=TINY_CONFIG)
+    return out, report, study, TINY_CONFIG
+
+
+@pytest.mark.slow
+def test_canopy_daily_walks_beside_monthly(tmp_path):
+    study = FrontierStudy(seeds=1, stocks=12, years=1, daily_seeds=1, real=False, workers=1, grid=TINY_GRID)
+    report = run_frontier_study(study, tmp_path, config=TINY_CONFIG)
+    daily = report["curves"]["synthetic_12 the 1 seed(s) with Canopy daily"]["canopy/daily"]
+    assert [s["knob"] for s in daily] == [1.0]
+    point = report["histories"]["synthetic_12 seed 0"]["points"]["canopy/daily/1"]
+    assert point["disallowed_losses"] == 0.0 and point["harvested_losses"] > 0
 
 
 def test_tiny_sweep_writes_the_report_with_every_curve_and_a_summary(tiny_report):
@@ -73,7 +84,7 @@ def test_tiny_sweep_writes_the_report_with_every_curve_and_a_summary(tiny_report
                            "harvester/monthly/no_substitutes", "harvester/daily/no_substitutes"}
     assert [s["knob"] for s in curves["canopy/monthly"]] == [0.0, 1.0]
     assert curves["canopy/monthly"][0]["seeds"] == 2
-    assert "canopy/daily" in written["curves"]["synthetic_12 the 1 seed(s) with Canopy daily"]
+    assert not any(k.endswith("with Canopy daily") for k in written["curves"])
     keys = {"history", "harvester", "harvester_te", "harvester_tax_alpha", "canopy_tax_alpha_at_harvester_te",
             "ratio"}
     rows = written["summary"]
