@@ -93,17 +93,15 @@ class Holder:
     tax_budget: float | None = None
 
 
-def _market_risk(step) -> tuple[np.ndarray, pa.Table, pa.Table]:
+def _market_risk(step, weights: np.ndarray) -> tuple[np.ndarray, pa.Table, pa.Table]:
     """A single-index risk model: the index as the one factor, the rest of each stock's variance its own.
 
     Each stock keeps its total variance and its covariance with the index (its beta),
     so the engine still sees what a hole in the portfolio costs and fills it with the
     market; but it sees no stock that stands in for another beyond that (no substitute
-    for a wash-blocked name: neither its industry nor its style).
+    for a wash-blocked name: neither its industry nor its style).  ``weights``: the index's.
     """
     risk = step.risk
-    weights = np.maximum(step.weights, 0.0)
-    weights = weights / weights.sum()
     X, F, d = risk.exposures, risk.factor_covariance, risk.specific_variance
     total = np.einsum("ij,jk,ik->i", X, F, X) + d
     with_index = X @ (F @ (X.T @ weights)) + d * weights            # Σ w: each stock's covariance with the index
@@ -122,11 +120,13 @@ def _shared_tables(step, substitutes: bool) -> dict[str, pa.Table]:
     ids = np.asarray(step.security_ids, dtype=object)
     N = ids.size
     date = step.date
+    weights = np.maximum(step.weights, 0.0)
+    weights = weights / weights.sum()
     if substitutes:
         specific = step.risk.specific_variance
         exposures, covariance = _risk_tables(step)
     else:
-        specific, exposures, covariance = _market_risk(step)
+        specific, exposures, covariance = _market_risk(step, weights)
     securities = pa.table({
         Col.security_id: pa.array(ids, pa.string()), Col.symbol: pa.array(ids, pa.string()),
         Col.kind: [Kind.equity] * N, Col.asset_class: [step.asset_class] * N,
@@ -134,8 +134,6 @@ def _shared_tables(step, substitutes: bool) -> dict[str, pa.Table]:
         Col.price_date: pa.array([date] * N, pa.date32()), Col.fractional: np.ones(N, bool),
         Col.wash_group: pa.nulls(N, pa.string()), Col.tags: pa.nulls(N, pa.list_(pa.string())),
         Col.specific_variance: specific, Col.spread_bps: step.spread * 1e4})
-    weights = np.maximum(step.weights, 0.0)
-    weights = weights / weights.sum()
     held = weights > 0
     models = pa.table({Col.model_id: [MODEL_ID] * int(held.sum()),
                        Col.security_id: pa.array(ids[held], pa.string()), Col.weight: weights[held]})
