@@ -417,6 +417,72 @@ def test_a_mate_that_cannot_sell_its_window_purchase_holds_the_screen_back(why):
     assert not problem.buy_upper[h][:, problem.wash_group == problem.wash_group[i]].any()
 
 
+def _loss_behind_a_window_purchase(recent_basis: float, tax_budget: float | None = None):
+    """Book 12/3 where ``BUYING`` (taxable, its household-mate a Roth) harvests, holds an old lot of a
+    stock at a loss and bought 15 more shares of it 10 days ago at ``recent_basis`` times today's price."""
+    tables = _changed_accounts(synth.generate_tables(12, seed=3, bad_fraction=0.0), BUYING,
+                               **{Col.harvest: True, Col.tax_budget: tax_budget})
+    price = dict(zip(tables["securities"].column(Col.security_id).to_pylist(),
+                     tables["securities"].column(Col.price).to_pylist()))
+    lots = tables["lots"].to_pylist()
+    stock = next(r[Col.security_id] for r in lots if r[Col.account_id] == BUYING)
+    day = AS_OF - dt.timedelta(days=10)
+    lots += [{Col.account_id: BUYING, Col.lot_id: "L-OLD", Col.security_id: stock, Col.quantity: 10.0,
+              Col.cost_basis: 1.5 * 10.0 * price[stock], Col.acquired: AS_OF - dt.timedelta(days=700)},
+             {Col.account_id: BUYING, Col.lot_id: "L-RECENT", Col.security_id: stock, Col.quantity: 15.0,
+              Col.cost_basis: recent_basis * 15.0 * price[stock], Col.acquired: day}]
+    transactions = pa.concat_tables([tables["transactions"], pa.Table.from_pylist(
+        [{Col.account_id: BUYING, Col.security_id: stock, Col.trade_date: day, Col.side: Side.buy,
+          Col.quantity: 15.0, Col.price: recent_basis * price[stock], Col.realized_gain: None}],
+        schema=tables["transactions"].schema)])
+    return dict(tables, lots=pa.Table.from_pylist(lots, schema=tables["lots"].schema),
+                transactions=transactions), stock
+
+
+def _window_lots(tables, policy=PolicyConfig()):
+    targets = build_targets(tables)
+    ids = [a for a, usable in zip(targets.account_ids, targets.usable) if usable]
+    problem, index = build_problem_batch(tables, targets, ids, AS_OF, policy)
+    old = _screened_lot(problem, index, BUYING, "L-OLD", tables)
+    recent = _screened_lot(problem, index, BUYING, "L-RECENT", tables)
+    return problem, index, old, recent
+
+
+def test_a_loss_behind_a_window_purchase_is_harvested_with_the_purchase():
+    """Rule 6's exception taken to harvest: the shares bought 10 days ago (now at a loss too) are
+    forced out, so the old loss lot may be sold; nothing of the group is bought in the household
+    today; the sales are a harvest, not a mandate.  With ``window_harvest_ratio = 0`` the old lot
+    waits for the window, as before."""
+    tables, stock = _loss_behind_a_window_purchase(recent_basis=1.1)
+    problem, index, old, recent = _window_lots(tables)
+    assert (index.account_ids[old[0]] != None).sum() == 2         # noqa: E711 - a household of two accounts
+    assert problem.sell_lower[recent] == problem.lot_width[recent] > 0
+    assert problem.sell_upper[old] == problem.lot_width[old] > 0
+    assert not problem.buy_upper[old[0]][:, problem.wash_group == problem.wash_group[old[2]]].any()
+    assert (old[0], old[1], old[2]) in index.window_sales
+    problem, index, old, recent = _window_lots(tables, PolicyConfig(window_harvest_ratio=0.0))
+    assert problem.sell_lower[recent] == 0 and problem.sell_upper[old] == 0 and index.window_sales == ()
+
+    run = _run(tables)
+    _assert_clean(run)
+    mine = [t for t in run["trades"].to_pylist() if t[Col.account_id] == BUYING and t[Col.security_id] == stock]
+    assert {t[Col.lot_id]: t[Col.quantity] for t in mine} == {"L-OLD": 10.0, "L-RECENT": 15.0}
+    assert {t[Col.reason] for t in mine} == {Reason.harvest}
+    assert not _account(run, BUYING)[Col.mandated]
+
+
+@pytest.mark.parametrize("case", ["large-gain", "tax-budget"])
+def test_a_window_purchase_is_not_sold_where_it_costs_more_or_a_limit_could_trim_it(case):
+    """At a large short-term gain, selling the window's shares costs far more tax than the old lot's
+    loss is worth; under a tax budget, trimming after rounding could keep them while the loss is sold
+    (a wash sale).  Either way the exception is not taken and the old lot waits."""
+    recent_basis, budget = (0.3, None) if case == "large-gain" else (1.1, 1e6)
+    tables, _ = _loss_behind_a_window_purchase(recent_basis, budget)
+    problem, index, old, recent = _window_lots(tables)
+    assert problem.sell_lower[recent] == 0 and problem.sell_upper[old] == 0
+    assert (old[0], old[1], old[2]) not in index.window_sales
+
+
 def test_cash_above_the_cap_after_rounding_is_invested_in_whole_shares():
     """Rule 5: rounding a tax-budgeted account's loss sells up can leave thousands above the cap;
     the buys take it back in whole shares, many at a time, down to within a share of the cap."""

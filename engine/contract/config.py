@@ -54,6 +54,13 @@ class PolicyConfig:
         this times themselves on December 31 (1 = the same all year).  A loss
         harvested in December saves its tax the next April, one in January
         fifteen months later: late in the year smaller losses are worth it.
+    window_harvest_ratio
+        A purchase of a wash group in the last 30 days blocks every loss sale
+        of the group, unless every share bought then is sold today too (rule
+        6).  Where every buyer can sell, the engine sells those shares when
+        that costs (tax and spread) at most this times what the group's other
+        losses are worth to the objective, and the solver may then harvest
+        them; the group is not bought that day (0 = the window always waits).
     long_term_wait_days
         A lot at a short-term gain that turns long-term within this many days
         is not sold unless a screen forces it or the account starts below its
@@ -110,6 +117,7 @@ class PolicyConfig:
     harvest_min_fraction: float = 0.01
     harvest_min_dollars: float = 20.0
     harvest_year_end_scale: float = 0.5
+    window_harvest_ratio: float = 0.5
     long_term_wait_days: int = 31
     long_term_gain_weight: float = 1.0
     forced_harvest_dollars: float = 0.0

@@ -91,6 +91,10 @@ class BatchIndex:
         Row of the ``lots`` table each lot variable stands for; -1 on padding.
     held_back : tuple of engine.rebalance.screen_window.HeldBack
         Screened loss lots kept today for the wash-sale rule: their accounts are ``infeasible``.
+    window_sales : tuple of (household, account, column)
+        Positions whose wash-window purchases are forced out so that their group's older losses
+        may be harvested (:func:`engine.rebalance.screen_window.harvest_in_window`): a harvest,
+        not a mandate.
     """
 
     household_ids: np.ndarray
@@ -99,6 +103,7 @@ class BatchIndex:
     household_value: np.ndarray
     lot_row: np.ndarray
     held_back: tuple = ()
+    window_sales: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -171,8 +176,10 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
     w_star, targeted = _household_target(account_targets, shard, universe, account_value, account.keep_cash, V)
     _only_held_or_targeted(bounds, targeted, lots.holdings, shard, universe.local[account_targets.security], subs)
     trading = shard.in_slots(~account.suspended, False, bool)
-    held_back = _wash_sale_blocks(tables, shard, universe, security, lot_rows, lots, bounds, trading, never_sell,
-                                  as_of)
+    limited = shard.in_slots(~np.isnan(numbers(shard.accounts, Col.tax_budget))
+                             | ~np.isnan(numbers(shard.accounts, Col.turnover_limit)), True, bool)
+    held_back, window_sales = _wash_sale_blocks(tables, shard, universe, security, lot_rows, lots, bounds, trading,
+                                                never_sell, limited, as_of, policy)
     _asset_location(bounds.buy_upper, lots.cost, shard.member, shard.slot, account.tax_status, account.theta,
                     account_value, account.keep_cash, security.asset_class, security.asset_classes, w_star, policy)
     _force_harvest(bounds.sell_lower, bounds.sell_upper, lots.width, lots.loss, lots.gain, shard.member, shard.slot,
@@ -194,7 +201,8 @@ def build_problem_batch(tables: Mapping[str, pa.Table], targets: Targets, accoun
         account_value=shard.in_slots(account_value / scale, 0.0),
         class_target=class_target, class_band=band)
     account_grid = shard.in_slots(shard.account_ids, None, object)
-    index = BatchIndex(shard.household_ids.astype(object), account_grid, universe.ids, V, lots.row, tuple(held_back))
+    index = BatchIndex(shard.household_ids.astype(object), account_grid, universe.ids, V, lots.row, tuple(held_back),
+                       tuple(window_sales))
     return problem, index
 
 
@@ -313,18 +321,21 @@ def _window_blocks(transactions: pa.Table | None, shard: Households, universe: U
 
 def _wash_sale_blocks(tables: Mapping[str, pa.Table], shard: Households, universe: Universe, security: SecurityTerms,
                       lot_rows: ShardLots, lots: LotArrays, bounds: _Bounds, trading: np.ndarray,
-                      never_sell: np.ndarray, as_of: dt.date) -> list[screen_window.HeldBack]:
-    """Apply the wash-sale rule's blocks to ``bounds``, in place; the screens that wait.
+                      never_sell: np.ndarray, limited: np.ndarray, as_of: dt.date,
+                      policy: PolicyConfig) -> tuple[list[screen_window.HeldBack], list[tuple[int, int, int]]]:
+    """Apply the wash-sale rule's blocks to ``bounds``, in place; the screens that wait and the window sales.
 
     A blocked purchase → no buy of the group anywhere in the household; a blocked loss sale →
     the group's loss lots may not be sold, except where a screen forces a loss sale of the
     group in an account that trades (:func:`engine.rebalance.screen_window.screen_in_window`:
-    rule 6's exception, or the screen waits); either way the group is then not bought anywhere
-    in the household today.
+    rule 6's exception, or the screen waits) or where the group's losses are worth selling the
+    window's purchases (:func:`engine.rebalance.screen_window.harvest_in_window`, by
+    ``policy.window_harvest_ratio``); either way the group is then not bought anywhere in the
+    household today.
     """
     found = _window_blocks(tables.get("transactions"), shard, universe, security.group_code, as_of)
     if found is None:
-        return []
+        return [], []
     blocks, trader_ids = found
     wash_group, group_codes_all = security.wash_group, security.group_code
     account_grid = shard.in_slots(shard.account_ids, None, object)
@@ -350,16 +361,32 @@ def _wash_sale_blocks(tables: Mapping[str, pa.Table], shard: Households, univers
     screened_groups = np.zeros_like(buy_blocked)
     s_h, _, s_i, _ = np.nonzero(screened)
     screened_groups[s_h, wash_group[s_i]] = True
+    # groups with a loss worth harvesting that the window blocks: candidates for the exception
+    worth = (lots.cost + security.spread[None, None, :, None]) * lots.width
+    open_ = lots.loss & (worth < 0) & (bounds.sell_upper > bounds.sell_lower) & blocked_lots
+    w_h, _, w_i, _ = np.nonzero(open_)
+    harvestable = np.zeros_like(buy_blocked)
+    harvestable[w_h, wash_group[w_i]] = policy.window_harvest_ratio > 0
     held_back: list[screen_window.HeldBack] = []
+    window_sales: list[tuple[int, int, int]] = []
     for pair, h, g in zip(pairs[no_loss], h_p[no_loss], g_p[no_loss]):
         if screened_groups[h, g]:
             in_group = np.flatnonzero(wash_group == g)
             held_back += screen_window.screen_in_window(purchases, pair, h, in_group,
                                                         screened[h][:, in_group], lots.width, bounds.sell_lower)
             buy_blocked[h, g] = True
+        elif harvestable[h, g]:
+            sales = screen_window.harvest_in_window(
+                purchases, pair, h, np.flatnonzero(wash_group == g), lots.width, lots.cost, lots.loss,
+                bounds.sell_upper, bounds.sell_lower, security.spread, limited, policy.window_harvest_ratio)
+            if sales:
+                window_sales += sales
+                loss_blocked[h, g] = False
+                buy_blocked[h, g] = True
+    blocked_lots = loss_blocked[:, wash_group][:, None, :, None]
     bounds.buy_upper[np.broadcast_to(buy_blocked[:, None, wash_group], bounds.buy_upper.shape)] = 0.0
     bounds.sell_upper[lots.loss & (bounds.sell_lower <= 0) & blocked_lots] = 0.0
-    return held_back
+    return held_back, window_sales
 
 
 def _asset_location(buy_upper, lot_cost, member, slot, tax_status, theta, account_value, keep_cash,

@@ -160,7 +160,7 @@ def _mandated(accounts: Accounts, exclude: np.ndarray, never_sell: np.ndarray) -
             | (accounts.cash < accounts.floor - CASH_TOLERANCE) | screen)
 
 
-def _reasons(lines: Lines, shares: np.ndarray, accounts: Accounts, exclude: np.ndarray,
+def _reasons(lines: Lines, shares: np.ndarray, accounts: Accounts, exclude: np.ndarray, window: np.ndarray,
              targeted: np.ndarray, asset_class: np.ndarray) -> np.ndarray:
     """The reason of each line: the first rule of the module docstring that applies."""
     a, i = lines.account, lines.security
@@ -184,7 +184,7 @@ def _reasons(lines: Lines, shares: np.ndarray, accounts: Accounts, exclude: np.n
         (sell & (accounts.withdrawal[a] > 0), Reason.withdrawal),
         (sell & (cash < 0), Reason.overdraft),
         (sell & (cash < accounts.min_cash[a] + accounts.reserve[a]), Reason.cash_floor),
-        (sell & lines.loss & accounts.taxable[a] & accounts.harvest[a], Reason.harvest),
+        (sell & ((lines.loss & accounts.taxable[a] & accounts.harvest[a]) | window[a, i]), Reason.harvest),
         (replacement, Reason.replacement),
         (~sell & (cash > accounts.cap[a]), Reason.cash_invest),          # NaN cap: never
         (sell & held & ~targeted[a, i], Reason.model_change),
@@ -226,6 +226,17 @@ def _forced(problem: ProblemBatch, shard_lots: Lots, count: int, n_securities: i
     forced = np.zeros((count, n_securities), bool)
     forced[shard_lots.account[forced_lots], shard_lots.security[forced_lots]] = True
     return forced
+
+
+def _window_sales(index, accounts: Accounts, n_securities: int) -> np.ndarray:
+    """Dense (accounts × securities) bool: the positions of ``index.window_sales``."""
+    window = np.zeros((len(accounts), n_securities), bool)
+    row_of = {(int(h), int(s)): r for r, (h, s) in enumerate(zip(accounts.h, accounts.s))}
+    for h, account, column in index.window_sales:
+        r = row_of.get((h, account))
+        if r is not None:
+            window[r, column] = True
+    return window
 
 
 def _realized(lines: Lines, shares: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -407,6 +418,9 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     exclude, never_sell = _restrictions(tables, accounts, security_ids)
     shard_lots = Lots(index, accounts)
     forced = _forced(problem, shard_lots, len(accounts), security_ids.size)
+    # window purchases sold so that older losses may be harvested: a harvest, not a mandate
+    window = _window_sales(index, accounts, security_ids.size)
+    forced &= ~window
     # a screen that waits for a wash-sale window mandates no sale of what waits
     waits, waiting = screen_window.by_account(index.held_back, accounts.h, accounts.s, security_ids.size)
     mandated = _mandated(accounts, exclude & ~waits, never_sell) | forced.any(axis=1)
@@ -422,7 +436,8 @@ def propose(tables: Mapping[str, pa.Table], targets: Targets, problem: ProblemBa
     value, gain, est_tax = _realized(lines, shares)
     raw_weights, target, class_target = _targets(targets, accounts, security_ids,
                                                  np.shape(problem.class_target)[1])
-    reasons = _reasons(lines, shares, accounts, exclude | forced, raw_weights > 0, np.asarray(problem.asset_class))
+    reasons = _reasons(lines, shares, accounts, exclude | forced, window, raw_weights > 0,
+                       np.asarray(problem.asset_class))
     trades = _trades_table(tables["lots"], lines, shares, value, gain, est_tax, reasons, accounts, security_ids,
                            as_of)
     metrics = _account_metrics(problem, lines, shares, value, gain, est_tax, accounts, target, class_target, policy)

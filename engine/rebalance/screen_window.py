@@ -48,8 +48,8 @@ from engine.contract.schema import Rule, Status
 from engine.kernels.dates import to_date
 from engine.kernels.wash import WINDOW_DAYS, WashBlocks
 
-__all__ = ["Purchases", "Buyer", "HeldBack", "screen_in_window", "blocked_buyers", "sell_window_purchases",
-           "hold_back", "by_account"]
+__all__ = ["Purchases", "Buyer", "HeldBack", "screen_in_window", "blocked_buyers", "window_lots",
+           "sell_window_purchases", "harvest_in_window", "hold_back", "by_account"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,12 @@ def _shares(quantity: float) -> str:
     return (f"{quantity:,.0f}" if quantity == round(quantity) else f"{quantity:,.6f}".rstrip("0")) + " shares"
 
 
+def _details(blocks: WashBlocks, pair: int) -> range:
+    """The detail rows of wash block ``pair`` (the details are sorted by pair)."""
+    return range(int(np.searchsorted(blocks.detail_pair, pair, "left")),
+                 int(np.searchsorted(blocks.detail_pair, pair, "right")))
+
+
 def blocked_buyers(purchases: Purchases, pair: int) -> list[Buyer]:
     """The purchases of wash block ``pair`` in the window that their accounts cannot sell today.
 
@@ -179,7 +185,7 @@ def blocked_buyers(purchases: Purchases, pair: int) -> list[Buyer]:
     """
     blocks = purchases.blocks
     found = []
-    for d in np.flatnonzero(blocks.detail_pair == pair):
+    for d in _details(blocks, pair):
         code, security = int(blocks.detail_account[d]), int(blocks.detail_security[d])
         if code >= purchases.member.size:
             why = Status.rejected
@@ -200,15 +206,17 @@ def blocked_buyers(purchases: Purchases, pair: int) -> list[Buyer]:
     return found
 
 
-def sell_window_purchases(purchases: Purchases, pair: int, width: np.ndarray, sell_lower: np.ndarray) -> None:
-    """Rule 6's exception: force out every share the household bought in the window of ``pair``, in place.
+def window_lots(purchases: Purchases, pair: int) -> list[tuple[int, int, int, np.ndarray]]:
+    """The lots that hold every share the household bought in the window of ``pair``.
 
-    Each account that bought sells, of each security it bought, the shares it
-    bought: its latest lots first, whole, until they cover them (all it holds
-    where it holds fewer).  ``width`` and ``sell_lower``: (B, m, n, L), units of V.
+    Each account that bought holds, of each security it bought, the shares it
+    bought in its latest lots: those lots, whole, until they cover them (all it
+    holds where it holds fewer).  One ``(household, account, column, lot slots)``
+    per purchase the batch knows the lots of.
     """
     blocks = purchases.blocks
-    for d in np.flatnonzero(blocks.detail_pair == pair):
+    found = []
+    for d in _details(blocks, pair):
         code = int(blocks.detail_account[d])
         column = purchases.local[blocks.detail_security[d]] if code < purchases.member.size else -1
         if column < 0:
@@ -222,7 +230,66 @@ def sell_window_purchases(purchases: Purchases, pair: int, width: np.ndarray, se
         latest = held[np.lexsort((-rows, -purchases.lot_acquired[rows]))]
         covered = np.cumsum(purchases.lot_quantity[rows_of[latest]])
         take = latest[:int(np.searchsorted(covered, blocks.detail_shares_bought[d] - 1e-9)) + 1]
+        found.append((int(household), int(account), int(column), take))
+    return found
+
+
+def sell_window_purchases(purchases: Purchases, pair: int, width: np.ndarray, sell_lower: np.ndarray) -> None:
+    """Rule 6's exception: force out every share the household bought in the window of ``pair``, in place.
+
+    The lots of :func:`window_lots`, whole.  ``width`` and ``sell_lower``: (B, m, n, L), units of V.
+    """
+    for household, account, column, take in window_lots(purchases, pair):
         sell_lower[household, account, column, take] = width[household, account, column, take]
+
+
+def harvest_in_window(purchases: Purchases, pair: int, household: int, in_group: np.ndarray, width: np.ndarray,
+                      cost: np.ndarray, loss: np.ndarray, sell_upper: np.ndarray, sell_lower: np.ndarray,
+                      spread: np.ndarray, limited: np.ndarray, ratio: float) -> list[tuple[int, int, int]]:
+    """Rule 6's exception taken to harvest: sell the window's purchases so that the group's losses may be sold.
+
+    A purchase in the window blocks every loss sale of its wash group, for up
+    to 30 days, unless every share bought then is sold today too.  A monthly
+    account that bought a little of a stock last month (a substitute, a
+    rebalance) would otherwise let that stock's older losses wait a month, and
+    they may be gone by then.  The exception is taken when every buyer can
+    sell today (:func:`blocked_buyers` finds none) and selling the window's
+    lots costs at most ``ratio`` times what the group's other loss lots are
+    worth to the objective: per unit sold, their ``cost`` (negative for a loss
+    worth harvesting) plus the spread.  The window's lots are then forced out
+    (``sell_lower``, in place); whether the older losses are sold is left to the
+    solver.  The caller keeps the group's loss lots open and blocks its purchases
+    today (a purchase would be a wash sale with the loss sales).
+
+    Not where a buyer has a tax budget or a turnover limit (``limited``, (B, m)):
+    the proposals keep those limits exact by trimming sells after rounding, and a
+    trimmed window sale would leave the older loss sale a wash sale.
+
+    ``width``, ``cost``, ``loss``, ``sell_upper``, ``sell_lower``: (B, m, n, L);
+    ``spread``: (n,).  Returns the (household, account, column) of each sale forced
+    out, or nothing where the exception is not taken.
+    """
+    if ratio <= 0 or blocked_buyers(purchases, pair):
+        return []
+    forced = window_lots(purchases, pair)
+    if not forced or any(limited[h, account] for h, account, _, _ in forced):
+        return []
+    group_lots = np.s_[:, in_group]                                          # of the household: (m, k, L)
+    per_unit = cost[household][group_lots] + spread[in_group][None, :, None]
+    open_ = (loss[household][group_lots] & (sell_upper[household][group_lots] > sell_lower[household][group_lots])
+             & (per_unit < 0))
+    in_window = np.zeros_like(open_)
+    selling = 0.0
+    position = {int(c): i for i, c in enumerate(in_group)}
+    for h, account, column, take in forced:
+        in_window[account, position[column], take] = True
+        selling += float(((cost[h, account, column, take] + spread[column]) * width[h, account, column, take]).sum())
+    worth = -float((per_unit * width[household][group_lots])[open_ & ~in_window].sum())
+    if worth <= 0 or selling > ratio * worth:
+        return []
+    for h, account, column, take in forced:
+        sell_lower[h, account, column, take] = width[h, account, column, take]
+    return [(h, account, column) for h, account, column, _ in forced]
 
 
 def hold_back(purchases: Purchases, household: int, in_group: np.ndarray, screened: np.ndarray,

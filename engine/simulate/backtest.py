@@ -131,7 +131,12 @@ def _year_gains(ledger: Ledger, year: int) -> tuple[float, float]:
 
 def _execute(ledger: Ledger, orders: list[Order], day: int, prices: np.ndarray, spread: np.ndarray,
              cash: float) -> tuple[float, float, float, float, dict[int, list[int]]]:
-    """Sells, then buys; returns cash, bought, sold, cost (USD) and the lot codes bought per security."""
+    """Sells, then buys; returns cash, bought, sold, cost (USD) and the lot codes bought per security.
+
+    Sells go newest purchase first (lot codes rise with time): shares bought in the wash-sale
+    window and sold today are gone before an older lot's loss sale, which is what the
+    contract's rule 6 asks of a loss sale behind a recent purchase.
+    """
     code, _, quantity, _, _ = ledger.open_lots()
     open_shares = np.bincount(code, weights=quantity) if code.size else np.zeros(0)
     bought = sold = cost = 0.0
@@ -139,7 +144,7 @@ def _execute(ledger: Ledger, orders: list[Order], day: int, prices: np.ndarray, 
     for o in orders:
         if o.side == SELL and o.quantity > 0:
             sells[o.lot_code] = sells.get(o.lot_code, 0.0) + o.quantity
-    for c, q in sells.items():
+    for c, q in sorted(sells.items(), reverse=True):
         q = min(q, float(open_shares[c]) if c < open_shares.size else 0.0)
         if q <= 0:
             continue

@@ -82,7 +82,7 @@ class FrontierGrid:
         Canopy's θ and the harvester's thresholds run without substitutes too (monthly and daily).
     """
 
-    tax_sensitivities: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.25, 1.0, 4.0)
+    tax_sensitivities: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 4.0)
     thresholds: tuple[float, ...] = (0.0, 0.05, 0.10, 0.20)
     daily_tax_sensitivities: tuple[float, ...] = (1.0,)
     no_substitutes_tax_sensitivities: tuple[float, ...] = (1.0,)
