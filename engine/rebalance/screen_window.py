@@ -1,4 +1,4 @@
-"""A screen inside a wash-sale window: rule 6's exception, or the screen waits.
+"""Loss sales inside a wash-sale window: rule 6's exception for a screen or a harvest, or the sale waits.
 
 (docs/contract.md §3, rules 3 and 6.)
 
@@ -26,6 +26,11 @@ forces a loss sale of the group in an account that trades today:
 Either way nothing of the group is bought in the household today: a purchase
 would be a wash sale with the exception's loss sale, or would reopen the
 window the screen waits for.
+
+Without a screen, :func:`harvest_in_window` takes the same exception by choice,
+to harvest: where every buyer can sell and has no tax budget or turnover limit,
+and selling the window's purchases costs at most ``window_harvest_ratio`` times
+what the group's other losses are worth (docs/tax-policy.md).
 
 The window (:mod:`engine.kernels.wash`): a purchase on day ``t`` blocks a loss
 sale on ``as_of`` when ``as_of − 30 ≤ t``, so the sale is clear of it from
