@@ -49,7 +49,8 @@ def test_summary_gives_canopy_at_each_harvesters_tracking_error_and_the_ratio():
 
 
 TINY_GRID = FrontierGrid(tax_sensitivities=(0.0, 1.0), thresholds=(0.0, 0.10), daily_tax_sensitivities=(1.0,),
-                         no_substitutes_tax_sensitivities=(1.0,), no_substitutes_thresholds=(0.0,))
+                         no_substitutes_tax_sensitivities=(1.0,), no_substitutes_thresholds=(0.0,),
+                         risk_aversions=(96.0,))
 TINY_CONFIG = Config(solver=SolverConfig(eps_abs=1e-5, eps_rel=1e-5))
 
 
@@ -82,7 +83,8 @@ def test_tiny_sweep_writes_the_report_with_every_curve_and_a_summary(tiny_report
     assert set(curves) == {"buy_and_hold/monthly", "buy_and_hold/daily", "canopy/monthly",
                            "canopy/monthly/no_substitutes", "harvester/monthly", "harvester/daily",
                            "harvester/monthly/no_substitutes", "harvester/daily/no_substitutes"}
-    assert [s["knob"] for s in curves["canopy/monthly"]] == [0.0, 1.0]
+    assert [(s["knob"], s["risk_aversion"]) for s in curves["canopy/monthly"]] == [(0.0, None), (1.0, None),
+                                                                                  (1.0, 96.0)]
     assert curves["canopy/monthly"][0]["seeds"] == 2
     assert not any(k.endswith("with Canopy daily") for k in written["curves"])
     keys = {"history", "harvester", "harvester_te", "harvester_tax_alpha", "canopy_tax_alpha_at_harvester_te",
@@ -113,6 +115,16 @@ def test_canopy_never_has_a_loss_disallowed_and_harvests_something(tiny_report):
             if point["strategy"] == "buy_and_hold":
                 assert point["harvested_losses"] == 0.0 and point["gains_taxed"] == 0.0
     assert harvested > 0
+
+
+def test_a_higher_risk_aversion_tracks_closer(tiny_report):
+    """λ is the second knob: at θ = 1, λ = 96 (64 times the default) keeps the account nearer the
+    index than the default does, in each history."""
+    _, report, _, _ = tiny_report
+    for history in report["histories"].values():
+        points = history["points"]
+        assert points["canopy/monthly/1/risk96"]["risk_aversion"] == 96.0
+        assert points["canopy/monthly/1/risk96"]["tracking_error"] < points["canopy/monthly/1"]["tracking_error"]
 
 
 def test_a_rerun_resumes_from_the_finished_histories(tiny_report, monkeypatch):

@@ -48,13 +48,15 @@ class Setting:
     """One account of the frontier: a strategy, its knob, its scan frequency, substitutes or not.
 
     ``knob`` is θ (``tax_sensitivity``) for Canopy and the loss threshold
-    (fraction of basis) for the harvester; 0 for buy-and-hold.
+    (fraction of basis) for the harvester; 0 for buy-and-hold.  ``risk_aversion``
+    is Canopy's λ where it is not the config's (``[policy] risk_aversion``).
     """
 
     strategy: str
     knob: float
     scan: str = "monthly"
     substitutes: bool = True
+    risk_aversion: float | None = None
 
     @property
     def curve(self) -> str:
@@ -63,7 +65,7 @@ class Setting:
 
     @property
     def label(self) -> str:
-        return f"{self.curve}/{self.knob:g}"
+        return f"{self.curve}/{self.knob:g}" + ("" if self.risk_aversion is None else f"/risk{self.risk_aversion:g}")
 
 
 @dataclass(frozen=True)
@@ -80,19 +82,27 @@ class FrontierGrid:
         Canopy's θ run daily as well (empty: Canopy monthly only).
     no_substitutes_tax_sensitivities, no_substitutes_thresholds
         Canopy's θ and the harvester's thresholds run without substitutes too (monthly and daily).
+    risk_aversions
+        Canopy's λ (``[policy] risk_aversion``) at θ = 1, monthly: points of the same curve.
+        Only θ/λ moves the optimum, but the spread is paid at face value, so a small θ also
+        makes every trade look dear against the tax it saves and harvests little; a large λ
+        at θ = 1 buys a low tracking error the way a selective harvester does, by harvesting
+        only where a close substitute exists.
     """
 
-    tax_sensitivities: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 4.0)
+    tax_sensitivities: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.25, 1.0, 4.0)
     thresholds: tuple[float, ...] = (0.0, 0.05, 0.10, 0.20)
     daily_tax_sensitivities: tuple[float, ...] = (1.0,)
     no_substitutes_tax_sensitivities: tuple[float, ...] = (1.0,)
     no_substitutes_thresholds: tuple[float, ...] = (0.0,)
+    risk_aversions: tuple[float, ...] = (0.375, 24.0, 96.0, 384.0, 1536.0)
 
 
 def settings_of(grid: FrontierGrid, *, canopy_daily: bool = True) -> list[Setting]:
     """Every account of ``grid``: buy-and-hold per scan, Canopy's settings, the harvester's."""
     out = [Setting(BUY_AND_HOLD, 0.0, "monthly"), Setting(BUY_AND_HOLD, 0.0, "daily")]
     out += [Setting(CANOPY, t) for t in grid.tax_sensitivities]
+    out += [Setting(CANOPY, 1.0, risk_aversion=r) for r in grid.risk_aversions]
     out += [Setting(CANOPY, t, substitutes=False) for t in grid.no_substitutes_tax_sensitivities]
     if canopy_daily:
         out += [Setting(CANOPY, t, "daily") for t in grid.daily_tax_sensitivities]
@@ -104,6 +114,9 @@ def settings_of(grid: FrontierGrid, *, canopy_daily: bool = True) -> list[Settin
 
 def _strategy(setting: Setting, config: Config):
     if setting.strategy == CANOPY:
+        if setting.risk_aversion is not None:
+            config = dataclasses.replace(config, policy=dataclasses.replace(config.policy,
+                                                                            risk_aversion=setting.risk_aversion))
         return CanopyStrategy(config, name=setting.label, tax_sensitivity=setting.knob,
                               substitutes=setting.substitutes)
     if setting.strategy == HARVESTER:
@@ -197,7 +210,8 @@ def history_points(runs: dict[Setting, StrategyRun], settings: BacktestSettings)
     """Per setting label: its curve, knob and :func:`point` against buy-and-hold of its scan frequency."""
     bases = {s.scan: r for s, r in runs.items() if s.strategy == BUY_AND_HOLD}
     return {s.label: {"curve": s.curve, "strategy": s.strategy, "knob": s.knob, "scan": s.scan,
-                      "substitutes": s.substitutes, **point(r, bases[s.scan], settings)}
+                      "substitutes": s.substitutes, "risk_aversion": s.risk_aversion,
+                      **point(r, bases[s.scan], settings)}
             for s, r in runs.items()}
 
 

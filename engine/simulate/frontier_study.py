@@ -99,7 +99,8 @@ def seed_spread(histories: list[dict]) -> dict[str, list[dict]]:
     for label in labels:
         pts = [h["points"][label] for h in histories]
         first = pts[0]
-        row = {"setting": label, "knob": first["knob"], "seeds": len(pts)}
+        row = {"setting": label, "knob": first["knob"], "risk_aversion": first.get("risk_aversion"),
+               "seeds": len(pts)}
         for key in ("tax_alpha", "tax_alpha_liquidated", "tracking_error", "turnover_rate", "losses_harvested",
                     "gains_taxed", "net_tax_saved", "gains_deferred", "short_term_gains_avoided",
                     "wash_sales_cost", "disallowed_losses"):
