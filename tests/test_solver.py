@@ -214,6 +214,28 @@ def test_float32_and_max_iterations():
     assert (capped.status == MAX_ITERATIONS).all() and (capped.iterations == 25).all()
 
 
+def test_a_lost_residual_is_reported_as_the_returned_points_violation(monkeypatch):
+    """A stalled household returns its best point, not its last iterate, whose residual may have
+    been lost (NaN): the result reports the returned point's largest hard-constraint violation, so
+    that every number of a run stays finite (the contract's rule 14)."""
+    from engine.solver import driver
+
+    problem = random_batch(2, accounts=1, seed=6, mix="plain", **SHAPE)
+    made = driver._ipm_solver_state
+
+    def losing(*args, **kwargs):
+        state = made(*args, **kwargs)
+        residual = np.asarray(state.primal_residual, float).copy()
+        residual[0] = np.nan
+        return state._replace(primal_residual=residual)
+
+    monkeypatch.setattr(driver, "_ipm_solver_state", losing)
+    result = solve(problem, CONFIG)
+    assert np.isfinite(result.primal_residual).all()
+    assert result.primal_residual[0] == pytest.approx(
+        evaluate.violations(result.problem, result.buy, result.sell)[0], abs=1e-12)
+
+
 @pytest.mark.parametrize("dense", [False, True], ids=["compact", "dense"])
 def test_kkt_solve_matches_dense_matrix(dense):
     """The Woodbury solve, in either lot layout, equals a dense solve of K on the same variables."""

@@ -533,6 +533,12 @@ def _result(dense: ProblemBatch, prepared: ProblemBatch, layout: LotLayout, miss
     sell = np.nan_to_num(sell)
     cash_after = evaluate.rows(prepared, buy, sell)[0]
     objective = evaluate.objective(prepared, buy, sell)
+    primal = np.asarray(state.primal_residual, float).copy()
+    # a household that stalled returns its best point, not its last iterate, whose residual may
+    # have been lost (NaN): report the returned point's largest hard-constraint violation instead
+    lost = ~np.isfinite(primal) & finite
+    if lost.any():
+        primal[lost] = evaluate.violations(prepared, buy, sell)[lost]
     if not layout.dense:
         sell = layout.expand(sell)
         prepared = dense._replace(buy_upper=prepared.buy_upper,
@@ -540,7 +546,7 @@ def _result(dense: ProblemBatch, prepared: ProblemBatch, layout: LotLayout, miss
                                      for f in ("sell_lower", "sell_upper")})
     return SolverResult(buy=buy, sell=sell, cash_after=cash_after, objective=objective,
                         status=status.astype(np.int32), iterations=iterations.astype(np.int32),
-                        primal_residual=np.asarray(state.primal_residual, float),
+                        primal_residual=primal,
                         dual_residual=np.asarray(state.dual_residual, float),
                         missing_cash=missing, state=expand_state(state, layout), problem=prepared)
 
