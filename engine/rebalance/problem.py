@@ -362,11 +362,11 @@ def _wash_sale_blocks(tables: Mapping[str, pa.Table], shard: Households, univers
     s_h, _, s_i, _ = np.nonzero(screened)
     screened_groups[s_h, wash_group[s_i]] = True
     # groups with a loss worth harvesting that the window blocks: candidates for the exception
-    worth = (lots.cost + security.spread[None, None, :, None]) * lots.width
-    open_ = lots.loss & (worth < 0) & (bounds.sell_upper > bounds.sell_lower) & blocked_lots
-    w_h, _, w_i, _ = np.nonzero(open_)
     harvestable = np.zeros_like(buy_blocked)
-    harvestable[w_h, wash_group[w_i]] = policy.window_harvest_ratio > 0
+    if policy.window_harvest_ratio > 0:
+        w_h, w_a, w_i, w_l = np.nonzero(lots.loss & blocked_lots & (bounds.sell_upper > bounds.sell_lower))
+        worth = lots.cost[w_h, w_a, w_i, w_l] + security.spread[w_i]
+        harvestable[w_h[worth < 0], wash_group[w_i[worth < 0]]] = True
     held_back: list[screen_window.HeldBack] = []
     window_sales: list[tuple[int, int, int]] = []
     for pair, h, g in zip(pairs[no_loss], h_p[no_loss], g_p[no_loss]):
