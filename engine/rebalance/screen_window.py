@@ -244,7 +244,12 @@ def sell_window_purchases(purchases: Purchases, pair: int, width: np.ndarray, se
 
     The lots of :func:`window_lots`, whole.  ``width`` and ``sell_lower``: (B, m, n, L), units of V.
     """
-    for household, account, column, take in window_lots(purchases, pair):
+    _sell_whole(window_lots(purchases, pair), width, sell_lower)
+
+
+def _sell_whole(lots: list, width: np.ndarray, sell_lower: np.ndarray) -> None:
+    """Force :func:`window_lots`' lots out whole, in place."""
+    for household, account, column, take in lots:
         sell_lower[household, account, column, take] = width[household, account, column, take]
 
 
@@ -277,7 +282,7 @@ def harvest_in_window(purchases: Purchases, pair: int, household: int, in_group:
     if ratio <= 0 or blocked_buyers(purchases, pair):
         return []
     forced = window_lots(purchases, pair)
-    if not forced or any(limited[h, account] for h, account, _, _ in forced):
+    if not forced or any(limited[h, account] for h, account, _, _ in forced) or _washes_itself(purchases, forced, loss):
         return []
     group_lots = np.s_[:, in_group]                                          # of the household: (m, k, L)
     per_unit = cost[household][group_lots] + spread[in_group][None, :, None]
@@ -292,9 +297,26 @@ def harvest_in_window(purchases: Purchases, pair: int, household: int, in_group:
     worth = -float((per_unit * width[household][group_lots])[open_ & ~in_window].sum())
     if worth <= 0 or selling > ratio * worth:
         return []
-    for h, account, column, take in forced:
-        sell_lower[h, account, column, take] = width[h, account, column, take]
+    _sell_whole(forced, width, sell_lower)
     return [(h, account, column) for h, account, column, _ in forced]
+
+
+def _washes_itself(purchases: Purchases, forced: list, loss: np.ndarray) -> bool:
+    """Whether selling the window's lots together would wash one of them against another.
+
+    Rule 6 allows the sale, but Publication 550 matches a window lot sold at a loss with
+    any other window lot still held at that moment, so the loss is disallowed and moved
+    into that lot's basis (to be recognized when it is sold, the same day).  Only the
+    oldest window lot, sold last, has no other window lot to match: the exception is
+    taken only where no newer one is at a loss.
+    """
+    acquired, at_loss = [], []
+    for h, account, column, take in forced:
+        acquired.append(purchases.lot_acquired[purchases.lot_row[h, account, column, take]])
+        at_loss.append(loss[h, account, column, take])
+    acquired, at_loss = np.concatenate(acquired), np.concatenate(at_loss)
+    oldest = acquired == acquired.min()
+    return bool(at_loss[~oldest].any() or (oldest.sum() > 1 and at_loss[oldest].any()))
 
 
 def hold_back(purchases: Purchases, household: int, in_group: np.ndarray, screened: np.ndarray,
