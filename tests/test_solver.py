@@ -124,6 +124,38 @@ def test_a_household_that_needs_a_wash_re_solve_has_every_group_settled():
     assert not evaluate.wash_two_sided(fixed, again.buy, again.sell, CONFIG.wash_tolerance)[0].any()
 
 
+def test_a_wash_re_solve_starts_from_the_first_solution_and_ends_where_a_cold_start_does():
+    """The re-solve of a household whose wash groups were settled starts at its first solution
+    (pushed inside the new bounds) and ends at a cold start's objective within the tolerance; a
+    household that did not change keeps its state.  (Whether it saves iterations is measured on
+    the nightly book, not here: on these small households it may take a few more.)"""
+    from engine.solver import driver
+
+    problem, _ = evaluate.prepare(random_batch(8, accounts=2, seed=21, mix="wash", **SHAPE))
+    first = solve(problem, SolverConfig(wash_rounds=0))
+    fixed, changed = driver._wash_fix(problem, first.buy, first.sell, CONFIG)
+    assert changed.any() and not changed.all()
+    everyone = np.ones(8, bool)
+    original, settled = (driver._device_problem(p, jnp.float64) for p in (problem, fixed))
+    state, _ = driver._iterate(original, driver._ipm_init(original, CONFIG), CONFIG, everyone, driver._ipm_chunk)
+    restarted = driver._ipm_restart(settled, state, jnp.asarray(changed), CONFIG)
+    for old, new in zip(state, restarted):
+        np.testing.assert_array_equal(np.asarray(new)[~changed], np.asarray(old)[~changed])
+    assert (np.asarray(restarted.iteration)[changed] == 0).all()
+    # a lot whose bounds the fix left alone starts within the margin of its first solution
+    lower, upper = np.asarray(fixed.sell_lower), np.asarray(fixed.sell_upper)
+    kept = changed[:, None, None, None] & (upper == np.asarray(problem.sell_upper)) & (upper > lower)
+    moved = np.abs(np.asarray(restarted.sell) - np.asarray(state.best_sell))
+    assert kept.any() and (moved[kept] <= CONFIG.ipm_warm_margin * (upper - lower)[kept] + 1e-15).all()
+
+    warm, _ = driver._iterate(settled, restarted, CONFIG, changed, driver._ipm_chunk)
+    cold, _ = driver._iterate(settled, driver._ipm_init(settled, CONFIG), CONFIG, everyone, driver._ipm_chunk)
+    objective = {name: evaluate.objective(fixed, np.asarray(s.best_buy, float), np.asarray(s.best_sell, float))
+                 for name, s in (("warm", warm), ("cold", cold))}
+    for h in np.flatnonzero(changed):
+        assert _within(objective["warm"][h], objective["cold"][h]), (h, objective["warm"][h], objective["cold"][h])
+
+
 def test_a_wash_fix_that_costs_no_more_than_the_tolerance_is_taken_without_a_re_solve():
     """The first solve bounds the settled problem from below: a fix within the tolerance of it is final."""
     from engine.solver import driver, repair

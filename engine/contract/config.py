@@ -193,8 +193,8 @@ class SolverConfig:
         Re-solves allowed to separate wash groups bought and sold at a loss in
         one household.  A household that needs one has every wash group fixed
         to the direction its solution took, so one re-solve usually
-        separates it (ADMM re-solves from the warm start; the interior-point
-        method starts afresh).  The last round fixes the remaining groups'
+        separates it (both methods re-solve from the first solution, the
+        interior-point method pushed inside the new bounds).  The last round fixes the remaining groups'
         buys to 0; a group still two-sided after it has its buys dropped
         without a re-solve.  0 skips the separation: the result is the convex
         relaxation, which may buy and loss-sell one group.
