@@ -76,11 +76,12 @@ def profile(book: str, out: str, config_path: str | None) -> dict:
     finally:
         driver._ipm_chunk, driver._iterate = chunk, iterate
     needed = counts["first_iterations"] + counts["resolve_iterations"]
-    shapes = [{"accounts": m, "securities": n, "lots": lots, "seconds": round(s, 1),
-               "free_buys": round(free[(m, n, lots)][0] / max(free[(m, n, lots)][2], 1), 3),
-               "free_lots": round(free[(m, n, lots)][1] / max(free[(m, n, lots)][2], 1), 3),
-               "batches": {b: c for (k, b), c in sorted(calls.items()) if k == (m, n, lots)}}
-              for (m, n, lots), s in seconds.most_common()]
+    shapes = []
+    for key, s in seconds.most_common():
+        buys, lots, sampled = free[key]
+        shapes.append({"accounts": key[0], "securities": key[1], "lots": key[2], "seconds": round(s, 1),
+                       "free_buys": round(buys / max(sampled, 1), 3), "free_lots": round(lots / max(sampled, 1), 3),
+                       "batches": {b: c for (k, b), c in sorted(calls.items()) if k == key}})
     return {"book": book, "seconds": round(wall, 1), "chunk_seconds": round(sum(seconds.values()), 1),
             "batch_efficiency": round(needed / max(counts["batch_iterations"], 1), 3), **counts, "shapes": shapes}
 

@@ -25,8 +25,8 @@ per security, then an r×r Cholesky per household).  One factorization
 serves both solves of an iteration.
 
 The default method (``SolverConfig.method``): about 12 iterations for a
-first solve and fewer for a wash-sale re-solve (which starts from the first solve's point), where
-ADMM takes hundreds to thousands.  An iteration is a few hundred elementwise
+first solve and fewer for a wash-sale re-solve (which starts from the first
+solve's point), where ADMM takes hundreds to thousands.  An iteration is a few hundred elementwise
 passes over the compact layout's lots (:mod:`engine.solver.layout`) plus the
 factorization; it is memory traffic, not arithmetic.  Near μ ≈ 1e-10 the
 Newton matrix of degenerate households is singular to working precision and
