@@ -213,6 +213,10 @@ class _Point(NamedTuple):
     sbu: jnp.ndarray
     szl: jnp.ndarray
     szu: jnp.ndarray
+    inv_sbl: jnp.ndarray   # 1 / slack: a division once an iteration, multiplications after
+    inv_sbu: jnp.ndarray
+    inv_szl: jnp.ndarray
+    inv_szu: jnp.ndarray
     rbu: jnp.ndarray       # bound residuals u − x − s_u
     rzu: jnp.ndarray
     rdb: jnp.ndarray       # dual residual
@@ -256,12 +260,10 @@ def _point(p: ProblemBatch, sd: Sides, q, st: IPMState, constant) -> _Point:
     objective = (constant + 0.5 * jnp.dot(traded, px) + jnp.sum(q[0] * st.buy)
                  + jnp.sum(q[1] * st.sell) + jnp.sum(jnp.where(sd.soft_lower, sd.pen_lower * st.t_l, 0.0))
                  + jnp.sum(jnp.where(sd.soft_upper, sd.pen_upper * st.t_u, 0.0)))
-    return _Point(sbl, sbu, szl, szu, rbu, rzu, rdb, rdz, rpl, rpu, rtl, rtu, gap / count, gap, objective)
+    return _Point(sbl, sbu, szl, szu, 1.0 / sbl, 1.0 / sbu, 1.0 / szl, 1.0 / szu,
+                  rbu, rzu, rdb, rdz, rpl, rpu, rtl, rtu, gap / count, gap, objective)
 
 
-def _ratio(value, change, mask):
-    """Largest α with value + α change ≥ 0 where ``mask``."""
-    return jnp.min(jnp.where(mask & (change < 0), -value / jnp.where(change < 0, change, -1.0), jnp.inf))
 
 
 class _Direction(NamedTuple):
@@ -324,8 +326,8 @@ def _direction(p, sd: Sides, st: IPMState, pt: _Point, mat: _Matrix, targets, re
     # upper bounds: Δs_u = −Δx + r_u,  Δz_u = (c − z_u r_u + z_u Δx) / s_u
     fb = c_bu - st.zu_b * pt.rbu
     fz = c_zu - st.zu_z * pt.rzu
-    rb = jnp.where(sd.free_b, -pt.rdb + c_bl / pt.sbl - fb / pt.sbu - hb, 0.0)
-    rz = jnp.where(sd.free_z, -pt.rdz + c_zl / pt.szl - fz / pt.szu - hz, 0.0)
+    rb = jnp.where(sd.free_b, -pt.rdb + c_bl * pt.inv_sbl - fb * pt.inv_sbu - hb, 0.0)
+    rz = jnp.where(sd.free_z, -pt.rdz + c_zl * pt.inv_szl - fz * pt.inv_szu - hz, 0.0)
     dxb, dxz = admm.solve_kkt(p, mat.fac, rb, rz)
     for _ in range(refine):
         # iterative refinement: the Woodbury solve loses digits as D spreads over 10²⁰
@@ -345,10 +347,10 @@ def _direction(p, sd: Sides, st: IPMState, pt: _Point, mat: _Matrix, targets, re
     ds_u = jnp.where(sd.has_upper, -dg + dt_u + pt.rpu, 0.0)
     dsu_b = jnp.where(sd.hi_b, -dxb + pt.rbu, 0.0)
     dsu_z = jnp.where(sd.hi_z, -dxz + pt.rzu, 0.0)
-    dzl_b = jnp.where(sd.free_b, (c_bl - st.zl_b * dxb) / pt.sbl, 0.0)
-    dzu_b = jnp.where(sd.hi_b, (fb + st.zu_b * dxb) / pt.sbu, 0.0)
-    dzl_z = jnp.where(sd.lo_z, (c_zl - st.zl_z * dxz) / pt.szl, 0.0)
-    dzu_z = jnp.where(sd.hi_z, (fz + st.zu_z * dxz) / pt.szu, 0.0)
+    dzl_b = jnp.where(sd.free_b, (c_bl - st.zl_b * dxb) * pt.inv_sbl, 0.0)
+    dzu_b = jnp.where(sd.hi_b, (fb + st.zu_b * dxb) * pt.inv_sbu, 0.0)
+    dzl_z = jnp.where(sd.lo_z, (c_zl - st.zl_z * dxz) * pt.inv_szl, 0.0)
+    dzu_z = jnp.where(sd.hi_z, (fz + st.zu_z * dxz) * pt.inv_szu, 0.0)
     return _Direction(dxb, dxz, dsu_b, dsu_z, dzl_b, dzu_b, dzl_z, dzu_z, ds_l, ds_u, dlam_l, dlam_u,
                       dt_l, dt_u, dnu_l, dnu_u)
 
@@ -365,11 +367,26 @@ def _pairs(sd: Sides, st: IPMState, pt: _Point, d: _Direction):
             (st.t_u, st.nu_u, d.dt_u, d.dnu_u, sd.soft_upper)]
 
 
-def _max_step(pairs):
-    alpha = jnp.asarray(jnp.inf, pairs[0][0].dtype)
-    for s, z, ds, dz, mask in pairs:
-        alpha = jnp.minimum(alpha, jnp.minimum(_ratio(s, ds, mask), _ratio(z, dz, mask)))
-    return alpha
+def _reciprocals(st: IPMState, pt: _Point):
+    """(1/slack, 1/dual) of every pair, in ``_pairs``' order: the step length's divisions, once an iteration."""
+    slacks = (pt.inv_sbl, pt.inv_sbu, pt.inv_szl, pt.inv_szu,
+              1.0 / st.s_l, 1.0 / st.s_u, 1.0 / st.t_l, 1.0 / st.t_u)
+    duals = (st.zl_b, st.zu_b, st.zl_z, st.zu_z, st.lam_l, st.lam_u, st.nu_l, st.nu_u)
+    return [(inv, 1.0 / z) for inv, z in zip(slacks, duals)]
+
+
+def _max_step(pairs, reciprocals):
+    """Largest α that keeps every pair's slack and dual ≥ 0: 1 / the largest ``−Δv / v``.
+
+    One reduction a pair, of products with the iteration's reciprocals
+    (masked-out entries, whose reciprocals may be infinite, are dropped by
+    the ``where``), instead of two of quotients.
+    """
+    shrink = jnp.asarray(0.0, pairs[0][0].dtype)
+    for (s, z, ds, dz, mask), (inv_s, inv_z) in zip(pairs, reciprocals):
+        rate = jnp.where(mask, jnp.maximum(-ds * inv_s, -dz * inv_z), 0.0)
+        shrink = jnp.maximum(shrink, jnp.max(rate))
+    return jnp.where(shrink > 0.0, 1.0 / shrink, jnp.inf)
 
 
 def tolerances(config: SolverConfig):
@@ -388,8 +405,8 @@ def _matrix(p: ProblemBatch, sd: Sides, st: IPMState, pt: _Point, config: Solver
     # that trade the same security at the same cost) P + D is singular along the optimal
     # face as μ → 0; δ bounds its smallest eigenvalue, and the direction along that face,
     # which does not change the objective, is damped instead of lost in rounding
-    d_b = st.zl_b / pt.sbl + st.zu_b / pt.sbu + config.ipm_regularization
-    d_z = st.zl_z / pt.szl + st.zu_z / pt.szu + config.ipm_regularization
+    d_b = st.zl_b * pt.inv_sbl + st.zu_b * pt.inv_sbu + config.ipm_regularization
+    d_z = st.zl_z * pt.inv_szl + st.zu_z * pt.inv_szu + config.ipm_regularization
     inv_b = jnp.where(sd.free_b, 1.0 / jnp.where(sd.free_b, d_b, 1.0), 0.0)
     inv_z = jnp.where(sd.free_z, 1.0 / jnp.where(sd.free_z, d_z, 1.0), 0.0)
     m = p.cash.shape[0]
@@ -439,8 +456,9 @@ def step(p: ProblemBatch, sd: Sides, q, constant, st: IPMState, config: SolverCo
     # the predictor only sets the step to the boundary and the centring: no refinement
     aff = _direction(p, sd, st, pt, mat, aff_targets, 0)
     pairs = _pairs(sd, st, pt, aff)
+    reciprocals = _reciprocals(st, pt)
     # lines 5–7: centring σ = (μ_aff / μ)³
-    alpha = jnp.minimum(1.0, _max_step(pairs))
+    alpha = jnp.minimum(1.0, _max_step(pairs, reciprocals))
     gap_aff = sum(jnp.sum(jnp.where(mask, (s + alpha * ds) * (z + alpha * dz), 0.0))
                   for s, z, ds, dz, mask in pairs)
     sigma = jnp.clip((gap_aff / jnp.maximum(pt.gap, 1e-300)) ** 3, 0.0, 1.0)
@@ -450,7 +468,7 @@ def step(p: ProblemBatch, sd: Sides, q, constant, st: IPMState, config: SolverCo
                         for c, (s, z, ds, dz, mask) in zip(aff_targets, pairs))
     d = _direction(p, sd, st, pt, mat, cor_targets, config.ipm_refine)
     # lines 9–10: one step length for all, a fraction τ of the way to the boundary
-    alpha = jnp.minimum(1.0, _TO_BOUNDARY * _max_step(_pairs(sd, st, pt, d)))
+    alpha = jnp.minimum(1.0, _TO_BOUNDARY * _max_step(_pairs(sd, st, pt, d), reciprocals))
     moved = [v + alpha * dv for v, dv in zip(
         (st.buy, st.sell, st.su_b, st.su_z, st.zl_b, st.zu_b, st.zl_z, st.zu_z, st.s_l, st.s_u,
          st.lam_l, st.lam_u, st.t_l, st.t_u, st.nu_l, st.nu_u), d)]
