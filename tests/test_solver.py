@@ -363,6 +363,33 @@ def test_prox_of_exact_penalty():
     np.testing.assert_allclose(out, [0.0, 0.0, 0.5, 1.0, 3.0])
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_the_step_to_the_boundary_is_the_smallest_ratio_over_the_pairs_that_shrink(seed):
+    """The step length from reciprocals (ipm._max_step) against the quotients it replaced,
+    with masked-out entries whose values are 0 (infinite reciprocals) among them."""
+    from engine.solver import ipm
+
+    rng = np.random.default_rng(seed)
+    pairs, reciprocals, ratios = [], [], []
+    for size in (7, 30, 1):
+        s, z = rng.uniform(1e-9, 2.0, size), rng.uniform(1e-9, 2.0, size)
+        ds, dz = rng.normal(size=size), rng.normal(size=size)
+        mask = rng.random(size) < 0.7
+        s, z = np.where(mask, s, 0.0), np.where(mask, z, 0.0)
+        with np.errstate(divide="ignore"):
+            pairs.append(tuple(jnp.asarray(v) for v in (s, z, ds, dz, mask)))
+            reciprocals.append((jnp.asarray(1.0 / s), jnp.asarray(1.0 / z)))
+            for v, dv in ((s, ds), (z, dz)):
+                shrinking = mask & (dv < 0)
+                ratios.extend((v[shrinking] / -dv[shrinking]).tolist())
+    expected = min(ratios, default=np.inf)
+    got = float(ipm._max_step(pairs, reciprocals))
+    if np.isinf(expected):
+        assert np.isinf(got)
+    else:
+        assert got == pytest.approx(expected, rel=1e-14)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config", [CONFIG, ADMM, SolverConfig(eps_abs=1e-5, eps_rel=1e-5),
                                     SolverConfig(eps_abs=1e-5, eps_rel=1e-5, lot_layout="compact"),

@@ -264,8 +264,6 @@ def _point(p: ProblemBatch, sd: Sides, q, st: IPMState, constant) -> _Point:
                   rbu, rzu, rdb, rdz, rpl, rpu, rtl, rtu, gap / count, gap, objective)
 
 
-
-
 class _Direction(NamedTuple):
     dxb: jnp.ndarray
     dxz: jnp.ndarray
