@@ -365,12 +365,12 @@ def _pairs(sd: Sides, st: IPMState, pt: _Point, d: _Direction):
             (st.t_u, st.nu_u, d.dt_u, d.dnu_u, sd.soft_upper)]
 
 
-def _reciprocals(st: IPMState, pt: _Point):
-    """(1/slack, 1/dual) of every pair, in ``_pairs``' order: the step length's divisions, once an iteration."""
-    slacks = (pt.inv_sbl, pt.inv_sbu, pt.inv_szl, pt.inv_szu,
-              1.0 / st.s_l, 1.0 / st.s_u, 1.0 / st.t_l, 1.0 / st.t_u)
-    duals = (st.zl_b, st.zu_b, st.zl_z, st.zu_z, st.lam_l, st.lam_u, st.nu_l, st.nu_u)
-    return [(inv, 1.0 / z) for inv, z in zip(slacks, duals)]
+def _reciprocals(pairs):
+    """(1/slack, 1/dual) of every pair: the step length's divisions, once an iteration.
+
+    The bounds' ``1/slack`` are ``_point``'s own (XLA computes the same division once).
+    """
+    return [(1.0 / s, 1.0 / z) for s, z, _, _, _ in pairs]
 
 
 def _max_step(pairs, reciprocals):
@@ -454,7 +454,7 @@ def step(p: ProblemBatch, sd: Sides, q, constant, st: IPMState, config: SolverCo
     # the predictor only sets the step to the boundary and the centring: no refinement
     aff = _direction(p, sd, st, pt, mat, aff_targets, 0)
     pairs = _pairs(sd, st, pt, aff)
-    reciprocals = _reciprocals(st, pt)
+    reciprocals = _reciprocals(pairs)
     # lines 5–7: centring σ = (μ_aff / μ)³
     alpha = jnp.minimum(1.0, _max_step(pairs, reciprocals))
     gap_aff = sum(jnp.sum(jnp.where(mask, (s + alpha * ds) * (z + alpha * dz), 0.0))
