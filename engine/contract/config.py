@@ -196,8 +196,8 @@ class SolverConfig:
         separates it (both methods re-solve from the first solution, the
         interior-point method pushed inside the new bounds).  The last round
         fixes the remaining groups' buys to 0; a group still two-sided after it
-        has its buys dropped without a re-solve.  0 skips the separation: the result is the convex
-        relaxation, which may buy and loss-sell one group.
+        has its buys dropped without a re-solve.  0 skips the separation: the
+        result is the convex relaxation, which may buy and loss-sell one group.
     wash_tolerance
         A buy or loss sale smaller than this (units of V) counts as none.
     dust

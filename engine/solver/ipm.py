@@ -26,9 +26,10 @@ serves both solves of an iteration.
 
 The default method (``SolverConfig.method``): about 12 iterations for a
 first solve and fewer for a wash-sale re-solve (which starts from the first
-solve's point), where ADMM takes hundreds to thousands.  An iteration is a few hundred elementwise
-passes over the compact layout's lots (:mod:`engine.solver.layout`) plus the
-factorization; it is memory traffic, not arithmetic.  Near μ ≈ 1e-10 the
+solve's point), where ADMM takes hundreds to thousands.  An iteration is a
+few hundred elementwise passes over the compact layout's lots
+(:mod:`engine.solver.layout`) plus the factorization; it is memory traffic,
+not arithmetic.  Near μ ≈ 1e-10 the
 Newton matrix of degenerate households is singular to working precision and
 the solves lose their digits; such a household stops at its best point (``ipm_accept``).
 """
