@@ -368,13 +368,13 @@ def whatif(book: str = typer.Option(..., "--book", help="Folder or fsspec URI of
         remove_restrictions=tuple(Restriction("exclude", None, t) for t in lift_tag),
         allocations=tuple(allocations.values()))
     start = time.perf_counter()
-    session = WhatIfSession(book, settings)
+    session = WhatIfSession(book, settings, households_of=[account])
     loaded = time.perf_counter() - start
     start = time.perf_counter()
     before = session.warm_up(account)
     warm = time.perf_counter() - start
     answer = session.whatif(account, change, withdrawal=withdrawal, first=trades)
-    console.print(f"book read in {loaded:.1f} s; warm-up (tonight's proposal, compiles the solver) {warm:.1f} s; "
+    console.print(f"household read in {loaded:.1f} s; warm-up (tonight's proposal, compiles the solver) {warm:.1f} s; "
                   f"what-if {answer.seconds * 1000:.0f} ms{' (warm start)' if answer.warm_started else ''}")
     table = Table(title=f"account {account} (household {answer.household_id}): {answer.change}")
     table.add_column("")
@@ -432,7 +432,7 @@ def transition(book: str = typer.Option(..., "--book", help="Folder or fsspec UR
     from engine.simulate.transition import plan_table, plan_transition
 
     settings = load_config(config)
-    source = read_book(book, settings.policy)
+    source = read_book(book, settings.policy, households_of=[account])
     if account in source.rejected:
         raise BookError(f"account {account} is rejected by validation; see canopy validate")
     plan = plan_transition(source.tables, source.as_of, account, years, settings, tax_budget=tax_budget)

@@ -410,3 +410,68 @@ def test_round_trip_s3(s3_server, clean_tables):
     for name, table in clean_tables.items():
         assert book.table(name).equals(table), name
     assert book.rejections.num_rows == 0
+
+
+# --- a household's read: what a question about one account needs ------------
+
+@pytest.fixture(scope="module")
+def saved_book(tmp_path_factory):
+    """A 64-account book with planted bad rows, in part files of 16 accounts, with saves laid over it:
+    a change of one account of a household and an account the portal created in that household."""
+    from engine.book.customizations import CustomizationStore
+    from engine.contract.schema import Action
+
+    uri = str(tmp_path_factory.mktemp("household-read") / "book")
+    synth.generate(uri, 64, seed=5, bad_fraction=0.02, chunk_accounts=16)
+    book = read_book(uri)
+    accounts = book.accounts.to_pylist()
+    household = next(r[Col.household_id] for r in accounts if r[Col.household_id]
+                     and sum(s[Col.household_id] == r[Col.household_id] for s in accounts) > 1)
+    member = next(r for r in accounts if r[Col.household_id] == household)
+    store = CustomizationStore(uri)
+    store.save(member[Col.account_id], Action.change, None,
+               {"account": {Col.min_cash: 1234.5}, "restrictions": [{"rule": "exclude", "security_id": None,
+                                                                     "tag": "fossil_fuel"}]}, "test")
+    lots = book.lots.filter(pc.equal(book.lots.column(Col.account_id), member[Col.account_id])).slice(0, 2)
+    store.save("NEW0001", Action.create, None,
+               {"account": {**member, Col.account_id: "NEW0001"}, "lots": lots.drop_columns([Col.account_id]).to_pylist()},
+               "test")
+    return uri, household
+
+
+def test_a_household_read_is_the_whole_books_rows_of_its_accounts(saved_book):
+    uri, created_in = saved_book
+    whole = read_book(uri)
+    ids = whole.accounts.column(Col.account_id).to_pylist()
+    households = pc.coalesce(whole.accounts.column(Col.household_id), whole.accounts.column(Col.account_id)).to_pylist()
+    assert "NEW0001" in ids and whole.rejected and whole.rejections.num_rows
+    for asked in ids + ["NOBODY"]:
+        members = [a for a, h in zip(ids, households) if h == households[ids.index(asked)]] if asked in ids else []
+        scoped = read_book(uri, households_of=[asked])
+        assert ("NEW0001" in members) == (asked in ids and households[ids.index(asked)] == created_in)
+        for name in schema.BOOK_TABLES:
+            table = whole.table(name)
+            if name in ("accounts", "restrictions", "allocations", "lots", "transactions"):
+                table = table.filter(pc.is_in(table.column(Col.account_id), value_set=pa.array(members, pa.string())))
+            assert scoped.table(name).equals(table), (asked, name)
+        rejections = whole.rejections.filter(pc.is_in(whole.rejections.column(Col.account_id),
+                                                      value_set=pa.array(members, pa.string())))
+        assert scoped.rejections.equals(rejections), asked
+        assert scoped.rejected == whole.rejected & set(members)
+        assert scoped.fingerprints == whole.fingerprints
+
+
+def test_a_household_read_of_account_ids_not_stored_as_strings(tmp_path, clean_tables):
+    """Where the files' account_id is not a string column, the read cannot filter as it reads: it reads the
+    table whole, conforms it and then keeps the household's rows."""
+    lots = clean_tables["lots"]
+    index = lots.column_names.index(Col.account_id)
+    wide = lots.set_column(index, pa.field(Col.account_id, pa.large_string()),
+                           lots.column(Col.account_id).cast(pa.large_string()))
+    _write_raw(tmp_path, clean_tables, lots=wide)
+    account = lots.column(Col.account_id)[0].as_py()
+    scoped = read_book(str(tmp_path / "book"), households_of=[account])
+    mine = scoped.lots.column(Col.account_id).to_pylist()
+    assert account in mine and set(mine) <= set(scoped.accounts.column(Col.account_id).to_pylist())
+    assert scoped.lots.equals(read_book(str(tmp_path / "book")).lots.filter(
+        pc.is_in(lots.column(Col.account_id), value_set=scoped.accounts.column(Col.account_id))))

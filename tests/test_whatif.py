@@ -126,6 +126,20 @@ def test_a_change_the_template_does_not_allow_is_a_rejection_in_words(session, s
     assert answer.status == Status.rejected and answer.rejections
 
 
+def test_a_household_read_answers_as_the_whole_book(small_run, screened_account):
+    whole = WhatIfSession(read_book(small_run[0]))
+    scoped = WhatIfSession(small_run[0], households_of=[screened_account])
+    assert scoped.tables["accounts"].num_rows < whole.tables["accounts"].num_rows
+    for session in (whole, scoped):
+        session.warm_up(screened_account)
+    change = CustomizationChange.screen(tag=TAG)
+    answers = [session.whatif(screened_account, change) for session in (whole, scoped)]
+    assert answers[0].trades.num_rows and answers[0].trades.equals(answers[1].trades)
+    assert answers[0].numbers == answers[1].numbers and answers[0].status == answers[1].status
+    with pytest.raises(WhatIfError, match="not in the book"):
+        WhatIfSession(small_run[0], households_of=["NOBODY"]).whatif("NOBODY")
+
+
 def test_bad_questions(session):
     with pytest.raises(WhatIfError, match="not in the book"):
         session.whatif("NOBODY")

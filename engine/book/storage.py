@@ -20,10 +20,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -138,8 +139,12 @@ def _read_optional(fs, root: str, name: str, uri: str, version: int) -> tuple[pa
     return _read_table(fs, root, name, uri)
 
 
-def _read_table(fs, root: str, name: str, uri: str) -> tuple[pa.Table, str]:
-    """One table of the book, conformed to its schema, and its fingerprint.
+def _read_table(fs, root: str, name: str, uri: str, where: ds.Expression | None = None) -> tuple[pa.Table, str]:
+    """One table of the book, conformed to its schema, and its fingerprint (of all its files).
+
+    ``where`` filters the rows as they are read, where the files' columns have the types it
+    names (else the table is read whole, for :func:`~engine.contract.schema.conform` to say
+    what is wrong with it, and the caller filters).
 
     Any unexpected error in reading it (short of running out of memory or an interrupt) becomes a
     :class:`BookError` naming the table and its files, the original as its ``__cause__``.
@@ -155,7 +160,7 @@ def _read_table(fs, root: str, name: str, uri: str) -> tuple[pa.Table, str]:
             raise BookError(f"table folder {name}/ holds no .parquet files", table=name)
         try:
             dataset = ds.dataset(files, format="parquet", filesystem=fs)
-            table = dataset.to_table()
+            table = dataset.to_table(filter=where if _filterable(dataset.schema) else None)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
             raise BookError(f"unreadable Parquet dataset in {_files_in_words(files)}: {exc}; every part file "
                             f"of a table must be Parquet with the table's columns and types", table=name) from None
@@ -172,6 +177,12 @@ def _read_table(fs, root: str, name: str, uri: str) -> tuple[pa.Table, str]:
                         f"{exc}", table=name) from exc
 
 
+def _filterable(found: pa.Schema) -> bool:
+    """Whether a dataset of schema ``found`` can be filtered by ``account_id`` as it is read."""
+    index = found.get_field_index(Col.account_id)
+    return index >= 0 and pa.types.is_string(found.field(index).type)
+
+
 def _files_in_words(files: list[str], show: int = 3) -> str:
     """The part files ``files`` named for a message: the first ``show`` and how many more."""
     names = ", ".join(files[:show])
@@ -179,11 +190,21 @@ def _files_in_words(files: list[str], show: int = 3) -> str:
 
 
 def read_book(uri: str, policy: PolicyConfig | None = None,
-              storage_options: Mapping[str, Any] | None = None, *, saved: bool = True) -> Book:
+              storage_options: Mapping[str, Any] | None = None, *, saved: bool = True,
+              households_of: Collection[str] | None = None) -> Book:
     """Read and validate the book at ``uri``.
 
     With ``saved`` (the default) the book's saved customizations (``customizations/``) are laid
     over its tables first; the advisor portal reads without them to lay them itself.
+
+    With ``households_of``, only the households of those accounts are read: the shared tables
+    whole, the ``accounts`` table's member rows, and of the other account tables only the rows
+    of those members (a filter on ``account_id`` that skips the part files and row groups whose
+    statistics rule them out).  This is what a question about one account needs: on the
+    100,000-account book it reads in well under a second what the whole book reads in about
+    20.  Validation then sees those rows only: a problem in another account's rows, which
+    would refuse the whole book at night, goes unseen (``canopy validate`` checks the whole
+    book).  An account not in the book reads no account rows.
 
     Raises
     ------
@@ -193,15 +214,43 @@ def read_book(uri: str, policy: PolicyConfig | None = None,
     policy = policy or PolicyConfig()
     fs, root = filesystem(uri, storage_options)
     meta = _read_meta(fs, root, uri)
-    tables, fingerprints = {}, {}
+    found = read_saved(uri, storage_options) if saved else None
+    tables, fingerprints, members = {}, {}, None
     for name in schema.BOOK_TABLES:
+        where = None
+        if members is not None and name in _ACCOUNT_TABLES:
+            where = pc.field(Col.account_id).isin(members)
         tables[name], fingerprints[name] = (
             _read_optional(fs, root, name, uri, meta["schema_version"]) if name in schema.TABLE_SINCE
-            else _read_table(fs, root, name, uri))
-    if saved:
-        tables = _with_saved(tables, fingerprints, uri, storage_options)
+            else _read_table(fs, root, name, uri, where))
+        if name == "accounts" and households_of is not None:
+            members = pa.array(sorted(_household_members(tables["accounts"], found, households_of)), pa.string())
+    if found is not None:
+        fingerprints["customizations"] = f"delta-v{found[1]}"
+        tables = apply_saved(tables, found[0])
+    if members is not None:
+        tables.update({name: tables[name].filter(pc.is_in(tables[name].column(Col.account_id), value_set=members))
+                       for name in _ACCOUNT_TABLES})
     return book_from_tables(uri, meta[Col.as_of], tables, policy, fingerprints,
                             base_currency=meta.get("base_currency", "USD"))
+
+
+#: The tables whose rows belong to one account (a household-scoped read keeps its members' rows).
+_ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
+
+
+def _household_members(accounts: pa.Table, found: tuple[pa.Table, int] | None,
+                       account_ids: Collection[str]) -> set[str]:
+    """The accounts of the households of ``account_ids``, those the portal created among them
+    (in the saved customizations ``found``) included."""
+    if found is not None:
+        empty = {name: schema.empty(schema.BOOK_TABLES[name]) for name in _ACCOUNT_TABLES}
+        accounts = apply_saved({**empty, "accounts": accounts}, found[0])["accounts"]
+    ids = accounts.column(Col.account_id).to_pylist()
+    households = pc.coalesce(accounts.column(Col.household_id), accounts.column(Col.account_id)).to_pylist()
+    asked = set(account_ids)
+    wanted = {h for a, h in zip(ids, households) if a in asked}
+    return {a for a, h in zip(ids, households) if h in wanted}
 
 
 def book_from_tables(uri: str, as_of: dt.date, tables: Mapping[str, pa.Table], policy: PolicyConfig,
@@ -221,18 +270,6 @@ def book_from_tables(uri: str, as_of: dt.date, tables: Mapping[str, pa.Table], p
     rejected = frozenset(a for a in rejections.column(Col.account_id).to_pylist() if a in in_book)
     return Book(uri=str(uri), as_of=as_of, base_currency=base_currency, rejections=rejections, rejected=rejected,
                 fingerprints=dict(fingerprints or {}), **tables)
-
-
-def _with_saved(tables: dict[str, pa.Table], fingerprints: dict[str, str], uri: str,
-                storage_options: Mapping[str, Any] | None) -> dict[str, pa.Table]:
-    """The tables with the book's saved customizations (the optional ``customizations/`` Delta
-    table, :mod:`engine.book.customizations`) laid over them; its version joins the fingerprints."""
-    found = read_saved(uri, storage_options)
-    if found is None:
-        return tables
-    saved, version = found
-    fingerprints["customizations"] = f"delta-v{version}"
-    return apply_saved(tables, saved)
 
 
 class BookWriter:

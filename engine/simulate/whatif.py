@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -161,13 +161,20 @@ class WhatIfSession:
         A :class:`engine.book.storage.Book` (from :func:`engine.book.storage.read_book`) or its URI.
     config
         Policy and solver settings; default: the policy defaults and :data:`WHATIF_SOLVER`.
+    storage_options
+        fsspec options of the book's URI.
+    households_of
+        With a URI: read only the households of these accounts (``read_book(households_of=)``),
+        for questions about them alone; ``canopy whatif`` reads its account's household this
+        way instead of the whole book.
     """
 
     def __init__(self, book: Any, config: Config | None = None,
-                 storage_options: Mapping[str, Any] | None = None):
+                 storage_options: Mapping[str, Any] | None = None, *,
+                 households_of: Collection[str] | None = None):
         if isinstance(book, str):
             from engine.book.storage import read_book
-            book = read_book(book, (config or Config()).policy, storage_options)
+            book = read_book(book, (config or Config()).policy, storage_options, households_of=households_of)
         self.book = book
         self.config = config or Config(solver=WHATIF_SOLVER)
         self.as_of = book.as_of
