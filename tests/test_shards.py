@@ -15,8 +15,8 @@ from engine.book import synth
 from engine.contract.arrow import index_in, one_chunk, unique_sorted
 from engine.contract.config import RunConfig
 from engine.contract.schema import Col
-from engine.rebalance.shards import (Shard, household_ids, merge_rare_shapes, plan_shards, shape_work, shard_sizes,
-                                     shard_tables)
+from engine.rebalance.shards import (Shard, cap_solver_shapes, household_ids, merge_rare_shapes, plan_shards,
+                                     shape_work, shard_sizes, shard_tables)
 from engine.rebalance.targets import build_targets
 from engine.solver.shapes import (MIN_BUCKET, pad_accounts, pad_batch, pad_household_lots, pad_position_lots,
                                   pad_running_batch, pad_securities)
@@ -188,10 +188,53 @@ def test_merged_shapes_cover_their_households_and_never_add_a_shape(keys, least)
 
 def test_a_plan_has_fewer_shapes_with_rare_ones_merged(book):
     tables, targets, usable = book
-    shapes = {merge: {s.key for s in plan_shards(tables, targets, usable, RunConfig(min_shape_households=merge))}
+    shapes = {merge: {s.key for s in plan_shards(tables, targets, usable,
+                                                 RunConfig(min_shape_households=merge, max_solver_shapes=0))}
               for merge in (0, 32)}
     assert len(shapes[32]) < len(shapes[0])
     assert shapes[32] <= shapes[0]               # households only move into shapes the book has
+
+
+def _solver_shapes(keys) -> set:
+    return {(int(k[0]), int(k[2]), int(k[3])) for k in keys}
+
+
+def test_the_cap_joins_the_two_shapes_whose_padding_adds_least_work():
+    keys = [(1, 16, 64, 64)] * 100 + [(1, 4, 64, 128)] * 100 + [(4, 16, 768, 2048)] * 10
+    capped = [tuple(k) for k in cap_solver_shapes(np.array(keys), most=2)]
+    # 100 × 64 more lots, against 100 × (4·768 + 2048 − 64 − 128) for the ETF shape into the direct index
+    assert capped == [(1, 16, 64, 128)] * 100 + [(1, 4, 64, 128)] * 100 + [(4, 16, 768, 2048)] * 10
+    # no shape covers both of two: they meet at their join, a shape the book did not have
+    keys = [(1, 16, 768, 512)] * 5 + [(2, 64, 512, 1024)] * 5
+    assert [tuple(k) for k in cap_solver_shapes(np.array(keys), most=1)] == \
+        [(2, 16, 768, 1024)] * 5 + [(2, 64, 768, 1024)] * 5
+    assert (cap_solver_shapes(np.array(keys), most=0) == keys).all()
+    assert (cap_solver_shapes(np.array(keys), most=2) == keys).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.tuples(st.sampled_from([1, 2, 4]), st.sampled_from([1, 4, 16, 64]),
+                               st.sampled_from([64, 128, 512, 768]), st.sampled_from([64, 256, 1024, 4096])),
+                     max_size=120), most=st.integers(0, 12))
+def test_capped_shapes_cover_their_households_and_are_at_most_the_cap(keys, most):
+    keys = np.array(keys, np.int64).reshape(-1, 4)
+    capped = cap_solver_shapes(keys, most=most)
+    assert capped.shape == keys.shape and (capped >= keys).all() and (capped[:, 1] == keys[:, 1]).all()
+    count = len(_solver_shapes(keys))
+    assert len(_solver_shapes(capped)) == (count if most == 0 else min(count, most))
+    # households of one solver shape stay together
+    assert len({tuple(c[[0, 2, 3]]) for k, c in zip(keys, capped) if tuple(k[[0, 2, 3]]) == tuple(keys[0, [0, 2, 3]])}) <= 1
+
+
+def test_a_plan_has_at_most_the_cap_of_solver_shapes(book):
+    tables, targets, usable = book
+    uncapped = _solver_shapes(s.key + (s.lots,) for s in plan_shards(
+        tables, targets, usable, RunConfig(min_shape_households=0, max_solver_shapes=0)))
+    assert len(uncapped) > 3
+    for most in (3, 2):
+        shards = plan_shards(tables, targets, usable, RunConfig(min_shape_households=0, max_solver_shapes=most))
+        assert len(_solver_shapes(s.key + (s.lots,) for s in shards)) == most
+        assert sorted(a for s in shards for a in s.account_ids) == sorted(usable)
 
 
 @settings(max_examples=200, deadline=None)

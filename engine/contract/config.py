@@ -338,6 +338,13 @@ class RunConfig:
         JAX's compilation cache (measured before the solver kept its
         programs' exports, :mod:`engine.solver.programs`, which took 35–40%
         off the 100,000-account night's program time).  0 keeps every shape.
+    max_solver_shapes
+        Most shapes (accounts, securities, lots: what the solver compiles
+        for) of a night: past it, the two shapes whose common padding adds
+        the least work are solved at it, until this many are left
+        (:func:`engine.rebalance.shards.cap_solver_shapes`).  Fewer shapes
+        mean fewer programs to compile on a fresh install's first night and
+        to load on the others, for some padding.  0 keeps every shape.
     max_in_flight
         Shards in flight per solver actor (2 keeps an actor busy while the
         driver ships the next shard).
@@ -359,6 +366,7 @@ class RunConfig:
     shard_accounts: int = 512
     shard_elements: int = 500_000
     min_shape_households: int = 32
+    max_solver_shapes: int = 8
     max_in_flight: int = 2
     max_task_retries: int = 3
     max_failed_accounts: int = 100

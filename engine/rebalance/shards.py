@@ -56,8 +56,8 @@ SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models"
 #: The tables cut by account.
 ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
 
-__all__ = ["Shard", "HouseholdShapes", "household_shapes", "plan_shards", "merge_rare_shapes", "shape_work",
-           "shard_sizes", "shard_tables", "household_ids", "household_transactions",
+__all__ = ["Shard", "HouseholdShapes", "household_shapes", "plan_shards", "merge_rare_shapes", "cap_solver_shapes",
+           "shape_work", "shard_sizes", "shard_tables", "household_ids", "household_transactions",
            "SHARED_TABLES", "ACCOUNT_TABLES"]
 
 
@@ -148,6 +148,50 @@ def merge_rare_shapes(keys: np.ndarray, least: int = RunConfig.min_shape_househo
         else:
             kept.append(rare)
     return shapes[target[member]]
+
+
+def cap_solver_shapes(keys: np.ndarray, most: int = RunConfig.max_solver_shapes) -> np.ndarray:
+    """Each household's shape (rows of (m, L, n, P)), padded so that at most ``most`` solver shapes remain.
+
+    The solver compiles its programs per (m, n, P) (``L`` only sizes assembly's dense arrays),
+    and every such shape costs each actor that meets it its programs: compiled on a fresh
+    install's first night, loaded from the cache on later ones.  While there are more than
+    ``most``, the two whose join (the larger of each of m, n and P) adds the least
+    :func:`shape_work` over their households are solved at that join.  Each household keeps
+    its ``L``.  ``most`` 0 leaves every shape as it is.
+    """
+    keys = np.array(keys, np.int64).reshape(-1, 4)
+    if keys.size == 0 or most <= 0:
+        return keys
+    solver = keys[:, [0, 2, 3]]
+    shapes, member, counts = np.unique(solver, axis=0, return_inverse=True, return_counts=True)
+    shapes, counts, member = [tuple(map(int, k)) for k in shapes], list(map(int, counts)), member.reshape(-1)
+    target = list(range(len(shapes)))
+
+    def work(shape):
+        m, n, P = shape
+        return shape_work((m, 0, n, P))
+
+    while len(set(target)) > most:
+        live = sorted(set(target))
+        best = None
+        for i, a in enumerate(live):
+            for b in live[i + 1:]:
+                join = tuple(max(x, y) for x, y in zip(shapes[a], shapes[b]))
+                added = sum(counts[s] * (work(join) - work(shapes[s])) for s in range(len(shapes))
+                            if target[s] in (a, b))
+                if best is None or (added, join) < best[:2]:
+                    best = (added, join, a, b)
+        _, join, a, b = best
+        if join not in shapes:
+            shapes.append(join)
+            counts.append(0)
+            target.append(len(shapes) - 1)
+        to = shapes.index(join)
+        target = [to if t in (a, b) else t for t in target]
+    final = np.array([shapes[target[k]] for k in member], np.int64).reshape(-1, 3)
+    keys[:, 0], keys[:, 2], keys[:, 3] = final[:, 0], final[:, 1], final[:, 2]
+    return keys
 
 
 def _household_ids(accounts: pa.Table) -> np.ndarray:
@@ -289,7 +333,8 @@ def plan_shards(tables: Mapping[str, pa.Table], targets: Targets, account_ids,
     ids, households, member = shapes.account_ids, shapes.households, shapes.member
     H = households.size
     members = np.bincount(member, minlength=H)
-    m, L, n, P = merge_rare_shapes(shapes.keys, run.min_shape_households).T
+    m, L, n, P = cap_solver_shapes(merge_rare_shapes(shapes.keys, run.min_shape_households),
+                                   run.max_solver_shapes).T
     order = np.lexsort((households, P, n, L, m))
     by_household = np.argsort(member, kind="stable")
     first = np.r_[0, np.cumsum(members)]
