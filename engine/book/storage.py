@@ -218,7 +218,7 @@ def read_book(uri: str, policy: PolicyConfig | None = None,
     tables, fingerprints, members = {}, {}, None
     for name in schema.BOOK_TABLES:
         where = None
-        if members is not None and name in _ACCOUNT_TABLES:
+        if members is not None and name in schema.ACCOUNT_TABLES:
             where = pc.field(Col.account_id).isin(members)
         tables[name], fingerprints[name] = (
             _read_optional(fs, root, name, uri, meta["schema_version"]) if name in schema.TABLE_SINCE
@@ -230,13 +230,9 @@ def read_book(uri: str, policy: PolicyConfig | None = None,
         tables = apply_saved(tables, found[0])
     if members is not None:
         tables.update({name: tables[name].filter(pc.is_in(tables[name].column(Col.account_id), value_set=members))
-                       for name in _ACCOUNT_TABLES})
+                       for name in schema.ACCOUNT_TABLES})
     return book_from_tables(uri, meta[Col.as_of], tables, policy, fingerprints,
                             base_currency=meta.get("base_currency", "USD"))
-
-
-#: The tables whose rows belong to one account (a household-scoped read keeps its members' rows).
-_ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
 
 
 def _household_members(accounts: pa.Table, found: tuple[pa.Table, int] | None,
@@ -244,7 +240,7 @@ def _household_members(accounts: pa.Table, found: tuple[pa.Table, int] | None,
     """The accounts of the households of ``account_ids``, those the portal created among them
     (in the saved customizations ``found``) included."""
     if found is not None:
-        empty = {name: schema.empty(schema.BOOK_TABLES[name]) for name in _ACCOUNT_TABLES}
+        empty = {name: schema.empty(schema.BOOK_TABLES[name]) for name in schema.ACCOUNT_TABLES}
         accounts = apply_saved({**empty, "accounts": accounts}, found[0])["accounts"]
     ids = accounts.column(Col.account_id).to_pylist()
     households = pc.coalesce(accounts.column(Col.household_id), accounts.column(Col.account_id)).to_pylist()

@@ -391,6 +391,9 @@ BOOK_TABLES: dict[str, pa.Schema] = {
 #: ``schema_version`` has no such folder and reads the table empty.
 TABLE_SINCE: dict[str, int] = {"substitutes": 2}
 
+#: The book tables whose rows each belong to one account (``account_id``); the others are shared.
+ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
+
 # §2 A proposal run -------------------------------------------------------
 
 TRADES = _schema("trades", [

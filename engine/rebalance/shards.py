@@ -46,15 +46,13 @@ import pyarrow.compute as pc
 
 from engine.contract.arrow import index_in, one_chunk, unique_sorted
 from engine.contract.config import RunConfig
-from engine.contract.schema import Col
+from engine.contract.schema import ACCOUNT_TABLES, Col
 from engine.rebalance import substitutes
 from engine.rebalance.targets import Targets
 from engine.solver.shapes import MIN_BUCKET, pad_accounts, pad_household_lots, pad_position_lots, pad_securities
 
 #: The tables every shard shares (the driver ``ray.put``s them once; ``substitutes`` is optional).
 SHARED_TABLES = ("securities", "factor_exposures", "factor_covariance", "models", "templates", "substitutes")
-#: The tables cut by account.
-ACCOUNT_TABLES = ("accounts", "restrictions", "allocations", "lots", "transactions")
 
 __all__ = ["Shard", "HouseholdShapes", "household_shapes", "plan_shards", "merge_rare_shapes", "cap_solver_shapes",
            "shape_work", "shard_sizes", "shard_tables", "household_ids", "household_transactions",
