@@ -434,8 +434,8 @@ def saved_book(tmp_path_factory):
                                                                      "tag": "fossil_fuel"}]}, "test")
     lots = book.lots.filter(pc.equal(book.lots.column(Col.account_id), member[Col.account_id])).slice(0, 2)
     store.save("NEW0001", Action.create, None,
-               {"account": {**member, Col.account_id: "NEW0001"}, "lots": lots.drop_columns([Col.account_id]).to_pylist()},
-               "test")
+               {"account": {**member, Col.account_id: "NEW0001"},
+                "lots": lots.drop_columns([Col.account_id]).to_pylist()}, "test")
     return uri, household
 
 

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -493,3 +494,56 @@ def test_fuzz_damaged_books_end_in_a_book_error_or_a_clean_run(clean_book, fuzz_
 def test_fuzz_damaged_books_long(clean_book, fuzz_setup):
     """The long budget, run on purpose: ``pytest -m slow tests/test_hostile.py -s``."""
     _print_outcomes(run_fuzz(clean_book, fuzz_setup, examples=400, derandomize=False))
+
+
+def _household_rows(book, members: list[str]) -> dict[str, pa.Table]:
+    value_set = pa.array(members, pa.string())
+    return {name: book.table(name).filter(pc.is_in(book.table(name).column(Col.account_id), value_set=value_set))
+            for name in schema.ACCOUNT_TABLES}
+
+
+def test_fuzz_a_household_read_of_a_damaged_book_is_the_whole_reads_household_or_a_book_error(clean_book,
+                                                                                             fuzz_setup):
+    """``read_book(households_of=)`` (what ``canopy whatif`` reads) on generated damage: where the whole book
+    reads, the household read gives the whole read's rows and rejections of the household; where the whole
+    book is a BookError, the household read is one too, or reads a household the damage is not in."""
+    tables, _ = fuzz_setup
+    ids = tables["accounts"].column(Col.account_id).to_pylist()
+    seen: collections.Counter = collections.Counter()
+
+    @settings(max_examples=40, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(damage=st.sampled_from(DAMAGES), row_draw=st.integers(0, 10_000), asked=st.sampled_from(ids))
+    def one_case(damage, row_draw, asked):
+        with tempfile.TemporaryDirectory() as folder:
+            book = damaged_book(clean_book, tables, Path(folder), damage, row_draw)
+            try:
+                whole = read_book(str(book))
+            except BookError:
+                whole = None
+            try:
+                scoped = read_book(str(book), households_of=[asked])
+            except BookError as exc:
+                assert whole is None, (damage, str(exc))
+                seen["both a BookError"] += 1
+                return
+            if whole is None:
+                seen["the household read, the whole book a BookError"] += 1
+                return
+            accounts = whole.accounts.column(Col.account_id).to_pylist()
+            household_ids = whole.accounts.column(Col.household_id).to_pylist()
+            households = [a if h is None else h for a, h in zip(accounts, household_ids)]
+            mine = {h for a, h in zip(accounts, households) if a == asked}
+            members = [a for a, h in zip(accounts, households) if h in mine]
+            assert sorted(scoped.accounts.column(Col.account_id).to_pylist()) == sorted(members), damage
+            expected = _household_rows(whole, members)
+            for name in schema.ACCOUNT_TABLES:
+                assert scoped.table(name).equals(expected[name]), (damage, name)
+            rejections = whole.rejections.filter(pc.is_in(whole.rejections.column(Col.account_id),
+                                                          value_set=pa.array(members, pa.string())))
+            assert scoped.rejections.equals(rejections), damage
+            seen["equal"] += 1
+
+    one_case()
+    print(f"\nhousehold reads of damaged books: {dict(seen)}")
+    assert seen["equal"] > 0
