@@ -169,10 +169,14 @@ def test_rare_shapes_gather_in_a_rare_shape_that_covers_them():
     assert moved == [(2, 64, 768, 2048)] * 6 + [(4, 16, 64, 256)] * 50
 
 
+#: Households' shapes (m, L, n, P) on the ladders.
+SHAPE_KEYS = st.lists(st.tuples(st.sampled_from([1, 2, 4]), st.sampled_from([1, 4, 16, 64]),
+                                st.sampled_from([64, 128, 512, 768]), st.sampled_from([64, 256, 1024, 4096])),
+                      max_size=120)
+
+
 @settings(max_examples=200, deadline=None)
-@given(keys=st.lists(st.tuples(st.sampled_from([1, 2, 4]), st.sampled_from([1, 4, 16, 64]),
-                               st.sampled_from([64, 128, 512, 768]), st.sampled_from([64, 256, 1024, 4096])),
-                     max_size=120), least=st.integers(0, 40))
+@given(keys=SHAPE_KEYS, least=st.integers(0, 40))
 def test_merged_shapes_cover_their_households_and_never_add_a_shape(keys, least):
     keys = np.array(keys, np.int64).reshape(-1, 4)
     moved = merge_rare_shapes(keys, least=least)
@@ -213,9 +217,7 @@ def test_the_cap_joins_the_two_shapes_whose_padding_adds_least_work():
 
 
 @settings(max_examples=200, deadline=None)
-@given(keys=st.lists(st.tuples(st.sampled_from([1, 2, 4]), st.sampled_from([1, 4, 16, 64]),
-                               st.sampled_from([64, 128, 512, 768]), st.sampled_from([64, 256, 1024, 4096])),
-                     max_size=120), most=st.integers(0, 12))
+@given(keys=SHAPE_KEYS, most=st.integers(0, 12))
 def test_capped_shapes_cover_their_households_and_are_at_most_the_cap(keys, most):
     keys = np.array(keys, np.int64).reshape(-1, 4)
     capped = cap_solver_shapes(keys, most=most)
